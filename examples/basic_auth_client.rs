@@ -1,0 +1,92 @@
+// ANCHOR: uses
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Action, HandshakeRequest};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::stream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+// ANCHOR_END: uses
+
+// ANCHOR: login
+/// The header that carries a bearer token, as a name and a value.
+pub type TokenPair = (&'static str, MetadataValue<Ascii>);
+
+/// Logs in with a user name and password and returns the bearer token the
+/// server sent back in the `authorization` header of its Handshake response.
+pub async fn authenticate_basic_token(
+    client: &mut FlightServiceClient<Channel>,
+    username: &str,
+    password: &str,
+) -> Result<TokenPair, Status> {
+    let credentials = STANDARD.encode(format!("{username}:{password}"));
+    let basic = MetadataValue::try_from(format!("Basic {credentials}"))
+        .map_err(|_| Status::invalid_argument("credentials are not a valid header value"))?;
+    let mut request = Request::new(stream::iter([HandshakeRequest::default()]));
+    request.metadata_mut().insert("authorization", basic);
+
+    let response = client.handshake(request).await?;
+    match response.metadata().get("authorization") {
+        Some(bearer) => Ok(("authorization", bearer.clone())),
+        None => Err(Status::unauthenticated("the server sent no bearer token")),
+    }
+}
+// ANCHOR_END: login
+
+// ANCHOR: echo
+/// Sends an `echo` action with the token and prints every result body.
+pub async fn echo(
+    client: &mut FlightServiceClient<Channel>,
+    token_pair: &TokenPair,
+) -> Result<(), Status> {
+    let mut request = Request::new(Action::new("echo", "Hello, world!"));
+    let (name, value) = token_pair;
+    request.metadata_mut().insert(*name, value.clone());
+
+    let mut results = client.do_action(request).await?.into_inner();
+    while let Some(result) = results.message().await? {
+        println!("{:?}", result.body);
+    }
+    Ok(())
+}
+// ANCHOR_END: echo
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::args().nth(1);
+    let url = url.unwrap_or_else(|| "http://localhost:8816".to_string());
+    let channel = Channel::from_shared(url)?.connect().await?;
+    let mut client = FlightServiceClient::new(channel);
+
+    // ANCHOR: login
+    let token_pair = authenticate_basic_token(&mut client, "test", "password").await?;
+    println!("{token_pair:?}");
+    // ANCHOR_END: login
+
+    // ANCHOR: echo
+    echo(&mut client, &token_pair).await?;
+    // ANCHOR_END: echo
+
+    // ANCHOR: no_credentials
+    let action = Action::new("echo", "Hello, world!");
+    match client.do_action(Request::new(action)).await {
+        Err(status) if status.code() == Code::Unauthenticated => {
+            println!("Unauthenticated: {}", status.message());
+        }
+        Err(status) => return Err(status.into()),
+        Ok(_) => return Err("expected the call to fail".into()),
+    }
+    // ANCHOR_END: no_credentials
+
+    // ANCHOR: wrong_password
+    match authenticate_basic_token(&mut client, "invalid", "password").await {
+        Err(status) if status.code() == Code::Unauthenticated => {
+            println!("Unauthenticated: {}", status.message());
+        }
+        Err(status) => return Err(status.into()),
+        Ok(_) => return Err("expected the login to fail".into()),
+    }
+    // ANCHOR_END: wrong_password
+    Ok(())
+}

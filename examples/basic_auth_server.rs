@@ -1,0 +1,373 @@
+// ANCHOR: uses
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use futures::stream::{self, BoxStream};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tonic::body::Body;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+use tower::{Layer, Service};
+// ANCHOR_END: uses
+
+// ANCHOR: echo
+/// A Flight service whose only real call is `do_action`: it answers with
+/// two results, the action's type and the action's body.
+pub struct EchoServer;
+
+#[tonic::async_trait]
+impl FlightService for EchoServer {
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        let results = [action.r#type.into(), action.body]
+            .map(|body| Ok(arrow_flight::Result { body }));
+        Ok(Response::new(Box::pin(stream::iter(results))))
+    }
+    // ANCHOR_END: echo
+
+    // ANCHOR: handshake
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let response = HandshakeResponse::default();
+        Ok(Response::new(Box::pin(stream::iter([Ok(response)]))))
+    }
+    // ANCHOR_END: handshake
+
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights is not offered"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("get_flight_info is not offered"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info is not offered"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema is not offered"))
+    }
+
+    async fn do_get(&self, _request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        Err(Status::unimplemented("do_get is not offered"))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("do_put is not offered"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange is not offered"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("list_actions is not offered"))
+    }
+}
+
+// ANCHOR: tokens
+/// How long an issued token stays valid, and how many tokens are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenPolicy {
+    pub lifetime: Duration,
+    pub capacity: usize,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        TokenPolicy {
+            lifetime: Duration::from_secs(60 * 60),
+            capacity: 10_000,
+        }
+    }
+}
+
+/// Bearer tokens issued at login, each mapped to its user and its expiry.
+pub struct TokenStore {
+    policy: TokenPolicy,
+    users: HashMap<String, (String, Instant)>,
+    by_age: VecDeque<(Instant, String)>,
+}
+
+impl TokenStore {
+    pub fn new(policy: TokenPolicy) -> Self {
+        TokenStore {
+            policy,
+            users: HashMap::new(),
+            by_age: VecDeque::new(),
+        }
+    }
+
+    /// Makes a new random token for `user`, forgetting expired tokens and,
+    /// when the store is full, the oldest one.
+    pub fn issue(&mut self, user: &str) -> String {
+        let now = Instant::now();
+        while let Some((expires, token)) = self.by_age.front() {
+            if *expires > now && self.users.len() < self.policy.capacity.max(1) {
+                break;
+            }
+            self.users.remove(token);
+            self.by_age.pop_front();
+        }
+        let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let expires = now + self.policy.lifetime;
+        self.users.insert(token.clone(), (user.to_string(), expires));
+        self.by_age.push_back((expires, token.clone()));
+        token
+    }
+
+    /// The user a token was issued to, if the token is known and not expired.
+    pub fn user(&self, token: &str) -> Option<&str> {
+        match self.users.get(token) {
+            Some((user, expires)) if *expires > Instant::now() => Some(user),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+// ANCHOR_END: tokens
+
+// ANCHOR: check
+/// The longest `authorization` value we look at; longer ones are refused.
+pub const MAX_AUTHORIZATION_LEN: usize = 4096;
+
+/// Checks the credentials of one call. `Ok(Some(bearer))` is a successful
+/// login, with the `Bearer <token>` value to send back; `Ok(None)` is a valid
+/// bearer token.
+pub struct Authenticator {
+    passwords: HashMap<String, String>,
+    tokens: Mutex<TokenStore>,
+}
+
+impl Authenticator {
+    pub fn new(passwords: HashMap<String, String>, policy: TokenPolicy) -> Self {
+        Authenticator {
+            passwords,
+            tokens: Mutex::new(TokenStore::new(policy)),
+        }
+    }
+
+    pub fn check(&self, headers: &HeaderMap) -> Result<Option<HeaderValue>, Status> {
+        let Some(value) = headers.get(AUTHORIZATION) else {
+            return Err(Status::unauthenticated("No credentials supplied"));
+        };
+        if value.len() > MAX_AUTHORIZATION_LEN {
+            return Err(Status::invalid_argument(format!(
+                "authorization header is {} bytes long, the limit is {MAX_AUTHORIZATION_LEN}",
+                value.len()
+            )));
+        }
+        let value = value.to_str().map_err(|_| {
+            Status::invalid_argument("authorization header is not printable ASCII")
+        })?;
+        match value.split_once(' ') {
+            Some(("Basic", credentials)) => self.log_in(credentials).map(Some),
+            Some(("Bearer", token)) => self.check_token(token).map(|_| None),
+            Some((scheme, _)) => Err(Status::invalid_argument(format!(
+                "authorization scheme {:?} is not supported: use \"Basic\" or \"Bearer\"",
+                &scheme[..scheme.len().min(16)]
+            ))),
+            None => Err(Status::invalid_argument(
+                "authorization header must be \"Basic <credentials>\" or \"Bearer <token>\"",
+            )),
+        }
+    }
+
+    fn log_in(&self, credentials: &str) -> Result<HeaderValue, Status> {
+        let decoded = STANDARD
+            .decode(credentials)
+            .map_err(|_| Status::invalid_argument("Basic credentials are not valid base64"))?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| Status::invalid_argument("Basic credentials are not valid UTF-8"))?;
+        let Some((user, password)) = decoded.split_once(':') else {
+            return Err(Status::invalid_argument(
+                "Basic credentials must have the form user:password",
+            ));
+        };
+        let expected = self.passwords.get(user);
+        let same = password
+            .as_bytes()
+            .ct_eq(expected.map_or(&[][..], |p| p.as_bytes()));
+        if expected.is_none() || password.is_empty() || !bool::from(same) {
+            return Err(Status::unauthenticated("Unknown user or invalid password"));
+        }
+        let token = self.tokens().issue(user);
+        HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::internal("the new token is not a valid header value"))
+    }
+
+    fn check_token(&self, token: &str) -> Result<(), Status> {
+        match self.tokens().user(token) {
+            Some(_) => Ok(()),
+            None => Err(Status::unauthenticated("Invalid token")),
+        }
+    }
+
+    /// The token store, also after a thread panicked while holding it.
+    pub fn tokens(&self) -> std::sync::MutexGuard<'_, TokenStore> {
+        self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+// ANCHOR_END: check
+
+// ANCHOR: layer
+/// A tower layer that authenticates every call before the Flight service
+/// sees it, and hands a new bearer token back after a login.
+#[derive(Clone)]
+pub struct BasicAuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl BasicAuthLayer {
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        BasicAuthLayer { auth }
+    }
+}
+
+impl<S> Layer<S> for BasicAuthLayer {
+    type Service = BasicAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BasicAuth {
+            inner,
+            auth: Arc::clone(&self.auth),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct BasicAuth<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for BasicAuth<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let bearer = match self.auth.check(request.headers()) {
+            Ok(bearer) => bearer,
+            Err(status) => {
+                eprintln!("refused {}: {}", request.uri().path(), status.message());
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(async move {
+            let mut response = inner.call(request).await?;
+            if let Some(bearer) = bearer {
+                response.headers_mut().insert(AUTHORIZATION, bearer);
+            }
+            Ok(response)
+        })
+    }
+}
+// ANCHOR_END: layer
+
+// ANCHOR: serve
+/// Serves the echo service behind the authentication layer on `listener`
+/// until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let passwords = HashMap::from([("test".to_string(), "password".to_string())]);
+    let auth = Arc::new(Authenticator::new(passwords, TokenPolicy::default()));
+    Server::builder()
+        .layer(BasicAuthLayer::new(auth))
+        .add_service(FlightServiceServer::new(EchoServer))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::args().nth(1);
+    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8816")).await?;
+    println!("Serving on grpc://{}", listener.local_addr()?);
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    serve(listener, stop).await?;
+    Ok(())
+}
+// ANCHOR_END: serve

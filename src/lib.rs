@@ -1,0 +1,18 @@
+//! The test machinery of the Arrow Flight Cookbook for Rust.
+//!
+//! [`book`] reads the book's markdown the way mdBook shows it and turns each
+//! Rust block into a snippet that checks its own output; [`harness`] is the
+//! code those snippets run. The book's example programs are compiled in here
+//! too (the same files the book shows), so that snippets and tests can start
+//! their servers in the background.
+
+pub mod book;
+pub mod harness;
+
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_server.rs"]
+pub mod basic_auth_server;
+
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_client.rs"]
+pub mod basic_auth_client;
