@@ -1,4 +1,4 @@
-// ANCHOR: uses
+// ANCHOR: login
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, HandshakeRequest};
 use base64::Engine;
@@ -7,9 +7,7 @@ use futures::stream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-// ANCHOR_END: uses
 
-// ANCHOR: login
 /// The header that carries a bearer token, as a name and a value.
 pub type TokenPair = (&'static str, MetadataValue<Ascii>);
 
@@ -52,6 +50,7 @@ pub async fn echo(
 }
 // ANCHOR_END: echo
 
+// ANCHOR: login
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1);
@@ -59,7 +58,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let channel = Channel::from_shared(url)?.connect().await?;
     let mut client = FlightServiceClient::new(channel);
 
-    // ANCHOR: login
     let token_pair = authenticate_basic_token(&mut client, "test", "password").await?;
     println!("{token_pair:?}");
     // ANCHOR_END: login

@@ -1,0 +1,368 @@
+//! The book's markdown, read the way mdBook shows it, and the test copy of
+//! each Rust block.
+//!
+//! `build.rs` includes this file as a module (it uses only `std`), so the
+//! build and the tests read the book with the same code.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+/// A fenced code block of a chapter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodeBlock {
+    /// The line of the opening fence, counted from 1.
+    pub line: usize,
+    /// The info string after the opening fence, such as `rust,no_run`.
+    pub info: String,
+    /// The lines between the fences, as written in the chapter.
+    pub body: Vec<String>,
+    /// The line of the closing fence.
+    pub end_line: usize,
+    /// The nearest heading above the block and its line.
+    pub heading: Option<(usize, String)>,
+    /// For a Rust block, the `text` block that follows it: its expected output.
+    pub expected: Option<ExpectedOutput>,
+}
+
+/// The `text` block under a Rust block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExpectedOutput {
+    pub line: usize,
+    pub text: String,
+}
+
+/// How a Rust block is tested, from the words of its info string.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attributes {
+    /// Compiled only (`no_run`).
+    pub no_run: bool,
+    /// Neither compiled nor run (`ignore`); the chapter says why.
+    pub ignore: bool,
+    /// The block is a server program (`server`): it is started with the
+    /// address `127.0.0.1:0`, and stopped with SIGTERM once it has printed
+    /// its first line.
+    pub server: bool,
+    /// The block is a client of the server in `examples/NAME.rs`
+    /// (`client_of=NAME`): that server is started in the background and its
+    /// URL is the program's first argument.
+    pub client_of: Option<String>,
+    /// Seconds the program may run before it counts as hung (`timeout=N`).
+    pub timeout_secs: Option<u64>,
+}
+
+impl Attributes {
+    /// Reads the info string of a block; `None` if it is not a Rust block.
+    pub fn parse(info: &str) -> Result<Option<Attributes>, String> {
+        let mut words = info.split(',').map(str::trim);
+        if words.next() != Some("rust") {
+            return Ok(None);
+        }
+        let mut attributes = Attributes::default();
+        for word in words {
+            match word.split_once('=') {
+                None if word == "no_run" => attributes.no_run = true,
+                None if word == "ignore" => attributes.ignore = true,
+                None if word == "server" => attributes.server = true,
+                None if word == "noplayground" || word == "editable" => {}
+                Some(("client_of", name)) if is_identifier(name) => {
+                    attributes.client_of = Some(name.to_string())
+                }
+                Some(("timeout", secs)) => {
+                    let secs = secs
+                        .parse()
+                        .map_err(|_| format!("`timeout={secs}` is not a number of seconds"))?;
+                    attributes.timeout_secs = Some(secs);
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown word `{word}` in `{info}` (known: no_run, ignore, server, \
+                         client_of=NAME, timeout=SECONDS)"
+                    ));
+                }
+            }
+        }
+        if attributes.server && attributes.client_of.is_some() {
+            return Err("a block is either a `server` or a `client_of=...`, not both".into());
+        }
+        Ok(Some(attributes))
+    }
+
+    /// Whether the block is compiled and run.
+    pub fn runs(&self) -> bool {
+        !self.no_run && !self.ignore
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+/// The fenced code blocks of a chapter, with headings and expected outputs.
+pub fn code_blocks(markdown: &str) -> Vec<CodeBlock> {
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut blocks: Vec<CodeBlock> = Vec::new();
+    let mut heading = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let Some((fence, info)) = opening_fence(lines[i]) else {
+            if let Some(title) = lines[i].trim_start_matches('#').strip_prefix(' ')
+                && lines[i].starts_with('#')
+            {
+                heading = Some((i + 1, title.trim().to_string()));
+            }
+            i += 1;
+            continue;
+        };
+        let start = i;
+        let mut body = Vec::new();
+        i += 1;
+        while i < lines.len() && !closes(lines[i], &fence) {
+            body.push(lines[i].to_string());
+            i += 1;
+        }
+        let block = CodeBlock {
+            line: start + 1,
+            info: info.to_string(),
+            body,
+            end_line: i + 1,
+            heading: heading.clone(),
+            expected: None,
+        };
+        i += 1;
+        if info == "text"
+            && let Some(previous) = blocks.last_mut()
+            && previous.info.starts_with("rust")
+            && previous.expected.is_none()
+            && lines[previous.end_line.min(start)..start]
+                .iter()
+                .all(|l| l.trim().is_empty())
+        {
+            previous.expected = Some(ExpectedOutput {
+                line: block.line,
+                text: block.body.join("\n"),
+            });
+        }
+        blocks.push(block);
+    }
+    blocks
+}
+
+fn opening_fence(line: &str) -> Option<(String, &str)> {
+    let indent = line.len() - line.trim_start().len();
+    let trimmed = line.trim_start();
+    let mark = trimmed.chars().next().filter(|c| *c == '`' || *c == '~')?;
+    let count = trimmed.chars().take_while(|c| *c == mark).count();
+    (indent < 4 && count >= 3).then(|| (trimmed[..count].to_string(), trimmed[count..].trim()))
+}
+
+fn closes(line: &str, fence: &str) -> bool {
+    let trimmed = line.trim();
+    let mark = &fence[..1];
+    trimmed.len() >= fence.len() && trimmed.chars().all(|c| c.to_string() == mark)
+}
+
+/// A block's code as mdBook shows it, includes expanded.
+#[derive(Debug, PartialEq)]
+pub struct Expanded {
+    pub code: String,
+    /// The block shows only an anchored part of a file and hides the rest.
+    pub partial: bool,
+    /// The files it includes.
+    pub files: Vec<String>,
+}
+
+/// Expands `{{#include FILE}}`, `{{#include FILE:ANCHOR}}` and their
+/// `rustdoc_include` forms as mdBook does, paths relative to `dir`.
+pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
+    let mut expanded = Expanded {
+        code: String::new(),
+        partial: false,
+        files: Vec::new(),
+    };
+    for line in body {
+        let trimmed = line.trim();
+        let Some(directive) = trimmed.strip_prefix("{{#").and_then(|d| d.strip_suffix("}}"))
+        else {
+            if line.contains("{{#") {
+                return Err(format!("an include must stand alone on its line: `{line}`"));
+            }
+            expanded.code.push_str(line);
+            expanded.code.push('\n');
+            continue;
+        };
+        let (kind, target) = directive
+            .split_once(' ')
+            .ok_or_else(|| format!("`{trimmed}` names no file"))?;
+        let (file, anchor) = match target.trim().split_once(':') {
+            Some((file, anchor)) => (file, Some(anchor)),
+            None => (target.trim(), None),
+        };
+        if anchor.is_some_and(|a| a.is_empty() || a.chars().any(|c| c == ':') || a.parse::<usize>().is_ok()) {
+            return Err(format!("`{trimmed}`: use an anchor name, not line numbers"));
+        }
+        let path = dir.join(file);
+        let source = fs::read_to_string(&path)
+            .map_err(|e| format!("`{trimmed}`: cannot read {}: {e}", path.display()))?;
+        expanded.files.push(file.to_string());
+        let included = match (kind, anchor) {
+            ("include", None) => source.lines().map(|l| format!("{l}\n")).collect(),
+            ("include", Some(anchor)) => anchored(&source, anchor, false),
+            ("rustdoc_include", None) => source.lines().map(|l| format!("{l}\n")).collect(),
+            ("rustdoc_include", Some(anchor)) => {
+                expanded.partial = true;
+                anchored(&source, anchor, true)
+            }
+            _ => return Err(format!("`{trimmed}`: unknown directive `{kind}`")),
+        };
+        if !included.lines().any(|l| !l.starts_with('#') || l.starts_with("#[")) {
+            return Err(format!("`{trimmed}`: anchor not found in {file}"));
+        }
+        expanded.code.push_str(&included);
+    }
+    Ok(expanded)
+}
+
+fn anchor_mark<'a>(line: &'a str, mark: &str) -> Option<&'a str> {
+    let rest = &line[line.find(mark)? + mark.len()..];
+    let name = rest.trim_start();
+    let end = name
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(name.len());
+    (end > 0).then(|| &name[..end])
+}
+
+/// The lines between `ANCHOR: name` and `ANCHOR_END: name` (every such
+/// section); with `hide_rest`, the other lines too, hidden with `# `. Anchor
+/// lines themselves are dropped, as mdBook drops them.
+fn anchored(source: &str, anchor: &str, hide_rest: bool) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in source.lines() {
+        let start = anchor_mark(line, "ANCHOR:");
+        let end = anchor_mark(line, "ANCHOR_END:");
+        if start.is_some() || end.is_some() {
+            if start == Some(anchor) {
+                inside = true;
+            }
+            if end == Some(anchor) {
+                inside = false;
+            }
+            continue;
+        }
+        if inside {
+            let _ = writeln!(out, "{line}");
+        } else if hide_rest {
+            let _ = writeln!(out, "# {line}");
+        }
+    }
+    out
+}
+
+/// The name a test copy gives the program's own `main`, so that the
+/// harness's `main` can run it.
+pub const RENAMED_MAIN: &str = "cookbook_snippet_main";
+
+/// Everything the test copy of one runnable block needs to know.
+pub struct Snippet<'a> {
+    /// The chapter, as a path from the repository root (`book/src/x.md`).
+    pub chapter: &'a str,
+    pub block: &'a CodeBlock,
+    pub attributes: &'a Attributes,
+    pub expanded: &'a Expanded,
+}
+
+/// The code skeptic compiles for a block: the block itself and, for a
+/// block that runs, its `main` renamed and a `main` of the harness that
+/// runs it and checks what it prints.
+pub fn test_code(snippet: &Snippet) -> Result<String, String> {
+    let Snippet {
+        chapter,
+        block,
+        attributes,
+        expanded,
+    } = snippet;
+    let expected = block.expected.as_ref();
+    if !attributes.runs() {
+        if let Some(expected) = expected {
+            return Err(format!(
+                "{chapter}:{}: an expected output follows a block that does not run \
+                 (no_run or ignore), so nothing would check it",
+                expected.line
+            ));
+        }
+        return Ok(expanded.code.clone());
+    }
+    let mut code = String::new();
+    let mut renamed = false;
+    for line in expanded.code.lines() {
+        let visible = line.strip_prefix("# ").unwrap_or(line).trim_start();
+        let is_main = ["fn main(", "async fn main(", "pub fn main(", "pub async fn main("]
+            .iter()
+            .any(|m| visible.starts_with(m));
+        if is_main && !renamed {
+            code.push_str(&line.replacen("fn main(", &format!("fn {RENAMED_MAIN}("), 1));
+            renamed = true;
+        } else {
+            code.push_str(line);
+        }
+        code.push('\n');
+    }
+    if !renamed {
+        return Err(format!(
+            "{chapter}:{}: the block runs but has no `fn main`; give it one, or mark it no_run",
+            block.line
+        ));
+    }
+    let heading = block.heading.as_ref().map_or("", |(_, h)| h.as_str());
+    let (runner, extra) = match (&attributes.client_of, attributes.server) {
+        (Some(server), _) => ("run_client", format!(", flight_cookbook::{server}::serve")),
+        (None, true) => ("run_server", String::new()),
+        (None, false) => ("run", String::new()),
+    };
+    let _ = write!(
+        code,
+        "# fn main() -> std::process::ExitCode {{\n\
+         #     let block = flight_cookbook::harness::Block {{\n\
+         #         chapter: {chapter:?},\n\
+         #         line: {line},\n\
+         #         heading: {heading:?},\n\
+         #         expected: {expected_text:?},\n\
+         #         expected_line: {expected_line},\n\
+         #         excerpt: {excerpt},\n\
+         #         timeout_secs: {timeout},\n\
+         #     }};\n\
+         #     flight_cookbook::harness::{runner}({RENAMED_MAIN}, &block{extra})\n\
+         # }}\n",
+        line = block.line,
+        expected_text = expected.map_or("", |e| e.text.as_str()),
+        expected_line = expected.map_or(0, |e| e.line),
+        excerpt = expanded.partial,
+        timeout = attributes.timeout_secs.unwrap_or(60),
+    );
+    Ok(code)
+}
+
+/// The markdown skeptic reads for one block: the block's heading and fence
+/// at the lines they have in the chapter, so that the test's name
+/// (`{chapter}_sect_{heading}_line_{line}`) points at the real place.
+pub fn test_copy(block: &CodeBlock, attributes: &Attributes, code: &str) -> String {
+    let mut lines = vec![String::new(); block.line - 1];
+    if let Some((line, heading)) = &block.heading {
+        lines[line - 1] = format!("## {heading}");
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    let flag = if attributes.ignore {
+        ",ignore"
+    } else if attributes.no_run {
+        ",no_run"
+    } else {
+        ""
+    };
+    let _ = write!(out, "```rust{flag}\n{code}```\n");
+    out
+}
