@@ -185,7 +185,9 @@ pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
     };
     for line in body {
         let trimmed = line.trim();
-        let Some(directive) = trimmed.strip_prefix("{{#").and_then(|d| d.strip_suffix("}}"))
+        let Some(directive) = trimmed
+            .strip_prefix("{{#")
+            .and_then(|d| d.strip_suffix("}}"))
         else {
             if line.contains("{{#") {
                 return Err(format!("an include must stand alone on its line: `{line}`"));
@@ -201,7 +203,9 @@ pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
             Some((file, anchor)) => (file, Some(anchor)),
             None => (target.trim(), None),
         };
-        if anchor.is_some_and(|a| a.is_empty() || a.chars().any(|c| c == ':') || a.parse::<usize>().is_ok()) {
+        if anchor.is_some_and(|a| {
+            a.is_empty() || a.chars().any(|c| c == ':') || a.parse::<usize>().is_ok()
+        }) {
             return Err(format!("`{trimmed}`: use an anchor name, not line numbers"));
         }
         let path = dir.join(file);
@@ -218,7 +222,10 @@ pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
             }
             _ => return Err(format!("`{trimmed}`: unknown directive `{kind}`")),
         };
-        if !included.lines().any(|l| !l.starts_with('#') || l.starts_with("#[")) {
+        if !included
+            .lines()
+            .any(|l| !l.starts_with('#') || l.starts_with("#["))
+        {
             return Err(format!("`{trimmed}`: anchor not found in {file}"));
         }
         expanded.code.push_str(&included);
@@ -300,9 +307,14 @@ pub fn test_code(snippet: &Snippet) -> Result<String, String> {
     let mut renamed = false;
     for line in expanded.code.lines() {
         let visible = line.strip_prefix("# ").unwrap_or(line).trim_start();
-        let is_main = ["fn main(", "async fn main(", "pub fn main(", "pub async fn main("]
-            .iter()
-            .any(|m| visible.starts_with(m));
+        let is_main = [
+            "fn main(",
+            "async fn main(",
+            "pub fn main(",
+            "pub async fn main(",
+        ]
+        .iter()
+        .any(|m| visible.starts_with(m));
         if is_main && !renamed {
             code.push_str(&line.replacen("fn main(", &format!("fn {RENAMED_MAIN}("), 1));
             renamed = true;
@@ -325,18 +337,18 @@ pub fn test_code(snippet: &Snippet) -> Result<String, String> {
     };
     let _ = write!(
         code,
-        "# fn main() -> std::process::ExitCode {{\n\
-         #     let block = flight_cookbook::harness::Block {{\n\
-         #         chapter: {chapter:?},\n\
-         #         line: {line},\n\
-         #         heading: {heading:?},\n\
-         #         expected: {expected_text:?},\n\
-         #         expected_line: {expected_line},\n\
-         #         excerpt: {excerpt},\n\
-         #         timeout_secs: {timeout},\n\
-         #     }};\n\
-         #     flight_cookbook::harness::{runner}({RENAMED_MAIN}, &block{extra})\n\
-         # }}\n",
+        "fn main() -> std::process::ExitCode {{\n\
+         \x20   let block = flight_cookbook::harness::Block {{\n\
+         \x20       chapter: {chapter:?},\n\
+         \x20       line: {line},\n\
+         \x20       heading: {heading:?},\n\
+         \x20       expected: {expected_text:?},\n\
+         \x20       expected_line: {expected_line},\n\
+         \x20       excerpt: {excerpt},\n\
+         \x20       timeout_secs: {timeout},\n\
+         \x20   }};\n\
+         \x20   flight_cookbook::harness::{runner}({RENAMED_MAIN}, &block{extra})\n\
+         }}\n",
         line = block.line,
         expected_text = expected.map_or("", |e| e.text.as_str()),
         expected_line = expected.map_or(0, |e| e.line),

@@ -294,8 +294,7 @@ fn ellipsis_match(pattern: &str, text: &str) -> bool {
         return pattern == text;
     }
     let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
-    if !text.starts_with(first) || !text.ends_with(last) || first.len() + last.len() > text.len()
-    {
+    if !text.starts_with(first) || !text.ends_with(last) || first.len() + last.len() > text.len() {
         return false;
     }
     let (mut from, end) = (first.len(), text.len() - last.len());
@@ -381,7 +380,28 @@ fn clip(line: &str, width: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{Block, matches, side_by_side};
+
+    #[test]
+    fn the_report_shows_expected_and_printed_side_by_side() {
+        let block = Block {
+            chapter: "book/src/x.md",
+            line: 10,
+            heading: "Log in",
+            expected: "same\nBearer ...\nwanted",
+            expected_line: 20,
+            excerpt: false,
+            timeout_secs: 60,
+        };
+        let report = side_by_side(&block, "same\nBearer abc\ngot\nextra\n");
+        let rows: Vec<&str> = report.lines().collect();
+        assert!(rows[0].contains("expected (book/src/x.md:20)"), "{report}");
+        assert!(rows[0].ends_with("| printed"), "{report}");
+        assert!(rows[1].starts_with("    same") && rows[1].ends_with("| same"));
+        assert!(rows[2].starts_with("    Bearer ...") && rows[2].ends_with("| Bearer abc"));
+        assert!(rows[3].starts_with("  ✗ wanted") && rows[3].ends_with("| got"));
+        assert!(rows[4].starts_with("  ✗ ") && rows[4].ends_with("| extra"));
+    }
 
     #[test]
     fn exact_text_must_match() {

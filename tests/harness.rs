@@ -1,0 +1,211 @@
+//! Self-tests of the harness: a block whose output differs, that panics,
+//! fails or hangs must fail its test; `...` must match; the book's blocks
+//! must all become tests.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use flight_cookbook::book::{self, Attributes, Snippet};
+
+/// Turns the first Rust block of `markdown` into its test code and runs it
+/// as `cargo test` would; `Err` carries skeptic's failure.
+fn run_block(markdown: &str) -> Result<(), String> {
+    let code = test_code(markdown)?;
+    let run = panic::catch_unwind(AssertUnwindSafe(|| {
+        skeptic::rt::run_test(
+            env!("CARGO_MANIFEST_DIR"),
+            env!("OUT_DIR"),
+            env!("FLIGHT_COOKBOOK_TARGET"),
+            &code,
+        )
+    }));
+    run.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "a panic".to_string())
+    })
+}
+
+fn test_code(markdown: &str) -> Result<String, String> {
+    let blocks = book::code_blocks(markdown);
+    let block = blocks
+        .iter()
+        .find(|b| b.info.starts_with("rust"))
+        .ok_or("no rust block")?;
+    let attributes = Attributes::parse(&block.info)?.ok_or("not a rust block")?;
+    let expanded = book::expand(&block.body, Path::new("."))?;
+    book::test_code(&Snippet {
+        chapter: "book/src/selftest.md",
+        block,
+        attributes: &attributes,
+        expanded: &expanded,
+    })
+}
+
+#[test]
+fn matching_output_passes_and_ellipsis_matches_any_text() {
+    let markdown = r#"
+## Prints a token
+```rust
+fn main() {
+    println!("token abc123");
+    println!("second line");
+    println!("third line");
+}
+```
+
+```text
+token ...
+...
+third line
+```
+"#;
+    assert_eq!(run_block(markdown), Ok(()));
+}
+
+#[test]
+fn a_mismatched_line_fails() {
+    let markdown = r#"
+```rust
+fn main() {
+    println!("goodbye");
+}
+```
+
+```text
+hello
+```
+"#;
+    assert!(run_block(markdown).is_err());
+}
+
+#[test]
+fn printing_with_no_expected_output_fails() {
+    let markdown = "```rust\nfn main() {\n    println!(\"unchecked\");\n}\n```\n";
+    assert!(run_block(markdown).is_err());
+}
+
+#[test]
+fn a_panicking_block_fails() {
+    let markdown = "```rust\nfn main() {\n    panic!(\"boom\");\n}\n```\n";
+    assert!(run_block(markdown).is_err());
+}
+
+#[test]
+fn a_non_zero_exit_fails_even_with_the_right_output() {
+    let markdown = r#"
+```rust
+fn main() {
+    println!("done");
+    std::process::exit(3);
+}
+```
+
+```text
+done
+```
+"#;
+    assert!(run_block(markdown).is_err());
+}
+
+#[test]
+fn an_error_from_main_fails() {
+    let markdown = r#"
+```rust
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    Err("it went wrong".into())
+}
+```
+"#;
+    assert!(run_block(markdown).is_err());
+}
+
+#[test]
+fn a_hanging_block_times_out() {
+    let markdown = r#"
+```rust,timeout=2
+fn main() {
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+```
+"#;
+    let started = Instant::now();
+    assert!(run_block(markdown).is_err());
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+#[test]
+fn expected_output_under_a_block_that_does_not_run_is_refused() {
+    let markdown = "```rust,no_run\nfn main() {}\n```\n\n```text\nnever checked\n```\n";
+    let error = test_code(markdown).expect_err("must be refused");
+    assert!(error.contains("book/src/selftest.md:5"), "{error}");
+}
+
+#[test]
+fn a_running_block_needs_a_main_and_known_words() {
+    assert!(test_code("```rust\nlet x = 1;\n```\n").is_err());
+    assert!(test_code("```rust,no-run\nfn main() {}\n```\n").is_err());
+    assert!(test_code("```rust,should_panic\nfn main() {}\n```\n").is_err());
+}
+
+#[test]
+fn includes_expand_as_mdbook_expands_them() {
+    let dir = std::env::temp_dir().join(format!("cookbook-selftest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let source = "// ANCHOR: a\nfn a() {}\n// ANCHOR_END: a\n// ANCHOR: b\nfn b() {}\n\
+                  // ANCHOR_END: b\nfn main() {}\n// ANCHOR: a\nfn a2() {}\n// ANCHOR_END: a\n";
+    std::fs::write(dir.join("x.rs"), source).expect("write x.rs");
+    let expand = |line: &str| book::expand(&[line.to_string()], &dir);
+
+    let part = expand("{{#include x.rs:a}}").expect("include");
+    assert_eq!(part.code, "fn a() {}\nfn a2() {}\n");
+    assert!(!part.partial);
+
+    let hidden = expand("{{#rustdoc_include x.rs:a}}").expect("rustdoc_include");
+    assert_eq!(
+        hidden.code,
+        "fn a() {}\n# fn b() {}\n# fn main() {}\nfn a2() {}\n"
+    );
+    assert!(hidden.partial);
+
+    let whole = expand("{{#include x.rs}}").expect("whole file");
+    assert_eq!(whole.code, source);
+
+    assert!(expand("{{#include x.rs:nope}}").is_err());
+    assert!(expand("{{#include x.rs:2:4}}").is_err());
+    assert!(expand("{{#include missing.rs}}").is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn expected_output_is_the_text_block_right_under_a_rust_block() {
+    let markdown = "# T\n```rust\nfn main() {}\n```\n\n```text\nout\n```\n\
+                    ```rust\nfn main() {}\n```\nprose\n```text\nnot output\n```\n";
+    let blocks = book::code_blocks(markdown);
+    let expected = blocks[0].expected.as_ref().expect("first block has output");
+    assert_eq!((expected.line, expected.text.as_str()), (6, "out"));
+    assert_eq!(blocks[0].heading, Some((1, "T".to_string())));
+    assert_eq!(blocks[2].expected, None);
+}
+
+/// `cargo test` runs one test per Rust block of the book.
+#[test]
+fn every_rust_block_of_the_book_is_a_test() {
+    let mut blocks = 0;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("book/src");
+    for entry in std::fs::read_dir(&src).expect("book/src") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let markdown = std::fs::read_to_string(&path).expect("chapter");
+            blocks += book::code_blocks(&markdown)
+                .iter()
+                .filter(|b| matches!(Attributes::parse(&b.info), Ok(Some(_))))
+                .count();
+        }
+    }
+    let generated = include_str!(concat!(env!("OUT_DIR"), "/skeptic-tests.rs"));
+    assert!(blocks > 0);
+    assert_eq!(generated.matches("#[test]").count(), blocks);
+}
