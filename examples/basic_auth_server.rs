@@ -40,8 +40,8 @@ impl FlightService for EchoServer {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
-        let results = [action.r#type.into(), action.body]
-            .map(|body| Ok(arrow_flight::Result { body }));
+        let results =
+            [action.r#type.into(), action.body].map(|body| Ok(arrow_flight::Result { body }));
         Ok(Response::new(Box::pin(stream::iter(results))))
     }
     // ANCHOR_END: echo
@@ -92,7 +92,10 @@ impl FlightService for EchoServer {
         Err(Status::unimplemented("get_schema is not offered"))
     }
 
-    async fn do_get(&self, _request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         Err(Status::unimplemented("do_get is not offered"))
     }
 
@@ -164,7 +167,8 @@ impl TokenStore {
         }
         let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let expires = now + self.policy.lifetime;
-        self.users.insert(token.clone(), (user.to_string(), expires));
+        self.users
+            .insert(token.clone(), (user.to_string(), expires));
         self.by_age.push_back((expires, token.clone()));
         token
     }
@@ -217,9 +221,9 @@ impl Authenticator {
                 value.len()
             )));
         }
-        let value = value.to_str().map_err(|_| {
-            Status::invalid_argument("authorization header is not printable ASCII")
-        })?;
+        let value = value
+            .to_str()
+            .map_err(|_| Status::invalid_argument("authorization header is not printable ASCII"))?;
         match value.split_once(' ') {
             Some(("Basic", credentials)) => self.log_in(credentials).map(Some),
             Some(("Bearer", token)) => self.check_token(token).map(|_| None),
@@ -265,7 +269,9 @@ impl Authenticator {
 
     /// The token store, also after a thread panicked while holding it.
     pub fn tokens(&self) -> std::sync::MutexGuard<'_, TokenStore> {
-        self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 // ANCHOR_END: check
