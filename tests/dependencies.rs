@@ -1,0 +1,275 @@
+//! Honest dependencies. skeptic hands every crate of the target directory to
+//! rustc, transitive ones too, so a block could compile here and fail in a
+//! reader's crate. This test reads every Rust block of the book and checks
+//! that each crate it names is a direct dependency of this package and is
+//! listed, with the same version, in its chapter's `toml` block; and that a
+//! chapter lists no crate its code does not use.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use flight_cookbook::book::{self, Attributes};
+
+/// Names a path may start with that are not crates.
+const NOT_CRATES: &[&str] = &[
+    "std", "core", "alloc", "crate", "self", "super", "bool", "char", "str", "u8", "u16", "u32",
+    "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64",
+];
+
+/// `[dependencies]` of a TOML text: crate name (with `_`) to version.
+fn dependencies(toml: &str) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut inside = false;
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == "[dependencies]";
+            continue;
+        }
+        let Some((name, spec)) = line.split_once('=').filter(|_| inside) else {
+            continue;
+        };
+        let spec = spec.trim();
+        let version = match spec.find("version") {
+            Some(at) => &spec[at..],
+            None => spec,
+        };
+        let version = version.split('"').nth(1).unwrap_or_default();
+        found.insert(name.trim().replace('-', "_"), version.to_string());
+    }
+    found
+}
+
+/// The code without comments and string, byte and char literals.
+fn code_only(source: &str) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let rest = &chars[i..];
+        if rest.starts_with(&['/', '/']) {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if rest.starts_with(&['/', '*']) {
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else if chars[i] == 'r' && raw_string_at(rest) && !ident_before(&chars, i) {
+            let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
+            i += 2 + hashes;
+            while i < chars.len()
+                && !(chars[i] == '"' && chars[i + 1..].iter().take(hashes).all(|c| *c == '#'))
+            {
+                i += 1;
+            }
+            i += 1 + hashes;
+            out.push_str("\"\"");
+        } else if chars[i] == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if chars[i] == '\'' && (rest.get(2) == Some(&'\'') || rest.get(1) == Some(&'\\')) {
+            i += 1;
+            while i < chars.len() && chars[i] != '\'' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `r"..."` or `r#"..."#`, not a raw identifier such as `r#type`.
+fn raw_string_at(rest: &[char]) -> bool {
+    let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
+    rest.get(1 + hashes) == Some(&'"')
+}
+
+fn ident_before(chars: &[char], i: usize) -> bool {
+    i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_')
+}
+
+/// The crates a piece of Rust code names: roots of `use` paths, and roots of
+/// other paths that no `use` or `mod` brought into scope.
+fn crates_named(source: &str) -> BTreeSet<String> {
+    let code = code_only(source);
+    let (mut local, mut used) = (BTreeSet::new(), BTreeSet::new());
+    let mut other = String::new();
+    let mut remaining = code.as_str();
+    while let Some(at) = find_word(remaining, "use") {
+        other.push_str(&remaining[..at]);
+        let end = remaining[at..]
+            .find(';')
+            .map_or(remaining.len(), |e| at + e);
+        let tree = &remaining[at + 3..end];
+        let mut names = tree
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|name| !name.is_empty())
+            .map(str::to_string);
+        used.extend(names.next());
+        local.extend(names);
+        remaining = &remaining[end..];
+    }
+    other.push_str(remaining);
+    let words: Vec<&str> = other.split_whitespace().collect();
+    for pair in words.windows(2).filter(|pair| pair[0] == "mod") {
+        local.insert(pair[1].trim_end_matches(['{', ';']).to_string());
+    }
+    for (name, starts_path) in identifiers(&other) {
+        if starts_path && !local.contains(&name) {
+            used.insert(name);
+        }
+    }
+    used.retain(|c: &String| {
+        !NOT_CRATES.contains(&c.as_str()) && c.starts_with(|ch: char| ch.is_ascii_lowercase())
+    });
+    used
+}
+
+/// Where `word` stands as a word of its own in `code`.
+fn find_word(code: &str, word: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = code[from..].find(word).map(|at| from + at) {
+        let before = code[..at].chars().next_back();
+        let after = code[at + word.len()..].chars().next();
+        let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        if boundary(before) && after.is_some_and(char::is_whitespace) {
+            return Some(at);
+        }
+        from = at + word.len();
+    }
+    None
+}
+
+/// Identifiers that start a path (not preceded by `::`, `.` or `>`), and
+/// whether `::` follows them.
+fn identifiers(code: &str) -> Vec<(String, bool)> {
+    let chars: Vec<char> = code.chars().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_alphabetic() || chars[i] == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let before: String = chars[..start].iter().rev().take(2).collect();
+            let after: String = chars[i..].iter().take(2).collect();
+            let starts_path =
+                !(before == "::" || before.starts_with('.') || before.starts_with('>'));
+            if starts_path {
+                found.push((chars[start..i].iter().collect(), after == "::"));
+            } else if let Some(last) = found.last_mut() {
+                last.1 = last.1 || after == "::";
+            }
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+#[test]
+fn the_crate_finder_sees_uses_paths_and_attributes() {
+    let code = r#"
+use arrow_flight::{Action, flight_service_client::FlightServiceClient};
+use futures::stream::{self, BoxStream};
+use tonic::transport::Channel as C;
+mod local { pub fn f() {} }
+#[tokio::main]
+async fn main() {
+    let url = "http://localhost:8816"; // base64::nothing
+    let s = stream::iter([1]);
+    local::f();
+    let _ = i32::MAX;
+    let x = rand::random::<u8>();
+    let y = 'a'; let z = b"x::y"; let t = action.r#type; let w = http::Uri::default();
+}
+"#;
+    let found: Vec<String> = crates_named(code).into_iter().collect();
+    assert_eq!(found, ["arrow_flight", "futures", "http", "rand", "tokio", "tonic"]);
+}
+
+#[test]
+fn every_crate_a_block_names_is_a_direct_dependency_listed_by_its_chapter() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let direct = dependencies(&manifest);
+    let src = root.join("book/src");
+    let mut problems = Vec::new();
+    let mut chapters_checked = 0;
+    for entry in std::fs::read_dir(&src).expect("book/src") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let markdown = std::fs::read_to_string(&path).expect("chapter");
+        let blocks = book::code_blocks(&markdown);
+        let listed: BTreeMap<String, String> = blocks
+            .iter()
+            .filter(|b| b.info == "toml")
+            .flat_map(|b| dependencies(&b.body.join("\n")))
+            .collect();
+        let mut chapter_crates = BTreeSet::new();
+        for block in &blocks {
+            if !matches!(Attributes::parse(&block.info), Ok(Some(_))) {
+                continue;
+            }
+            let expanded = book::expand(&block.body, &src).expect("expand");
+            let all: Vec<&str> = expanded
+                .code
+                .lines()
+                .map(|l| l.trim_start().strip_prefix("# ").unwrap_or(l))
+                .collect();
+            for krate in crates_named(&all.join("\n")) {
+                if krate == "flight_cookbook" {
+                    problems.push(format!(
+                        "{name}:{}: names this package, which a reader does not have",
+                        block.line
+                    ));
+                } else if !direct.contains_key(&krate) {
+                    problems.push(format!(
+                        "{name}:{}: `{krate}` is not a direct dependency",
+                        block.line
+                    ));
+                }
+            }
+            chapter_crates.extend(crates_named(&all.join("\n")));
+        }
+        if chapter_crates.is_empty() {
+            continue;
+        }
+        chapters_checked += 1;
+        for krate in &chapter_crates {
+            match listed.get(krate) {
+                None => problems.push(format!(
+                    "{name}: uses `{krate}` but its toml block does not list it"
+                )),
+                Some(version) if direct.get(krate) != Some(version) => problems.push(format!(
+                    "{name}: lists {krate} {version}, the package tests {}",
+                    direct.get(krate).map_or("nothing", String::as_str)
+                )),
+                Some(_) => {}
+            }
+        }
+        for krate in listed.keys().filter(|k| !chapter_crates.contains(*k)) {
+            problems.push(format!(
+                "{name}: lists `{krate}`, which its code does not use"
+            ));
+        }
+    }
+    assert!(chapters_checked > 0, "no chapter with Rust code found");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
