@@ -194,7 +194,10 @@ async fn main() {
 }
 "#;
     let found: Vec<String> = crates_named(code).into_iter().collect();
-    assert_eq!(found, ["arrow_flight", "futures", "http", "rand", "tokio", "tonic"]);
+    assert_eq!(
+        found,
+        ["arrow_flight", "futures", "http", "rand", "tokio", "tonic"]
+    );
 }
 
 #[test]
