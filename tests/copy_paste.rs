@@ -1,0 +1,145 @@
+//! Copy and paste, for real: every complete program of a chapter, as a
+//! reader copies it (the eye button pressed: hidden lines too), is built in a
+//! brand-new crate whose `Cargo.toml` lists only the dependencies of the
+//! chapter's `toml` block. skeptic links every crate the build compiled, so
+//! only this proves the `toml` blocks honest.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flight_cookbook::book::{self, Attributes};
+
+/// A chapter's complete programs and its `toml` block.
+struct Chapter {
+    name: String,
+    toml: String,
+    programs: Vec<(usize, String)>,
+}
+
+fn chapters() -> Vec<Chapter> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("book/src");
+    let mut found = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&src)
+        .expect("book/src")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let markdown = std::fs::read_to_string(&path).expect("chapter");
+        let blocks = book::code_blocks(&markdown);
+        let mut seen = BTreeSet::new();
+        let mut programs = Vec::new();
+        for block in &blocks {
+            let Ok(Some(attributes)) = Attributes::parse(&block.info) else {
+                continue;
+            };
+            if attributes.ignore {
+                continue;
+            }
+            let expanded = book::expand(&block.body, &src).expect("expand");
+            let copied: String = expanded
+                .code
+                .lines()
+                .map(|l| match l.trim_start().strip_prefix("# ") {
+                    Some(rest) => format!("{}{rest}\n", &l[..l.len() - l.trim_start().len()]),
+                    None if l.trim() == "#" => "\n".to_string(),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            if copied.contains("fn main(") && seen.insert(copied.clone()) {
+                programs.push((block.line, copied));
+            }
+        }
+        let toml: Vec<String> = blocks
+            .iter()
+            .filter(|b| b.info == "toml")
+            .map(|b| b.body.join("\n"))
+            .collect();
+        if !programs.is_empty() {
+            found.push(Chapter {
+                name: path
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into(),
+                toml: toml.join("\n"),
+                programs,
+            });
+        }
+    }
+    found
+}
+
+#[test]
+fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependencies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target/copy-paste");
+    let chapters = chapters();
+    assert!(!chapters.is_empty(), "no chapter with a complete program");
+    for chapter in chapters {
+        let dir = std::env::temp_dir().join(format!(
+            "cookbook-copy-{}-{}",
+            chapter.name,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src/bin")).expect("crate folder");
+        let mut manifest = format!(
+            "[package]\nname = \"reader-{}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n",
+            chapter.name.replace('_', "-")
+        );
+        manifest.push_str(&chapter.toml);
+        manifest.push_str("\n\n[profile.dev]\ndebug = false\n");
+        std::fs::write(dir.join("Cargo.toml"), &manifest).expect("Cargo.toml");
+        std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).expect("Cargo.lock");
+        let mut listing = String::new();
+        for (line, program) in &chapter.programs {
+            let bin = format!("line{line}.rs");
+            std::fs::write(dir.join("src/bin").join(&bin), program).expect("program");
+            let _ = writeln!(
+                listing,
+                "  src/bin/{bin}: the program of {}.md:{line}",
+                chapter.name
+            );
+        }
+
+        let started = Instant::now();
+        let mut build = Command::new(env!("CARGO"))
+            .args(["build", "--bins", "--quiet"])
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cargo build");
+        let mut stderr = build.stderr.take().expect("stderr");
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
+        let status = loop {
+            if let Some(status) = build.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if started.elapsed() > Duration::from_secs(1200) {
+                let _ = build.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let errors = reader.join().unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{}.md: a reader's crate with only the chapter's toml block does not build:\n{listing}\n\
+             Cargo.toml:\n{manifest}\n{errors}",
+            chapter.name
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
