@@ -1,0 +1,113 @@
+//! What several test files need: Python with the right packages, child
+//! processes that cannot hang a test, and skipping locally (never on CI)
+//! when a tool is missing.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+pub fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether this is a CI run, where nothing may be skipped.
+pub fn on_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|ci| !ci.is_empty())
+}
+
+/// For a test that cannot run here: panics on CI, says why and returns
+/// `None` elsewhere.
+pub fn unavailable<T>(test: &str, why: &str) -> Option<T> {
+    let help = "`.ci/run` installs everything; to run it locally: \
+                `python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt`";
+    if on_ci() {
+        panic!("{test} must run on CI, but {why}; {help}");
+    }
+    eprintln!("SKIPPED: {test}: {why}; {help}");
+    None
+}
+
+/// The Python interpreter: `$FLIGHT_COOKBOOK_PYTHON`, else `.venv/bin/python`
+/// of this repository, else `python3`; `Err` says why it cannot run `check`.
+pub fn python(check: &str) -> Result<String, String> {
+    let python = match std::env::var("FLIGHT_COOKBOOK_PYTHON") {
+        Ok(python) if !python.is_empty() => python,
+        _ => {
+            let venv = manifest_dir().join(".venv/bin/python");
+            if venv.exists() {
+                venv.display().to_string()
+            } else {
+                "python3".to_string()
+            }
+        }
+    };
+    let mut command = Command::new(&python);
+    command.args(["-c", check]);
+    match run_with_timeout(command, Duration::from_secs(60)) {
+        Ok(output) if output.status.success() => Ok(python),
+        Ok(output) => Err(format!(
+            "`{python} -c '{check}'` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run `{python}`: {e}")),
+    }
+}
+
+/// Reads all of `from` into a string on a new thread.
+pub fn collect(mut from: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = from.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Waits for `child` for at most `timeout`; `None` if it is still running.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `command` to its end with no input, killing it after `timeout`.
+pub fn run_with_timeout(mut command: Command, timeout: Duration) -> std::io::Result<Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = collect(child.stdout.take().expect("stdout is piped"));
+    let stderr = collect(child.stderr.take().expect("stderr is piped"));
+    let status = wait_timeout(&mut child, timeout)?;
+    if status.is_none() {
+        child.kill()?;
+        child.wait()?;
+    }
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout: stdout.into_bytes(),
+            stderr: stderr.into_bytes(),
+        }),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "{command:?} did not finish within {timeout:?} and was killed\n\
+                 stdout:\n{stdout}\nstderr:\n{stderr}"
+            ),
+        )),
+    }
+}

@@ -1,0 +1,151 @@
+"""Opens the built book in headless Chromium and checks what a reader meets.
+
+Usage: rendered_book.py BOOK_DIR SUMMARY_MD SCREENSHOT_DIR
+
+Every page of SUMMARY.md must load without console errors or failed requests,
+its internal links and anchors must resolve, hidden lines of Rust blocks must
+be hidden until the eye button is pressed, no page may show a playground Run
+button, and the search box must find the recipes by their key words. A
+screenshot of every page goes to SCREENSHOT_DIR. Exits non-zero on any problem.
+"""
+
+import functools
+import http.server
+import os
+import pathlib
+import re
+import sys
+import threading
+import urllib.parse
+
+from playwright.sync_api import sync_playwright
+
+# Key word typed into the search box -> a page its results must include.
+SEARCHES = {
+    "authenticate": "basic_auth.html",
+    "Handshake": "basic_auth.html",
+    "Bearer": "basic_auth.html",
+    "skeptic": "testing.html",
+}
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def pages_in(summary: pathlib.Path) -> list[str]:
+    names = re.findall(r"\]\(([^)#]+)\.md\)", summary.read_text())
+    return [name + ".html" for name in names]
+
+
+def serve(root: pathlib.Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def main() -> int:
+    root, summary, shots = (pathlib.Path(arg) for arg in sys.argv[1:4])
+    shots.mkdir(parents=True, exist_ok=True)
+    pages = pages_in(summary)
+    server, base = serve(root)
+    problems: list[str] = []
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(f"script error: {e}"))
+        page.on(
+            "response",
+            lambda r: errors.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None,
+        )
+        ids: dict[str, set[str]] = {}
+
+        for name in pages:
+            errors.clear()
+            page.goto(base + name, wait_until="networkidle")
+            problems += [f"{name}: {error}" for error in errors]
+            ids[name] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
+
+            if page.query_selector_all(".play-button"):
+                problems.append(f"{name}: shows a playground Run button")
+
+            for index, block in enumerate(page.query_selector_all("pre:has(code.language-rust)")):
+                hidden = block.query_selector_all(".boring")
+                if not hidden:
+                    continue
+                where = f"{name}: Rust block {index + 1}"
+                if any(line.is_visible() for line in hidden):
+                    problems.append(f"{where}: hidden lines show before the eye button is pressed")
+                eye = block.query_selector('button[title="Show hidden lines"]')
+                if eye is None:
+                    problems.append(f"{where}: has hidden lines but no eye button")
+                    continue
+                block.hover()
+                eye.click()
+                if not all(line.is_visible() for line in hidden if line.inner_text().strip()):
+                    problems.append(f"{where}: the eye button does not show the hidden lines")
+                block.hover()
+                block.query_selector('button[title="Hide lines"]').click()
+
+            page.screenshot(path=str(shots / name.replace(".html", ".png")), full_page=True)
+
+        for name in pages:
+            page.goto(base + name, wait_until="domcontentloaded")
+            hrefs = page.eval_on_selector_all("main a[href]", "els => els.map(e => e.getAttribute('href'))")
+            for href in hrefs:
+                if re.match(r"^[a-z]+:", href):
+                    continue
+                target = urllib.parse.urljoin(base + name, href)
+                path, _, fragment = target[len(base):].partition("#")
+                path = path or name
+                if path not in ids:
+                    if not (root / path).is_file():
+                        problems.append(f"{name}: link to {href}: no such page")
+                    continue
+                if fragment and urllib.parse.unquote(fragment) not in ids[path]:
+                    problems.append(f"{name}: link to {href}: no such anchor")
+
+        for word, expected in SEARCHES.items():
+            page.goto(base + "index.html", wait_until="networkidle")
+            page.click("#mdbook-search-toggle")
+            page.wait_for_selector("#mdbook-searchbar", state="visible")
+            page.locator("#mdbook-searchbar").press_sequentially(word, delay=20)
+            try:
+                page.wait_for_selector("#mdbook-searchresults a", timeout=5000)
+            except Exception:
+                problems.append(f"search for {word!r}: no results")
+                continue
+            found = page.eval_on_selector_all(
+                "#mdbook-searchresults a", "els => els.map(e => e.getAttribute('href'))"
+            )
+            if not any(re.split(r"[?#]", href)[0] == expected for href in found):
+                problems.append(f"search for {word!r}: {expected} not among {found}")
+
+        browser.close()
+    server.shutdown()
+
+    print(f"checked {len(pages)} pages, {len(SEARCHES)} searches; screenshots in {shots}")
+    for problem in problems:
+        print("PROBLEM:", problem)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
