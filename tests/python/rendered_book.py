@@ -83,6 +83,12 @@ def main() -> int:
             problems += [f"{name}: {error}" for error in errors]
             ids[name] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
 
+            prose = page.eval_on_selector_all(
+                "main p, main li, main td", "els => els.map(e => e.innerHTML).join('\\n')"
+            )
+            for unresolved in re.findall(r"\[<code>[^<]*</code>\]", prose):
+                problems.append(f"{name}: a link with no target: {unresolved}")
+
             if page.query_selector_all(".play-button"):
                 problems.append(f"{name}: shows a playground Run button")
 
