@@ -86,7 +86,7 @@ def main() -> int:
             prose = page.eval_on_selector_all(
                 "main p, main li, main td", "els => els.map(e => e.innerHTML).join('\\n')"
             )
-            for unresolved in re.findall(r"\[<code>[^<]*</code>\]", prose):
+            for unresolved in re.findall(r"\[<code[^>]*>[^<]*</code>\]", prose):
                 problems.append(f"{name}: a link with no target: {unresolved}")
 
             if page.query_selector_all(".play-button"):
