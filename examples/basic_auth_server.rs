@@ -138,11 +138,12 @@ impl Default for TokenPolicy {
     }
 }
 
-/// Bearer tokens issued at login, each mapped to its user and its expiry.
+/// Bearer tokens issued at login, each mapped to its user and its expiry
+/// (`None`: a lifetime too long to count, which never ends).
 pub struct TokenStore {
     policy: TokenPolicy,
-    users: HashMap<String, (String, Instant)>,
-    by_age: VecDeque<(Instant, String)>,
+    users: HashMap<String, (String, Option<Instant>)>,
+    by_age: VecDeque<(Option<Instant>, String)>,
 }
 
 impl TokenStore {
@@ -159,14 +160,15 @@ impl TokenStore {
     pub fn issue(&mut self, user: &str) -> String {
         let now = Instant::now();
         while let Some((expires, token)) = self.by_age.front() {
-            if *expires > now && self.users.len() < self.policy.capacity.max(1) {
+            let expired = expires.is_some_and(|expires| expires <= now);
+            if !expired && self.users.len() < self.policy.capacity.max(1) {
                 break;
             }
             self.users.remove(token);
             self.by_age.pop_front();
         }
         let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        let expires = now + self.policy.lifetime;
+        let expires = now.checked_add(self.policy.lifetime);
         self.users
             .insert(token.clone(), (user.to_string(), expires));
         self.by_age.push_back((expires, token.clone()));
@@ -176,7 +178,7 @@ impl TokenStore {
     /// The user a token was issued to, if the token is known and not expired.
     pub fn user(&self, token: &str) -> Option<&str> {
         match self.users.get(token) {
-            Some((user, expires)) if *expires > Instant::now() => Some(user),
+            Some((user, expires)) if expires.is_none_or(|e| e > Instant::now()) => Some(user),
             _ => None,
         }
     }
