@@ -16,3 +16,19 @@ pub mod basic_auth_server;
 #[allow(dead_code)]
 #[path = "../examples/basic_auth_client.rs"]
 pub mod basic_auth_client;
+
+#[allow(dead_code)]
+#[path = "../examples/parquet_storage_server.rs"]
+pub mod parquet_storage_server;
+
+#[allow(dead_code)]
+#[path = "../examples/parquet_storage_client.rs"]
+pub mod parquet_storage_client;
+
+#[allow(dead_code)]
+#[path = "../examples/streaming_parquet_server.rs"]
+pub mod streaming_parquet_server;
+
+#[allow(dead_code)]
+#[path = "../examples/streaming_parquet_client.rs"]
+pub mod streaming_parquet_client;

@@ -1,0 +1,72 @@
+// ANCHOR: upload
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightClient, FlightDescriptor};
+use futures::{Stream, TryStreamExt, stream};
+use tonic::transport::Channel;
+
+const NUM_BATCHES: usize = 1024;
+const ROWS_PER_BATCH: usize = 4096;
+
+/// Uploads the batches of `batches` as the dataset `name`, one at a time
+/// as the stream yields them.
+pub async fn upload_stream(
+    client: &mut FlightClient,
+    name: &str,
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+) -> Result<(), FlightError> {
+    let descriptor = FlightDescriptor::new_path(vec![name.to_string()]);
+    let flight_data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor))
+        .build(batches);
+    let results = client.do_put(flight_data).await?;
+    let _: Vec<_> = results.try_collect().await?;
+    Ok(())
+}
+// ANCHOR_END: upload
+
+// ANCHOR: read
+/// Reads the dataset `name` back one batch at a time, and counts its rows.
+pub async fn count_rows(client: &mut FlightClient, name: &str) -> Result<usize, FlightError> {
+    let descriptor = FlightDescriptor::new_path(vec![name.to_string()]);
+    let info = client.get_flight_info(descriptor).await?;
+    let ticket = info
+        .endpoint
+        .first()
+        .and_then(|endpoint| endpoint.ticket.clone())
+        .ok_or_else(|| FlightError::protocol("the flight info has no ticket"))?;
+
+    let mut batches = client.do_get(ticket).await?;
+    let mut total_rows = 0;
+    while let Some(batch) = batches.try_next().await? {
+        total_rows += batch.num_rows();
+    }
+    Ok(total_rows)
+}
+// ANCHOR_END: read
+
+// ANCHOR: upload
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::args().nth(1);
+    let url = url.unwrap_or_else(|| "http://localhost:8815".to_string());
+    let channel = Channel::from_shared(url)?.connect().await?;
+    let mut client = FlightClient::new(channel);
+
+    let ints = Int64Array::from_iter_values(0..ROWS_PER_BATCH as i64);
+    let batch = RecordBatch::try_from_iter([("ints", Arc::new(ints) as ArrayRef)])?;
+    let batches = stream::iter((0..NUM_BATCHES).map(move |_| Ok(batch.clone())));
+    upload_stream(&mut client, "streamed.parquet", batches).await?;
+    println!("Uploaded {NUM_BATCHES} batches of {ROWS_PER_BATCH} rows");
+    // ANCHOR_END: upload
+
+    // ANCHOR: read
+    let total_rows = count_rows(&mut client, "streamed.parquet").await?;
+    let expected = NUM_BATCHES * ROWS_PER_BATCH;
+    println!("Got {total_rows} rows total, expected {expected}");
+    // ANCHOR_END: read
+    Ok(())
+}

@@ -1,0 +1,656 @@
+// ANCHOR: uses
+use std::fmt::Display;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use arrow_array::RecordBatch;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_descriptor::DescriptorType;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use arrow_schema::SchemaRef;
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt, TryStreamExt, future};
+use http_body::Frame;
+use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use parquet::basic::Compression;
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+use tempfile::TempPath;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tonic::body::Body;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+use tower::{Layer, Service};
+// ANCHOR_END: uses
+
+// ANCHOR: names
+/// The longest dataset name accepted, in bytes: the longest file name that
+/// common file systems allow.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Accepts only a plain file name: not empty, not too long, no path
+/// separator, no control character, and no leading dot, which rules out
+/// `.`, `..`, hidden files and the server's unfinished uploads.
+pub fn check_name(name: &str) -> Result<(), Status> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "is longer than 255 bytes"
+    } else if name.contains(['/', '\\']) {
+        "contains a path separator"
+    } else if name.chars().any(char::is_control) {
+        "contains a control character"
+    } else if name.starts_with('.') {
+        "starts with a dot"
+    } else {
+        return Ok(());
+    };
+    Err(Status::invalid_argument(format!(
+        "dataset name {} {problem}",
+        shown(name)
+    )))
+}
+
+/// The dataset a descriptor names: a PATH descriptor with one element.
+pub fn dataset_name(descriptor: Option<&FlightDescriptor>) -> Result<String, Status> {
+    let descriptor = descriptor.ok_or_else(|| {
+        Status::invalid_argument("no flight descriptor: the first message must name the dataset")
+    })?;
+    match (descriptor.r#type(), descriptor.path.as_slice()) {
+        (DescriptorType::Path, [name]) => Ok(name.clone()),
+        _ => Err(Status::invalid_argument(
+            "a dataset is named by a PATH descriptor with exactly one element",
+        )),
+    }
+}
+
+/// The dataset a ticket or an action body names, as UTF-8 text.
+pub fn name_from_bytes(bytes: &[u8]) -> Result<String, Status> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Status::invalid_argument("a dataset name must be UTF-8 text"))
+}
+// ANCHOR_END: names
+
+// ANCHOR: errors
+/// A name as error messages show it: quoted, and cut short if it is long.
+pub fn shown(name: &str) -> String {
+    let short: String = name.chars().take(64).collect();
+    if short.len() < name.len() {
+        format!("{short:?}...")
+    } else {
+        format!("{short:?}")
+    }
+}
+
+/// The first line of an error's text: some errors carry several.
+fn one_line(error: impl Display) -> String {
+    let text = error.to_string();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+fn not_found(name: &str) -> Status {
+    Status::not_found(format!("dataset {} not found", shown(name)))
+}
+
+/// An I/O error as the client sees it: its kind, no path; the server's log
+/// gets the whole error.
+fn io_error(name: &str, error: io::Error) -> Status {
+    if error.kind() == io::ErrorKind::NotFound {
+        return not_found(name);
+    }
+    eprintln!("dataset {}: {error}", shown(name));
+    Status::internal(format!("dataset {}: {}", shown(name), error.kind()))
+}
+
+fn unreadable(name: &str, error: impl Display) -> Status {
+    Status::data_loss(format!(
+        "dataset {} is not a readable Parquet file: {}",
+        shown(name),
+        one_line(error)
+    ))
+}
+
+/// A Parquet writer's error: the disk's fault, or the data's.
+fn write_error(name: &str, error: ParquetError) -> Status {
+    match error {
+        ParquetError::External(error) => {
+            eprintln!("dataset {}: {error}", shown(name));
+            Status::internal(format!("dataset {} could not be written", shown(name)))
+        }
+        other => Status::invalid_argument(format!(
+            "dataset {} cannot be stored as Parquet: {}",
+            shown(name),
+            one_line(other)
+        )),
+    }
+}
+
+/// An upload the server could not decode, or that broke off with an error.
+fn bad_upload(name: &str, error: FlightError) -> Status {
+    match error {
+        FlightError::Tonic(status) => *status,
+        other => Status::invalid_argument(format!(
+            "upload of {} failed: {}",
+            shown(name),
+            one_line(other)
+        )),
+    }
+}
+// ANCHOR_END: errors
+
+// ANCHOR: repository
+/// The folder that holds the datasets, one Parquet file each, named after
+/// its dataset. Every path the server touches comes from here.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    dir: PathBuf,
+}
+
+impl Repository {
+    /// The repository in `dir`, created if it does not exist.
+    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(Repository { dir })
+    }
+
+    /// The file of the dataset `name`, once the name is known to be safe.
+    pub fn path(&self, name: &str) -> Result<PathBuf, Status> {
+        check_name(name)?;
+        Ok(self.dir.join(name))
+    }
+
+    /// Opens the dataset `name` for reading. A dataset is a regular file:
+    /// a symbolic link, which could point anywhere, is not one.
+    pub async fn open(&self, name: &str) -> Result<tokio::fs::File, Status> {
+        let path = self.path(name)?;
+        match tokio::fs::symlink_metadata(&path).await {
+            Ok(metadata) if metadata.is_file() => {}
+            Ok(_) => return Err(not_found(name)),
+            Err(e) => return Err(io_error(name, e)),
+        }
+        tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_error(name, e))
+    }
+
+    /// The names of the datasets, sorted.
+    pub async fn names(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            if !entry.file_type().await?.is_file() {
+                continue;
+            }
+            let name = entry.file_name();
+            if let Some(name) = name.to_str().filter(|name| check_name(name).is_ok()) {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+    // ANCHOR_END: repository
+
+    // ANCHOR: upload
+    /// Starts storing the dataset `name`, whose batches have `schema`. They
+    /// are written to a new hidden file, renamed over the dataset by
+    /// [`Upload::finish`]; an upload dropped before that removes its file.
+    pub fn upload(&self, name: &str, schema: SchemaRef) -> Result<Upload, Status> {
+        let path = self.path(name)?;
+        let (file, temp_path) = tempfile::Builder::new()
+            .prefix(".upload-")
+            .tempfile_in(&self.dir)
+            .map_err(|e| io_error(name, e))?
+            .into_parts();
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+            .build();
+        let file = tokio::fs::File::from_std(file);
+        let writer = AsyncArrowWriter::try_new(file, schema, Some(properties))
+            .map_err(|e| write_error(name, e))?;
+        Ok(Upload {
+            name: name.to_string(),
+            path,
+            temp_path,
+            writer,
+        })
+    }
+}
+
+/// The most bytes of a row group: the writer keeps one row group in
+/// memory until it is complete, and the reader reads one at a time.
+pub const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
+
+/// A dataset being written, one batch at a time.
+pub struct Upload {
+    name: String,
+    path: PathBuf,
+    temp_path: TempPath,
+    writer: AsyncArrowWriter<tokio::fs::File>,
+}
+
+impl Upload {
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), Status> {
+        let name = &self.name;
+        self.writer
+            .write(batch)
+            .await
+            .map_err(|e| write_error(name, e))
+    }
+
+    /// Completes the file and renames it over the dataset, in one step:
+    /// readers see the old dataset or the new one, never a part of either.
+    pub async fn finish(mut self) -> Result<(), Status> {
+        let name = &self.name;
+        self.writer
+            .finish()
+            .await
+            .map_err(|e| write_error(name, e))?;
+        let file = self.writer.into_inner();
+        file.sync_all().await.map_err(|e| io_error(name, e))?;
+        self.temp_path
+            .persist(&self.path)
+            .map_err(|e| io_error(name, e.error))?;
+        Ok(())
+    }
+}
+// ANCHOR_END: upload
+
+// ANCHOR: flight_info
+/// A Flight service that stores each dataset as a Parquet file, and never
+/// holds more than a row group of a dataset in memory.
+pub struct StreamingParquetService {
+    repository: Repository,
+}
+
+impl StreamingParquetService {
+    pub fn new(repository: Repository) -> Self {
+        StreamingParquetService { repository }
+    }
+
+    /// Describes the dataset `name`: its schema, rows and size, and one
+    /// endpoint whose ticket is the name, at `location`.
+    async fn flight_info(&self, name: &str, location: Option<&str>) -> Result<FlightInfo, Status> {
+        let file = self.repository.open(name).await?;
+        let size = file.metadata().await.map_err(|e| io_error(name, e))?.len();
+        let reader = ParquetRecordBatchStreamBuilder::new(file)
+            .await
+            .map_err(|e| unreadable(name, e))?;
+        let rows = reader.metadata().file_metadata().num_rows();
+
+        let mut endpoint = FlightEndpoint::new().with_ticket(Ticket::new(name.to_string()));
+        if let Some(location) = location {
+            endpoint = endpoint.with_location(location);
+        }
+        let info = FlightInfo::new()
+            .try_with_schema(reader.schema())
+            .map_err(|e| unreadable(name, e))?
+            .with_descriptor(FlightDescriptor::new_path(vec![name.to_string()]))
+            .with_endpoint(endpoint)
+            .with_total_records(rows)
+            .with_total_bytes(i64::try_from(size).unwrap_or(i64::MAX));
+        Ok(info)
+    }
+}
+
+/// The server's own address, as the client reached it: `grpc://HOST:PORT`.
+fn location(local_addr: Option<SocketAddr>) -> Option<String> {
+    local_addr.map(|addr| format!("grpc://{addr}"))
+}
+// ANCHOR_END: flight_info
+
+// ANCHOR: do_get
+/// Rows per record batch read from a file and sent to a client.
+pub const BATCH_ROWS: usize = 64 * 1024;
+// ANCHOR_END: do_get
+
+#[tonic::async_trait]
+impl FlightService for StreamingParquetService {
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+
+    // ANCHOR: list_flights
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let location = location(request.local_addr());
+        let names = self.repository.names().await.map_err(|e| {
+            eprintln!("cannot list the repository: {e}");
+            Status::internal(format!("cannot list the datasets: {}", e.kind()))
+        })?;
+        let mut infos = Vec::new();
+        for name in names {
+            match self.flight_info(&name, location.as_deref()).await {
+                Ok(info) => infos.push(Ok(info)),
+                Err(status) => eprintln!("not listed: {}", status.message()),
+            }
+        }
+        Ok(Response::new(stream::iter(infos).boxed()))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let location = location(request.local_addr());
+        let name = dataset_name(Some(request.get_ref()))?;
+        let info = self.flight_info(&name, location.as_deref()).await?;
+        Ok(Response::new(info))
+    }
+    // ANCHOR_END: list_flights
+
+    // ANCHOR: do_put
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let end_of_stream = EndOfStream::of(&request)?;
+        let mut messages = request.into_inner();
+        let first = messages
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the upload is empty"))?;
+        let name = dataset_name(first.flight_descriptor.as_ref())?;
+        check_name(&name)?;
+
+        let mut messages = FlightDataDecoder::new(arrow_messages(first, messages))
+            .map_err(|e| bad_upload(&name, e));
+        let next = messages.try_next().await?;
+        let Some(DecodedPayload::Schema(schema)) = next.map(|message| message.payload) else {
+            return Err(Status::invalid_argument("the upload has no schema"));
+        };
+
+        // Write each batch as it arrives; no more than a row group waits.
+        let mut upload = self.repository.upload(&name, schema)?;
+        while let Some(message) = messages.try_next().await? {
+            match message.payload {
+                DecodedPayload::RecordBatch(batch) => upload.write(&batch).await?,
+                DecodedPayload::Schema(_) => {
+                    return Err(Status::invalid_argument("the schema changed midway"));
+                }
+                DecodedPayload::None => {}
+            }
+        }
+        end_of_stream.check()?;
+        upload.finish().await?;
+        Ok(Response::new(stream::empty().boxed()))
+    }
+    // ANCHOR_END: do_put
+
+    // ANCHOR: do_get
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let name = name_from_bytes(&request.get_ref().ticket)?;
+        let file = self.repository.open(&name).await?;
+        let reader = ParquetRecordBatchStreamBuilder::new(file)
+            .await
+            .map_err(|e| unreadable(&name, e))?;
+        let schema = reader.schema().clone();
+        let batches = reader
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| unreadable(&name, e))?
+            .map_err(move |e| FlightError::from(unreadable(&name, e)));
+
+        // Each batch is read when gRPC is ready to send it.
+        let flight_data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(flight_data.boxed()))
+    }
+    // ANCHOR_END: do_get
+
+    // ANCHOR: actions
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let drop_dataset = ActionType {
+            r#type: "drop_dataset".to_string(),
+            description: "Delete a dataset.".to_string(),
+        };
+        Ok(Response::new(stream::iter([Ok(drop_dataset)]).boxed()))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != "drop_dataset" {
+            return Err(Status::unimplemented(format!(
+                "unknown action {}: the only action is drop_dataset",
+                shown(&action.r#type)
+            )));
+        }
+        let name = name_from_bytes(&action.body)?;
+        let path = self.repository.path(&name)?;
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(|e| io_error(&name, e))?;
+        Ok(Response::new(stream::empty().boxed()))
+    }
+    // ANCHOR_END: actions
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake is not offered"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info is not offered"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema is not offered"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange is not offered"))
+    }
+}
+
+// ANCHOR: do_put
+
+/// The messages of an upload that carry Arrow data, `first` included. A
+/// message without an IPC header carries only a descriptor or metadata.
+fn arrow_messages(
+    first: FlightData,
+    rest: Streaming<FlightData>,
+) -> impl Stream<Item = Result<FlightData, FlightError>> + Send + 'static {
+    stream::once(future::ready(Ok(first)))
+        .chain(rest)
+        .try_filter(|data| future::ready(!data.data_header.is_empty()))
+        .map_err(FlightError::from)
+}
+// ANCHOR_END: do_put
+
+// ANCHOR: end_of_stream
+/// Whether the client ended its request stream itself. tonic reports a
+/// stream that the client cancelled midway as a stream that ended normally,
+/// so a service cannot tell a cut-off upload from a complete one without it.
+#[derive(Clone, Debug, Default)]
+pub struct EndOfStream(Arc<AtomicBool>);
+
+impl EndOfStream {
+    /// The mark of a call, put there by [`EndOfStreamLayer`].
+    pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
+        request.extensions().get().cloned().ok_or_else(|| {
+            Status::internal("uploads are refused: the server has no EndOfStreamLayer")
+        })
+    }
+
+    /// `Ok` if the client ended the stream, `Cancelled` if it broke it off.
+    pub fn check(&self) -> Result<(), Status> {
+        if self.0.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Status::cancelled("the upload was cut off before its end"))
+        }
+    }
+}
+
+/// A tower layer that gives every call an [`EndOfStream`], set when the
+/// request body reaches the client's end-of-stream mark, and not when it
+/// breaks off with an error.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EndOfStreamLayer;
+
+impl<S> Layer<S> for EndOfStreamLayer {
+    type Service = WatchEndOfStream<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WatchEndOfStream { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchEndOfStream<S> {
+    inner: S,
+}
+
+impl<S> Service<http::Request<Body>> for WatchEndOfStream<S>
+where
+    S: Service<http::Request<Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let end = EndOfStream::default();
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(end.clone());
+        let body = Body::new(WatchedBody { body, end });
+        self.inner.call(http::Request::from_parts(parts, body))
+    }
+}
+
+struct WatchedBody {
+    body: Body,
+    end: EndOfStream,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Status>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if frame.is_none() {
+            self.end.0.store(true, Ordering::Release);
+        }
+        Poll::Ready(frame)
+    }
+}
+// ANCHOR_END: end_of_stream
+
+// ANCHOR: serve
+/// Serves the datasets of `repository` on `listener` until `shutdown`
+/// completes.
+pub async fn serve_repository(
+    listener: TcpListener,
+    repository: Repository,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let service = StreamingParquetService::new(repository);
+    // Without TCP_NODELAY, the server's small flow-control frames wait for
+    // the client's delayed acknowledgements, and uploads crawl.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .layer(EndOfStreamLayer)
+        .add_service(FlightServiceServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// Serves a new, empty repository in a temporary folder, and removes the
+/// folder once the server has stopped.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let dir = tempfile::tempdir()?;
+    serve_repository(listener, Repository::new(dir.path())?, shutdown).await?;
+    dir.close()?;
+    Ok(())
+}
+
+/// The command line: `[ADDR] [--repo DIR]`.
+pub fn options(mut args: impl Iterator<Item = String>) -> Result<(String, PathBuf), String> {
+    let mut addr = "127.0.0.1:8815".to_string();
+    let mut repo = PathBuf::from("datasets");
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--repo" => repo = args.next().ok_or("--repo needs a folder")?.into(),
+            _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
+            _ => addr = arg,
+        }
+    }
+    Ok((addr, repo))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (addr, repo) = options(std::env::args().skip(1))
+        .map_err(|e| format!("{e}; usage: streaming_parquet_server [ADDR] [--repo DIR]"))?;
+    let repository = Repository::new(repo)?;
+    let listener = TcpListener::bind(&addr).await?;
+
+    // Catch the signals before saying that the server is up.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    println!("Serving on grpc://{}", listener.local_addr()?);
+    serve_repository(listener, repository, stop).await?;
+    Ok(())
+}
+// ANCHOR_END: serve

@@ -1,0 +1,350 @@
+//! Interoperability of the Parquet storage recipes with pyarrow, the
+//! reference implementation of Arrow Flight:
+//!
+//! * the pyarrow client of the Python cookbook's two sections
+//!   (`tests/python/parquet_storage_client.py`) against both our servers;
+//! * our clients against the pyarrow streaming server of the Python cookbook
+//!   (`tests/python/parquet_storage_server.py`), and our streaming server
+//!   reading the Parquet files that pyarrow wrote.
+//!
+//! Without pyarrow the tests are skipped, except on CI, where they fail.
+
+mod common;
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_flight::{Action, FlightClient, FlightDescriptor, FlightInfo};
+use flight_cookbook::parquet_storage_client::{describe, ticket, upload};
+use flight_cookbook::streaming_parquet_client::{count_rows, upload_stream};
+use flight_cookbook::{parquet_storage_server, streaming_parquet_server};
+use futures::{TryStreamExt, stream};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// The longest a child process, a call, or a server's start or stop may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn python(test: &str) -> Option<String> {
+    match common::python("import pyarrow.flight, pyarrow.parquet") {
+        Ok(python) => Some(python),
+        Err(why) => common::unavailable(test, &why),
+    }
+}
+
+fn script(name: &str) -> std::path::PathBuf {
+    common::manifest_dir().join("tests/python").join(name)
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Runs `future` on `runtime`, panicking if it takes longer than [`TIMEOUT`].
+fn block_on<F: Future>(runtime: &Runtime, what: &str, future: F) -> F::Output {
+    runtime
+        .block_on(async { tokio::time::timeout(TIMEOUT, future).await })
+        .unwrap_or_else(|_| panic!("{what} took longer than {TIMEOUT:?}"))
+}
+
+/// One of our servers, serving `repo` in the background on `runtime`.
+struct OurServer {
+    url: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl OurServer {
+    fn start(runtime: &Runtime, streaming: bool, repo: &Path) -> OurServer {
+        let listener = block_on(runtime, "binding", TcpListener::bind("127.0.0.1:0"))
+            .expect("a free port on 127.0.0.1");
+        let addr = listener.local_addr().expect("an address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let task = if streaming {
+            let repository = streaming_parquet_server::Repository::new(repo).expect("a repo");
+            let served = streaming_parquet_server::serve_repository(listener, repository, shutdown);
+            runtime.spawn(async move { served.await.map_err(|e| e.to_string()) })
+        } else {
+            let repository = parquet_storage_server::Repository::new(repo).expect("a repo");
+            let served = parquet_storage_server::serve_repository(listener, repository, shutdown);
+            runtime.spawn(async move { served.await.map_err(|e| e.to_string()) })
+        };
+        OurServer {
+            url: format!("grpc://{addr}"),
+            stop,
+            task,
+        }
+    }
+
+    fn stop(self, runtime: &Runtime) {
+        self.stop.send(()).expect("the server is still running");
+        block_on(runtime, "stopping our server", self.task)
+            .expect("the server task did not panic")
+            .expect("the server stopped cleanly");
+    }
+}
+
+#[test]
+fn the_pyarrow_client_of_the_python_recipes_against_our_servers() {
+    let Some(python) = python("the pyarrow client against our Parquet servers") else {
+        return;
+    };
+    let runtime = runtime();
+    for streaming in [false, true] {
+        let repo = tempfile::tempdir().expect("a temporary folder");
+        let server = OurServer::start(&runtime, streaming, repo.path());
+
+        let mut client = Command::new(&python);
+        client
+            .arg(script("parquet_storage_client.py"))
+            .arg(&server.url);
+        let output = common::run_with_timeout(client, TIMEOUT).expect("the client runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let which = if streaming { "streaming" } else { "simple" };
+        assert!(
+            output.status.success(),
+            "{which}: the pyarrow client failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            output.status
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        let [
+            put,
+            info,
+            listed,
+            get,
+            dropped,
+            listed_after,
+            streamed,
+            read,
+            dropped_streamed,
+            missing,
+        ] = lines[..]
+        else {
+            panic!("{which}: expected 10 lines from the pyarrow client, got:\n{stdout}\n{stderr}");
+        };
+        assert_eq!(put, "put: uploaded.parquet");
+        assert!(
+            info.starts_with("info: uploaded.parquet rows=3 bytes=")
+                && info.ends_with(" schema=Character: string"),
+            "{which}: {info:?}"
+        );
+        assert_eq!(listed, "listed: uploaded.parquet");
+        assert_eq!(get, "get: ['Mario', 'Luigi', 'Peach']");
+        assert_eq!(dropped, "dropped: uploaded.parquet");
+        assert_eq!(listed_after, "listed after drop: []");
+        assert_eq!(streamed, "streamed: 1024 batches");
+        assert!(
+            read.starts_with("read: Got 4194304 rows total, expected 4194304 in "),
+            "{which}: {read:?}"
+        );
+        assert_eq!(dropped_streamed, "dropped: streamed.parquet");
+        assert!(
+            missing.starts_with("missing: ArrowKeyError: ")
+                && missing.contains("dataset \"missing.parquet\" not found"),
+            "{which}: {missing:?}"
+        );
+        server.stop(&runtime);
+        assert_eq!(std::fs::read_dir(repo.path()).expect("the repo").count(), 0);
+    }
+}
+
+/// The pyarrow server of `tests/python/parquet_storage_server.py`, stopped
+/// (and if need be killed) when dropped, also when a test fails.
+struct PythonServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Option<JoinHandle<String>>,
+    port: u16,
+    stopped: bool,
+}
+
+impl PythonServer {
+    fn start(python: &str, repo: &Path) -> PythonServer {
+        let mut child = Command::new(python)
+            .arg(script("parquet_storage_server.py"))
+            .arg(repo)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the pyarrow server can be started");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = Some(common::collect(
+            child.stderr.take().expect("stderr is piped"),
+        ));
+        let (first_line, line) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first_line.send(lines.next());
+            lines.for_each(drop);
+        });
+        let mut server = PythonServer {
+            child,
+            stdin,
+            stderr,
+            port: 0,
+            stopped: false,
+        };
+        let line = match line.recv_timeout(TIMEOUT) {
+            Ok(Some(Ok(line))) => line,
+            other => panic!(
+                "the pyarrow server did not say where it listens ({other:?}):\n{}",
+                server.stop().1
+            ),
+        };
+        server.port = line
+            .strip_prefix("Serving on grpc://127.0.0.1:")
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the pyarrow server: {line:?}"));
+        server
+    }
+
+    /// Closes the server's stdin, waits for it to end, kills it if it does
+    /// not; returns its exit status (`None` if killed) and its stderr.
+    fn stop(&mut self) -> (Option<ExitStatus>, String) {
+        self.stopped = true;
+        drop(self.stdin.take());
+        let status = match common::wait_timeout(&mut self.child, Duration::from_secs(10)) {
+            Ok(Some(status)) => Some(status),
+            _ => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                None
+            }
+        };
+        let stderr = self.stderr.take().map(|s| s.join().unwrap_or_default());
+        (status, stderr.unwrap_or_default())
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let (status, stderr) = self.stop();
+            eprintln!("pyarrow server stopped ({status:?}), its stderr:\n{stderr}");
+        }
+    }
+}
+
+async fn connect(url: &str) -> FlightClient {
+    let channel = Channel::from_shared(url.to_string())
+        .expect("a valid URL")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    FlightClient::new(channel)
+}
+
+#[test]
+fn our_clients_against_the_pyarrow_server_of_the_python_recipe() {
+    let Some(python) = python("our clients against the pyarrow Parquet server") else {
+        return;
+    };
+    let repo = tempfile::tempdir().expect("a temporary folder");
+    let mut server = PythonServer::start(&python, repo.path());
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let runtime = runtime();
+
+    block_on(&runtime, "talking to the pyarrow server", async {
+        let mut client = connect(&url).await;
+
+        // The simple recipe's client steps.
+        let names = StringArray::from(vec!["Mario", "Luigi", "Peach"]);
+        let table = RecordBatch::try_from_iter([("Character", Arc::new(names) as ArrayRef)])
+            .expect("a table");
+        upload(&mut client, "uploaded.parquet", table.clone())
+            .await
+            .expect("pyarrow stores the upload");
+        let descriptor = FlightDescriptor::new_path(vec!["uploaded.parquet".into()]);
+        let info = client
+            .get_flight_info(descriptor)
+            .await
+            .expect("pyarrow describes it");
+        let described = describe(info.clone()).expect("a description");
+        let lines: Vec<&str> = described.lines().collect();
+        assert!(
+            lines[0].starts_with("Path: uploaded.parquet Rows: 3 Size: "),
+            "{described}"
+        );
+        assert_eq!(
+            lines[1..],
+            ["=== Schema ===", "Character: Utf8", "=============="]
+        );
+        let ticket = ticket(&info).expect("a ticket");
+        assert_eq!(ticket.ticket, "uploaded.parquet".as_bytes());
+        let batches: Vec<RecordBatch> = client
+            .do_get(ticket)
+            .await
+            .expect("pyarrow sends it")
+            .try_collect()
+            .await
+            .expect("the batches arrive");
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+        assert_eq!(batches[0].column(0), table.column(0));
+
+        client
+            .do_action(Action::new("drop_dataset", "uploaded.parquet"))
+            .await
+            .expect("pyarrow drops it")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("the drop completes");
+        let listed: Vec<FlightInfo> = client
+            .list_flights("")
+            .await
+            .expect("pyarrow lists")
+            .try_collect()
+            .await
+            .expect("the listing arrives");
+        assert!(listed.is_empty(), "{listed:?}");
+
+        // The streaming recipe's client steps.
+        let ints = Int64Array::from_iter_values(0..4096);
+        let batch =
+            RecordBatch::try_from_iter([("ints", Arc::new(ints) as ArrayRef)]).expect("a batch");
+        let batches = stream::iter((0..1024).map(move |_| Ok(batch.clone())));
+        upload_stream(&mut client, "streamed.parquet", batches)
+            .await
+            .expect("pyarrow stores the stream");
+        let rows = count_rows(&mut client, "streamed.parquet")
+            .await
+            .expect("pyarrow sends it back");
+        assert_eq!(rows, 4_194_304);
+    });
+
+    let (status, stderr) = server.stop();
+    let status = status.unwrap_or_else(|| panic!("the pyarrow server did not stop:\n{stderr}"));
+    assert!(
+        status.success(),
+        "the pyarrow server failed ({status}):\n{stderr}"
+    );
+
+    // pyarrow wrote streamed.parquet with its defaults (Snappy): our
+    // streaming server serves it.
+    let ours = OurServer::start(&runtime, true, repo.path());
+    let url = ours.url.replace("grpc://", "http://");
+    let rows = block_on(&runtime, "reading pyarrow's file", async {
+        let mut client = connect(&url).await;
+        count_rows(&mut client, "streamed.parquet").await
+    });
+    assert_eq!(rows.expect("our server reads pyarrow's file"), 4_194_304);
+    ours.stop(&runtime);
+}
