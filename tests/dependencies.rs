@@ -166,8 +166,6 @@ fn identifiers(code: &str) -> Vec<(String, bool)> {
                 !(before == "::" || before.starts_with('.') || before.starts_with('>'));
             if starts_path {
                 found.push((chars[start..i].iter().collect(), after == "::"));
-            } else if let Some(last) = found.last_mut() {
-                last.1 = last.1 || after == "::";
             }
         } else {
             i += 1;
@@ -190,7 +188,7 @@ async fn main() {
     local::f();
     let _ = i32::MAX;
     let x = rand::random::<u8>();
-    let y = 'a'; let z = b"x::y"; let t = action.r#type; let w = http::Uri::default();
+    let y = 'a'; let z = b"x::y"; let t = action.r#type; let w = http::Uri::default(); let v = it.try_collect::<Vec<_>>();
 }
 "#;
     let found: Vec<String> = crates_named(code).into_iter().collect();

@@ -26,6 +26,9 @@ SEARCHES = {
     "Handshake": "basic_auth.html",
     "Bearer": "basic_auth.html",
     "skeptic": "testing.html",
+    "do_put": "parquet_storage.html",
+    "drop_dataset": "parquet_storage.html",
+    "backpressure": "streaming_parquet.html",
 }
 
 CHROMIUM_FLAGS = [
