@@ -11,7 +11,8 @@
 
 mod common;
 
-use std::future::Future;
+use common::{TIMEOUT, block_on, runtime, script};
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -31,33 +32,11 @@ use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-/// The longest a child process, a call, or a server's start or stop may take.
-const TIMEOUT: Duration = Duration::from_secs(60);
-
 fn python(test: &str) -> Option<String> {
     match common::python("import pyarrow.flight, pyarrow.parquet") {
         Ok(python) => Some(python),
         Err(why) => common::unavailable(test, &why),
     }
-}
-
-fn script(name: &str) -> std::path::PathBuf {
-    common::manifest_dir().join("tests/python").join(name)
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-/// Runs `future` on `runtime`, panicking if it takes longer than [`TIMEOUT`].
-fn block_on<F: Future>(runtime: &Runtime, what: &str, future: F) -> F::Output {
-    runtime
-        .block_on(async { tokio::time::timeout(TIMEOUT, future).await })
-        .unwrap_or_else(|_| panic!("{what} took longer than {TIMEOUT:?}"))
 }
 
 /// One of our servers, serving `repo` in the background on `runtime`.

@@ -13,8 +13,9 @@
 
 mod common;
 
+use common::{TIMEOUT, block_on, runtime, script};
+
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
@@ -26,13 +27,9 @@ use common::{collect, run_with_timeout, wait_timeout};
 use flight_cookbook::basic_auth_client::{authenticate_basic_token, echo};
 use flight_cookbook::basic_auth_server::serve;
 use tokio::net::TcpListener;
-use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-/// The longest any child process, server start, call or shutdown may take.
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a Python server gets to stop after its stdin is closed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,25 +41,6 @@ fn python(test: &str) -> Option<String> {
         Ok(python) => Some(python),
         Err(why) => common::unavailable(test, &why),
     }
-}
-
-fn script(name: &str) -> PathBuf {
-    common::manifest_dir().join("tests/python").join(name)
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime can be built")
-}
-
-/// Runs `future` on `runtime`, panicking if it takes longer than [`TIMEOUT`].
-fn block_on<F: Future>(runtime: &Runtime, what: &str, future: F) -> F::Output {
-    runtime
-        .block_on(async { tokio::time::timeout(TIMEOUT, future).await })
-        .unwrap_or_else(|_| panic!("{what} took longer than {TIMEOUT:?}"))
 }
 
 #[test]

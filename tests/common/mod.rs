@@ -4,14 +4,38 @@
 
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A script of `tests/python`.
+pub fn script(name: &str) -> PathBuf {
+    manifest_dir().join("tests/python").join(name)
+}
+
+/// The longest a child process, a call, or a server's start or stop may take.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built")
+}
+
+/// Runs `future` on `runtime`, panicking if it takes longer than [`TIMEOUT`].
+pub fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, what: &str, future: F) -> F::Output {
+    runtime
+        .block_on(async { tokio::time::timeout(TIMEOUT, future).await })
+        .unwrap_or_else(|_| panic!("{what} took longer than {TIMEOUT:?}"))
 }
 
 /// Whether this is a CI run, where nothing may be skipped.
