@@ -11,15 +11,11 @@
 
 mod common;
 
-use common::{TIMEOUT, block_on, runtime, script};
+use common::{PythonServer, TIMEOUT, block_on, runtime, script};
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_flight::{Action, FlightClient, FlightDescriptor, FlightInfo};
@@ -144,85 +140,6 @@ fn the_pyarrow_client_of_the_python_recipes_against_our_servers() {
     }
 }
 
-/// The pyarrow server of `tests/python/parquet_storage_server.py`, stopped
-/// (and if need be killed) when dropped, also when a test fails.
-struct PythonServer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Option<JoinHandle<String>>,
-    port: u16,
-    stopped: bool,
-}
-
-impl PythonServer {
-    fn start(python: &str, repo: &Path) -> PythonServer {
-        let mut child = Command::new(python)
-            .arg(script("parquet_storage_server.py"))
-            .arg(repo)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the pyarrow server can be started");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = Some(common::collect(
-            child.stderr.take().expect("stderr is piped"),
-        ));
-        let (first_line, line) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = first_line.send(lines.next());
-            lines.for_each(drop);
-        });
-        let mut server = PythonServer {
-            child,
-            stdin,
-            stderr,
-            port: 0,
-            stopped: false,
-        };
-        let line = match line.recv_timeout(TIMEOUT) {
-            Ok(Some(Ok(line))) => line,
-            other => panic!(
-                "the pyarrow server did not say where it listens ({other:?}):\n{}",
-                server.stop().1
-            ),
-        };
-        server.port = line
-            .strip_prefix("Serving on grpc://127.0.0.1:")
-            .and_then(|port| port.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from the pyarrow server: {line:?}"));
-        server
-    }
-
-    /// Closes the server's stdin, waits for it to end, kills it if it does
-    /// not; returns its exit status (`None` if killed) and its stderr.
-    fn stop(&mut self) -> (Option<ExitStatus>, String) {
-        self.stopped = true;
-        drop(self.stdin.take());
-        let status = match common::wait_timeout(&mut self.child, Duration::from_secs(10)) {
-            Ok(Some(status)) => Some(status),
-            _ => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                None
-            }
-        };
-        let stderr = self.stderr.take().map(|s| s.join().unwrap_or_default());
-        (status, stderr.unwrap_or_default())
-    }
-}
-
-impl Drop for PythonServer {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let (status, stderr) = self.stop();
-            eprintln!("pyarrow server stopped ({status:?}), its stderr:\n{stderr}");
-        }
-    }
-}
-
 async fn connect(url: &str) -> FlightClient {
     let channel = Channel::from_shared(url.to_string())
         .expect("a valid URL")
@@ -238,7 +155,11 @@ fn our_clients_against_the_pyarrow_server_of_the_python_recipe() {
         return;
     };
     let repo = tempfile::tempdir().expect("a temporary folder");
-    let mut server = PythonServer::start(&python, repo.path());
+    let mut server = PythonServer::start(
+        &python,
+        "parquet_storage_server.py",
+        &[repo.path().as_os_str()],
+    );
     let url = format!("http://127.0.0.1:{}", server.port);
     let runtime = runtime();
 

@@ -13,26 +13,19 @@
 
 mod common;
 
-use common::{TIMEOUT, block_on, runtime, script};
+use common::{PythonServer, STOP_TIMEOUT, TIMEOUT, block_on, runtime, script};
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::process::Command;
 
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use common::{collect, run_with_timeout, wait_timeout};
+use common::run_with_timeout;
 use flight_cookbook::basic_auth_client::{authenticate_basic_token, echo};
 use flight_cookbook::basic_auth_server::serve;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-/// How long a Python server gets to stop after its stdin is closed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Python interpreter, if it has pyarrow; `None` (after saying why) when
 /// `test` is skipped, and a panic on CI.
@@ -118,99 +111,12 @@ fn pyarrow_client_against_our_server() {
         .expect("the server stopped cleanly");
 }
 
-/// The pyarrow server of `tests/python/basic_auth_server.py`, stopped (and
-/// if need be killed) when dropped, also when a test fails.
-struct PythonServer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Option<JoinHandle<String>>,
-    port: u16,
-    stopped: bool,
-}
-
-impl PythonServer {
-    fn start(python: &str) -> PythonServer {
-        let mut child = Command::new(python)
-            .arg(script("basic_auth_server.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the pyarrow server can be started");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = Some(collect(child.stderr.take().expect("stderr is piped")));
-
-        let (first_line, line) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = first_line.send(lines.next());
-            // Keep draining, so that the server never blocks on a full pipe.
-            lines.for_each(drop);
-        });
-        // From here on, dropping `server` stops the process.
-        let mut server = PythonServer {
-            child,
-            stdin,
-            stderr,
-            port: 0,
-            stopped: false,
-        };
-        let line = match line.recv_timeout(TIMEOUT) {
-            Ok(Some(Ok(line))) => line,
-            Ok(other) => panic!(
-                "the pyarrow server ended before it said where it listens ({other:?}):\n{}",
-                server.stop().1
-            ),
-            Err(error) => panic!(
-                "the pyarrow server did not say where it listens within {TIMEOUT:?} ({error}):\n{}",
-                server.stop().1
-            ),
-        };
-        server.port = line
-            .strip_prefix("Serving on grpc://127.0.0.1:")
-            .and_then(|port| port.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from the pyarrow server: {line:?}"));
-        server
-    }
-
-    /// Closes the server's stdin, waits for it to end and kills it if it
-    /// does not. Returns its exit status (`None` if it had to be killed) and
-    /// what it wrote to stderr.
-    fn stop(&mut self) -> (Option<ExitStatus>, String) {
-        self.stopped = true;
-        drop(self.stdin.take());
-        let status = match wait_timeout(&mut self.child, STOP_TIMEOUT) {
-            Ok(Some(status)) => Some(status),
-            _ => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                None
-            }
-        };
-        let stderr = self
-            .stderr
-            .take()
-            .map(|stderr| stderr.join().unwrap_or_default());
-        (status, stderr.unwrap_or_default())
-    }
-}
-
-impl Drop for PythonServer {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let (status, stderr) = self.stop();
-            eprintln!("pyarrow server stopped ({status:?}), its stderr:\n{stderr}");
-        }
-    }
-}
-
 #[test]
 fn our_client_against_pyarrow_server() {
     let Some(python) = python("our basic auth client against the pyarrow server") else {
         return;
     };
-    let mut server = PythonServer::start(&python);
+    let mut server = PythonServer::start(&python, "basic_auth_server.py", &[]);
     let url = format!("http://127.0.0.1:{}", server.port);
     let runtime = runtime();
 

@@ -6,8 +6,10 @@
 
 use std::future::Future;
 use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,9 @@ pub fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, what: &str, future
         .block_on(async { tokio::time::timeout(TIMEOUT, future).await })
         .unwrap_or_else(|_| panic!("{what} took longer than {TIMEOUT:?}"))
 }
+
+/// How long a Python server gets to stop after its stdin is closed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether this is a CI run, where nothing may be skipped.
 pub fn on_ci() -> bool {
@@ -133,5 +138,94 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> std::io::Res
                  stdout:\n{stdout}\nstderr:\n{stderr}"
             ),
         )),
+    }
+}
+
+/// A Python server of `tests/python` that prints `Serving on
+/// grpc://127.0.0.1:PORT` first, stopped (and if need be killed) when
+/// dropped, also when a test fails.
+pub struct PythonServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Option<JoinHandle<String>>,
+    pub port: u16,
+    stopped: bool,
+}
+
+impl PythonServer {
+    pub fn start(python: &str, name: &str, args: &[&std::ffi::OsStr]) -> PythonServer {
+        let mut child = Command::new(python)
+            .arg(script(name))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the pyarrow server can be started");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = Some(collect(child.stderr.take().expect("stderr is piped")));
+
+        let (first_line, line) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first_line.send(lines.next());
+            // Keep draining, so that the server never blocks on a full pipe.
+            lines.for_each(drop);
+        });
+        // From here on, dropping `server` stops the process.
+        let mut server = PythonServer {
+            child,
+            stdin,
+            stderr,
+            port: 0,
+            stopped: false,
+        };
+        let line = match line.recv_timeout(TIMEOUT) {
+            Ok(Some(Ok(line))) => line,
+            Ok(other) => panic!(
+                "the pyarrow server ended before it said where it listens ({other:?}):\n{}",
+                server.stop().1
+            ),
+            Err(error) => panic!(
+                "the pyarrow server did not say where it listens within {TIMEOUT:?} ({error}):\n{}",
+                server.stop().1
+            ),
+        };
+        server.port = line
+            .strip_prefix("Serving on grpc://127.0.0.1:")
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the pyarrow server: {line:?}"));
+        server
+    }
+
+    /// Closes the server's stdin, waits for it to end and kills it if it
+    /// does not. Returns its exit status (`None` if it had to be killed) and
+    /// what it wrote to stderr.
+    pub fn stop(&mut self) -> (Option<ExitStatus>, String) {
+        self.stopped = true;
+        drop(self.stdin.take());
+        let status = match wait_timeout(&mut self.child, STOP_TIMEOUT) {
+            Ok(Some(status)) => Some(status),
+            _ => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                None
+            }
+        };
+        let stderr = self
+            .stderr
+            .take()
+            .map(|stderr| stderr.join().unwrap_or_default());
+        (status, stderr.unwrap_or_default())
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let (status, stderr) = self.stop();
+            eprintln!("pyarrow server stopped ({status:?}), its stderr:\n{stderr}");
+        }
     }
 }
