@@ -60,6 +60,13 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def shown(block, non_blank: bool = False) -> list[bool]:
+    """Whether each hidden line of a block is on screen, in one round trip."""
+    script = "(els, nonBlank) => els.filter(e => !nonBlank || e.textContent.trim())"
+    script += ".map(e => e.checkVisibility())"
+    return block.eval_on_selector_all(".boring", script, non_blank)
+
+
 def main() -> int:
     root, summary, shots = (pathlib.Path(arg) for arg in sys.argv[1:4])
     shots.mkdir(parents=True, exist_ok=True)
@@ -100,7 +107,7 @@ def main() -> int:
                 if not hidden:
                     continue
                 where = f"{name}: Rust block {index + 1}"
-                if any(line.is_visible() for line in hidden):
+                if any(shown(block)):
                     problems.append(f"{where}: hidden lines show before the eye button is pressed")
                 eye = block.query_selector('button[title="Show hidden lines"]')
                 if eye is None:
@@ -108,7 +115,7 @@ def main() -> int:
                     continue
                 block.hover()
                 eye.click()
-                if not all(line.is_visible() for line in hidden if line.inner_text().strip()):
+                if not all(shown(block, non_blank=True)):
                     problems.append(f"{where}: the eye button does not show the hidden lines")
                 block.hover()
                 block.query_selector('button[title="Hide lines"]').click()
