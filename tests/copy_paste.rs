@@ -81,12 +81,9 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
     let chapters = chapters();
     assert!(!chapters.is_empty(), "no chapter with a complete program");
     for chapter in chapters {
-        let dir = std::env::temp_dir().join(format!(
-            "cookbook-copy-{}-{}",
-            chapter.name,
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        // One lasting crate per chapter, rewritten only where it changed, so
+        // that a re-run rebuilds only what was edited.
+        let dir = target.join("crates").join(&chapter.name);
         std::fs::create_dir_all(dir.join("src/bin")).expect("crate folder");
         let mut manifest = format!(
             "[package]\nname = \"reader-{}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n",
@@ -94,17 +91,30 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
         );
         manifest.push_str(&chapter.toml);
         manifest.push_str("\n\n[profile.dev]\ndebug = false\n");
-        std::fs::write(dir.join("Cargo.toml"), &manifest).expect("Cargo.toml");
-        std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).expect("Cargo.lock");
+        write_if_changed(&dir.join("Cargo.toml"), &manifest);
+        let lock = std::fs::read_to_string(root.join("Cargo.lock")).expect("Cargo.lock");
+        write_if_changed(&dir.join("Cargo.lock"), &lock);
         let mut listing = String::new();
         for (line, program) in &chapter.programs {
             let bin = format!("line{line}.rs");
-            std::fs::write(dir.join("src/bin").join(&bin), program).expect("program");
+            write_if_changed(&dir.join("src/bin").join(&bin), program);
             let _ = writeln!(
                 listing,
                 "  src/bin/{bin}: the program of {}.md:{line}",
                 chapter.name
             );
+        }
+
+        let wanted: BTreeSet<String> = chapter
+            .programs
+            .iter()
+            .map(|(line, _)| format!("line{line}.rs"))
+            .collect();
+        for entry in std::fs::read_dir(dir.join("src/bin")).expect("src/bin") {
+            let entry = entry.expect("entry");
+            if !wanted.contains(entry.file_name().to_string_lossy().as_ref()) {
+                std::fs::remove_file(entry.path()).expect("remove an old program");
+            }
         }
 
         let started = Instant::now();
@@ -140,6 +150,13 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
              Cargo.toml:\n{manifest}\n{errors}",
             chapter.name
         );
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Writes `text` unless the file already holds it: cargo rebuilds what it
+/// sees modified.
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text).expect("write");
     }
 }
