@@ -32,3 +32,11 @@ pub mod streaming_parquet_server;
 #[allow(dead_code)]
 #[path = "../examples/streaming_parquet_client.rs"]
 pub mod streaming_parquet_client;
+
+#[allow(dead_code)]
+#[path = "../examples/grpc_options_server.rs"]
+pub mod grpc_options_server;
+
+#[allow(dead_code)]
+#[path = "../examples/grpc_options_client.rs"]
+pub mod grpc_options_client;

@@ -1,0 +1,146 @@
+// ANCHOR: uses
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{Int64Array, RecordBatch};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Action, FlightClient, Ticket};
+use arrow_schema::{DataType, Field, Schema};
+use futures::{StreamExt, TryStreamExt, stream};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+// ANCHOR_END: uses
+
+/// The largest message this client accepts once it raises its limit: 64 MiB.
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+// ANCHOR: channel
+/// Connects with explicit time limits and HTTP/2 keep-alive.
+pub async fn connect(url: String) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(url)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+}
+// ANCHOR_END: channel
+
+// ANCHOR: rows
+/// Downloads the rows of `ticket` and counts rows and record batches.
+pub async fn count_rows(client: &mut FlightClient, ticket: &str) -> Result<String, FlightError> {
+    let batches: Vec<RecordBatch> = client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await?
+        .try_collect()
+        .await?;
+    let rows: usize = batches.iter().map(|batch| batch.num_rows()).sum();
+    Ok(format!("{rows} rows in {} batches", batches.len()))
+}
+// ANCHOR_END: rows
+
+// ANCHOR: upload
+/// A record batch of `rows` numbers, 8 bytes each.
+pub fn numbers(rows: usize) -> Result<RecordBatch, FlightError> {
+    let schema = Schema::new(vec![Field::new("n", DataType::Int64, false)]);
+    let values = Int64Array::from_iter_values((0..rows as i64).map(|n| n % 1000));
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(values)],
+    )?)
+}
+
+/// Uploads one batch of `rows` numbers, in messages of at most
+/// `message_size` bytes, and returns what the server says it received.
+pub async fn upload(
+    client: &mut FlightServiceClient<Channel>,
+    rows: usize,
+    message_size: usize,
+) -> Result<String, FlightError> {
+    let batches = stream::iter([numbers(rows)]);
+    let flight_data: Vec<_> = FlightDataEncoderBuilder::new()
+        .with_max_flight_data_size(message_size)
+        .build(batches)
+        .try_collect()
+        .await?;
+    let mut results = client.do_put(stream::iter(flight_data)).await?.into_inner();
+    match results.next().await {
+        Some(result) => Ok(String::from_utf8_lossy(&result?.app_metadata).into_owned()),
+        None => Err(FlightError::protocol("the server sent no PutResult")),
+    }
+}
+// ANCHOR_END: upload
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::args().nth(1);
+    let url = url.unwrap_or_else(|| "http://localhost:8817".to_string());
+    // ANCHOR: channel
+    let channel = connect(url).await?;
+    // ANCHOR_END: channel
+
+    // ANCHOR: too_large
+    let mut client = FlightClient::new(channel.clone());
+    match count_rows(&mut client, "1000000").await {
+        Err(FlightError::Tonic(status)) if status.code() == Code::OutOfRange => {
+            println!("{:?}: {}", status.code(), status.message());
+        }
+        Err(error) => return Err(error.into()),
+        Ok(_) => return Err("expected the download to be too large".into()),
+    }
+    // ANCHOR_END: too_large
+
+    // ANCHOR: raised
+    let inner =
+        FlightServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let mut client = FlightClient::new_from_inner(inner);
+    println!("{}", count_rows(&mut client, "1000000").await?);
+    // ANCHOR_END: raised
+
+    // ANCHOR: upload
+    let mut client = FlightServiceClient::new(channel.clone());
+    println!("{}", upload(&mut client, 1_000_000, 2 * 1024 * 1024).await?);
+    println!("{}", upload(&mut client, 1_000_000, usize::MAX).await?);
+    match upload(&mut client, 10_000_000, usize::MAX).await {
+        Err(FlightError::Tonic(status)) if status.code() == Code::OutOfRange => {
+            println!("{:?}: {}", status.code(), status.message());
+        }
+        Err(error) => return Err(error.into()),
+        Ok(_) => return Err("expected the upload to be too large".into()),
+    }
+    // ANCHOR_END: upload
+
+    // ANCHOR: gzip
+    let mut client = FlightServiceClient::new(channel.clone())
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    println!("{}", upload(&mut client, 1_000_000, 2 * 1024 * 1024).await?);
+    // ANCHOR_END: gzip
+
+    // ANCHOR: deadline
+    let mut client = FlightServiceClient::new(channel);
+    let mut request = Request::new(Action::new("sleep", "100"));
+    request.set_timeout(Duration::from_secs(5));
+    let mut results = client.do_action(request).await?.into_inner();
+    while let Some(result) = results.message().await? {
+        println!("{}", String::from_utf8_lossy(&result.body));
+    }
+
+    let mut request = Request::new(Action::new("sleep", "5000"));
+    request.set_timeout(Duration::from_millis(200));
+    match client.do_action(request).await {
+        Err(status) if status.code() == Code::Cancelled => {
+            println!("{:?}: {}", status.code(), status.message());
+        }
+        Err(status) => return Err(status.into()),
+        Ok(_) => return Err("expected the call to run out of time".into()),
+    }
+    // ANCHOR_END: deadline
+    Ok(())
+}

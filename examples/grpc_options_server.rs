@@ -1,0 +1,225 @@
+// ANCHOR: uses
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{Int64Array, RecordBatch};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use arrow_schema::{DataType, Field, Schema};
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+// ANCHOR_END: uses
+
+/// The largest message either side of this server accepts: 64 MiB.
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// The most rows a ticket may ask for (128 MiB of Int64 values).
+const MAX_ROWS: usize = 16 * 1024 * 1024;
+
+/// The longest nap a `sleep` action may ask for.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// A Flight service to try options on: `do_get` sends a ticket's number of
+/// rows as one record batch in one message, `do_put` counts what it
+/// receives, and the action `sleep` waits for the number of milliseconds in
+/// its body.
+pub struct OptionsService;
+
+// ANCHOR: do_get
+fn numbers(rows: usize) -> Result<RecordBatch, FlightError> {
+    let schema = Schema::new(vec![Field::new("n", DataType::Int64, false)]);
+    let values = Int64Array::from_iter_values(0..rows as i64);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(values)],
+    )?)
+}
+
+fn parse_number(what: &str, bytes: &[u8]) -> Result<usize, Status> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| Status::invalid_argument(format!("{what} must be a whole number")))
+}
+// ANCHOR_END: do_get
+
+#[tonic::async_trait]
+impl FlightService for OptionsService {
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+
+    // ANCHOR: do_get
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let rows = parse_number("the ticket (a row count)", &request.get_ref().ticket)?;
+        if rows > MAX_ROWS {
+            let message = format!("{rows} rows asked for, at most {MAX_ROWS} are sent");
+            return Err(Status::invalid_argument(message));
+        }
+        let batches = stream::once(async move { numbers(rows) });
+        let flight_data = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(usize::MAX)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(flight_data.boxed()))
+    }
+    // ANCHOR_END: do_get
+
+    // ANCHOR: do_put
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let encoding = match request.metadata().get("grpc-encoding") {
+            Some(value) => value.to_str().unwrap_or("unknown").to_string(),
+            None => "identity".to_string(),
+        };
+        let flight_data = request.into_inner().map_err(FlightError::from);
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(flight_data);
+        let (mut rows, mut count) = (0, 0);
+        while let Some(batch) = batches.try_next().await? {
+            rows += batch.num_rows();
+            count += 1;
+        }
+        let summary = format!("{rows} rows in {count} batches, encoding {encoding}");
+        let result = PutResult {
+            app_metadata: summary.into(),
+        };
+        Ok(Response::new(stream::iter([Ok(result)]).boxed()))
+    }
+    // ANCHOR_END: do_put
+
+    // ANCHOR: sleep
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != "sleep" {
+            let message = format!("unknown action {:?}, try \"sleep\"", action.r#type);
+            return Err(Status::invalid_argument(message));
+        }
+        let millis = parse_number("the body of sleep (milliseconds)", &action.body)?;
+        let nap = Duration::from_millis(millis as u64);
+        if nap > MAX_SLEEP {
+            return Err(Status::invalid_argument("sleep is at most 60000 ms"));
+        }
+        tokio::time::sleep(nap).await;
+        let result = arrow_flight::Result {
+            body: format!("slept {millis} ms").into(),
+        };
+        Ok(Response::new(stream::iter([Ok(result)]).boxed()))
+    }
+    // ANCHOR_END: sleep
+
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake is not offered"))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights is not offered"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("get_flight_info is not offered"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info is not offered"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema is not offered"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange is not offered"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("list_actions is not offered"))
+    }
+}
+
+// ANCHOR: serve
+/// Serves [`OptionsService`] on `listener` with raised message limits, gzip,
+/// a time limit per call and HTTP/2 keep-alive, until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let service = FlightServiceServer::new(OptionsService)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .timeout(Duration::from_secs(120))
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::args().nth(1);
+    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8817")).await?;
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    println!("Serving on grpc://{}", listener.local_addr()?);
+    serve(listener, stop).await?;
+    Ok(())
+}
+// ANCHOR_END: serve
