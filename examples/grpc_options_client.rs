@@ -6,7 +6,7 @@ use arrow_array::{Int64Array, RecordBatch};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, FlightClient, Ticket};
+use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt, stream};
 use tonic::codec::CompressionEncoding;
@@ -64,7 +64,9 @@ pub async fn upload(
     message_size: usize,
 ) -> Result<String, FlightError> {
     let batches = stream::iter([numbers(rows)]);
+    let descriptor = FlightDescriptor::new_path(vec!["numbers".to_string()]);
     let flight_data: Vec<_> = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor))
         .with_max_flight_data_size(message_size)
         .build(batches)
         .try_collect()

@@ -170,7 +170,7 @@ fn a_client_with_keep_alive_gives_up_on_a_dead_connection_one_without_waits() {
             .expect("keep-alive notices the dead connection within 5 s")
             .expect("the task");
         let gave_up = started.elapsed();
-        let status = outcome.err().expect("the call fails");
+        let status = outcome.expect_err("the call fails");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         eprintln!("keep-alive gave up after {gave_up:?}: {status}");
 
@@ -231,7 +231,7 @@ fn a_server_with_default_limits_refuses_an_8_mb_message_the_recipe_accepts() {
         let mut client =
             FlightServiceClient::new(connect(defaults.url.clone()).await.expect("connect"));
         let refused = upload(&mut client, 1_000_000, usize::MAX).await;
-        let message = format!("{:?}", refused.err().expect("refused"));
+        let message = format!("{:?}", refused.expect_err("refused"));
         assert!(message.contains("OutOfRange"), "{message}");
         assert!(message.contains("the limit is: 4194304 bytes"), "{message}");
         // The same client, the default split: fine.
@@ -276,7 +276,7 @@ fn the_servers_time_limit_is_the_shorter_of_its_own_and_the_clients() {
 
         // No client deadline: the server's 300 ms end a 5 s nap.
         let started = Instant::now();
-        let status = client.do_action(sleep(5000)).await.err().expect("cut off");
+        let status = client.do_action(sleep(5000)).await.expect_err("cut off");
         assert_eq!(status.code(), Code::Cancelled, "{status:?}");
         assert_eq!(status.message(), "Timeout expired");
         assert!(started.elapsed() < Duration::from_secs(3));
@@ -325,8 +325,7 @@ fn bad_tickets_and_actions_are_refused_with_what_is_wrong_and_the_server_serves_
         let status = client
             .do_get(Ticket::new(vec![0xff, 0xfe]))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument);
 
         let actions = [
@@ -344,8 +343,7 @@ fn bad_tickets_and_actions_are_refused_with_what_is_wrong_and_the_server_serves_
             let status = client
                 .do_action(Request::new(action))
                 .await
-                .err()
-                .expect("refused");
+                .expect_err("refused");
             assert_eq!(status.code(), Code::InvalidArgument);
             assert_eq!(status.message(), expected);
         }
