@@ -40,3 +40,11 @@ pub mod grpc_options_server;
 #[allow(dead_code)]
 #[path = "../examples/grpc_options_client.rs"]
 pub mod grpc_options_client;
+
+#[allow(dead_code)]
+#[path = "../examples/health_server.rs"]
+pub mod health_server;
+
+#[allow(dead_code)]
+#[path = "../examples/health_client.rs"]
+pub mod health_client;

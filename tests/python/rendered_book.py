@@ -30,6 +30,7 @@ SEARCHES = {
     "drop_dataset": "parquet_storage.html",
     "backpressure": "streaming_parquet.html",
     "keep-alive": "grpc_options.html",
+    "NOT_SERVING": "grpc_services.html",
 }
 
 CHROMIUM_FLAGS = [

@@ -1,0 +1,180 @@
+// ANCHOR: uses
+use std::future::Future;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::StreamExt;
+use futures::stream::{self, BoxStream};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+use tonic_health::server::HealthReporter;
+// ANCHOR_END: uses
+
+// ANCHOR: echo
+/// The Flight service: `do_action` answers with the action's body.
+pub struct EchoService;
+
+#[tonic::async_trait]
+impl FlightService for EchoService {
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let body = request.into_inner().body;
+        let result = arrow_flight::Result { body };
+        Ok(Response::new(stream::iter([Ok(result)]).boxed()))
+    }
+    // ANCHOR_END: echo
+
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+
+    async fn do_get(
+        &self,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        Err(Status::unimplemented("do_get is not offered"))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("do_put is not offered"))
+    }
+
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake is not offered"))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights is not offered"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("get_flight_info is not offered"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info is not offered"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema is not offered"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange is not offered"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("list_actions is not offered"))
+    }
+}
+
+// ANCHOR: serve
+/// Serves Flight and gRPC health checking on `listener`. When `shutdown`
+/// completes, both services are reported `NOT_SERVING` and calls are still
+/// answered for `drain`, so that load balancers stop sending new ones; then
+/// the server stops.
+pub async fn serve_with_drain(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<FlightServiceServer<EchoService>>()
+        .await;
+
+    let draining = async move {
+        shutdown.await;
+        set_not_serving(&reporter).await;
+        tokio::time::sleep(drain).await;
+        end_watches(reporter).await;
+    };
+    Server::builder()
+        .add_service(health)
+        .add_service(FlightServiceServer::new(EchoService))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), draining)
+        .await
+}
+
+async fn set_not_serving(reporter: &HealthReporter) {
+    reporter
+        .set_not_serving::<FlightServiceServer<EchoService>>()
+        .await;
+    let overall = tonic_health::ServingStatus::NotServing;
+    reporter.set_service_status("", overall).await;
+}
+
+async fn end_watches(mut reporter: HealthReporter) {
+    let flight = <FlightServiceServer<EchoService> as NamedService>::NAME;
+    reporter.clear_service_status(flight).await;
+    reporter.clear_service_status("").await;
+}
+// ANCHOR_END: serve
+
+/// [`serve_with_drain`] with no time to drain, for tests and the book.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    serve_with_drain(listener, shutdown, Duration::ZERO).await
+}
+
+// ANCHOR: main
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::args().nth(1);
+    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8818")).await?;
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    println!("Serving on grpc://{}", listener.local_addr()?);
+    serve_with_drain(listener, stop, Duration::from_secs(5)).await?;
+    Ok(())
+}
+// ANCHOR_END: main
