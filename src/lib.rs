@@ -48,3 +48,11 @@ pub mod health_server;
 #[allow(dead_code)]
 #[path = "../examples/health_client.rs"]
 pub mod health_client;
+
+#[allow(dead_code)]
+#[path = "../examples/key_value_server.rs"]
+pub mod key_value_server;
+
+#[allow(dead_code)]
+#[path = "../examples/key_value_client.rs"]
+pub mod key_value_client;
