@@ -56,3 +56,11 @@ pub mod key_value_server;
 #[allow(dead_code)]
 #[path = "../examples/key_value_client.rs"]
 pub mod key_value_client;
+
+#[allow(dead_code)]
+#[path = "../examples/middleware_server.rs"]
+pub mod middleware_server;
+
+#[allow(dead_code)]
+#[path = "../examples/middleware_client.rs"]
+pub mod middleware_client;

@@ -32,6 +32,7 @@ SEARCHES = {
     "keep-alive": "grpc_options.html",
     "NOT_SERVING": "grpc_services.html",
     "profiles": "key_value.html",
+    "ResourceExhausted": "middleware.html",
 }
 
 CHROMIUM_FLAGS = [
