@@ -64,3 +64,11 @@ pub mod middleware_server;
 #[allow(dead_code)]
 #[path = "../examples/middleware_client.rs"]
 pub mod middleware_client;
+
+#[allow(dead_code)]
+#[path = "../examples/shard_server.rs"]
+pub mod shard_server;
+
+#[allow(dead_code)]
+#[path = "../examples/shard_client.rs"]
+pub mod shard_client;

@@ -33,6 +33,7 @@ SEARCHES = {
     "NOT_SERVING": "grpc_services.html",
     "profiles": "key_value.html",
     "ResourceExhausted": "middleware.html",
+    "shards": "several_servers.html",
 }
 
 CHROMIUM_FLAGS = [

@@ -1,0 +1,301 @@
+// ANCHOR: uses
+use std::future::Future;
+use std::sync::Arc;
+
+use arrow_array::{Float64Array, Int64Array, RecordBatch};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+// ANCHOR_END: uses
+
+/// The rows of a record batch the servers send.
+const BATCH_ROWS: usize = 65_536;
+
+// ANCHOR: shard
+/// Where the shards of the dataset `numbers` are: one URL per shard, in
+/// order. Shard `i` of `n` holds the rows `i * rows / n` up to
+/// `(i + 1) * rows / n` of `rows` in all.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub rows: usize,
+    pub shards: Vec<String>,
+}
+
+impl Layout {
+    fn range(&self, shard: usize) -> (usize, usize) {
+        let n = self.shards.len();
+        (shard * self.rows / n, (shard + 1) * self.rows / n)
+    }
+}
+
+/// One shard of `numbers`, held in memory, and the layout of all of them.
+pub struct ShardService {
+    shard: usize,
+    layout: Layout,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+}
+
+impl ShardService {
+    pub fn new(shard: usize, layout: Layout) -> Result<Self, ArrowError> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ]));
+        let (start, end) = layout.range(shard);
+        let mut batches = Vec::new();
+        for first in (start..end).step_by(BATCH_ROWS) {
+            let ids = (first..end.min(first + BATCH_ROWS)).map(|id| id as i64);
+            let values = ids.clone().map(|id| id as f64 / 2.0);
+            let columns: Vec<Arc<dyn arrow_array::Array>> = vec![
+                Arc::new(Int64Array::from_iter_values(ids)),
+                Arc::new(Float64Array::from_iter_values(values)),
+            ];
+            batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        Ok(ShardService {
+            shard,
+            layout,
+            schema,
+            batches,
+        })
+    }
+}
+// ANCHOR_END: shard
+
+fn numbers(descriptor: &FlightDescriptor) -> Result<(), Status> {
+    match descriptor.path.as_slice() {
+        [name] if name == "numbers" => Ok(()),
+        _ => Err(Status::not_found("the one dataset here is [\"numbers\"]")),
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for ShardService {
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+
+    // ANCHOR: get_flight_info
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        numbers(request.get_ref())?;
+        let mut info = FlightInfo::new()
+            .try_with_schema(&self.schema)
+            .map_err(|e| Status::internal(format!("the schema: {e}")))?
+            .with_descriptor(request.into_inner())
+            .with_total_records(self.layout.rows as i64)
+            .with_ordered(true);
+        for (shard, url) in self.layout.shards.iter().enumerate() {
+            let endpoint = FlightEndpoint::new()
+                .with_ticket(Ticket::new(format!("numbers/{shard}")))
+                .with_location(url.as_str());
+            info = info.with_endpoint(endpoint);
+        }
+        Ok(Response::new(info))
+    }
+    // ANCHOR_END: get_flight_info
+
+    // ANCHOR: do_get
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = String::from_utf8_lossy(&request.get_ref().ticket).into_owned();
+        let shard = ticket
+            .strip_prefix("numbers/")
+            .and_then(|shard| shard.parse::<usize>().ok())
+            .ok_or_else(|| Status::invalid_argument(format!("{ticket:?} is not a ticket")))?;
+        if shard != self.shard {
+            let message = format!("this server holds shard {}, not {shard}", self.shard);
+            return Err(Status::not_found(message));
+        }
+        let batches = stream::iter(self.batches.clone().into_iter().map(Ok));
+        let flight_data = FlightDataEncoderBuilder::new()
+            .with_schema(self.schema.clone())
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(flight_data.boxed()))
+    }
+    // ANCHOR_END: do_get
+
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake is not offered"))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights is not offered"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info is not offered"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema is not offered"))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("do_put is not offered"))
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented("do_action is not offered"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange is not offered"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("list_actions is not offered"))
+    }
+}
+
+/// Serves shard `shard` of `layout` on `listener` until `shutdown`.
+pub async fn serve_shard(
+    listener: TcpListener,
+    shard: usize,
+    layout: Layout,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let service = ShardService::new(shard, layout)?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .add_service(FlightServiceServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Both shards of a million rows in one process: shard 0 on `listener`,
+/// shard 1 on another port of its host.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let host = listener.local_addr()?.ip();
+    let second = TcpListener::bind((host, 0)).await?;
+    let layout = Layout {
+        rows: 1_000_000,
+        shards: vec![
+            format!("grpc://{}", listener.local_addr()?),
+            format!("grpc://{}", second.local_addr()?),
+        ],
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let one = tokio::spawn(serve_shard(
+        second,
+        1,
+        layout.clone(),
+        wait(stopped.clone()),
+    ));
+    let zero = serve_shard(listener, 0, layout, wait(stopped));
+    let stopper = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let (served, ()) = tokio::join!(zero, stopper);
+    served?;
+    one.await??;
+    Ok(())
+}
+
+// ANCHOR: main
+/// `--shard I --rows R --shards URL,URL,...`: which shard this server holds
+/// and where all of them are; `None` without `--shard`.
+fn options(args: &[String]) -> Result<Option<(usize, Layout)>, String> {
+    let usage = "usage: shard_server [ADDR] [--shard I --rows R --shards URL,URL,...]";
+    let value = |name: &str| {
+        let at = args.iter().position(|arg| arg == name);
+        at.and_then(|at| args.get(at + 1))
+            .ok_or_else(|| usage.to_string())
+    };
+    if !args.iter().any(|arg| arg == "--shard") {
+        return Ok(None);
+    }
+    let shard = value("--shard")?.parse().map_err(|_| usage.to_string())?;
+    let rows = value("--rows")?.parse().map_err(|_| usage.to_string())?;
+    let shards: Vec<String> = value("--shards")?.split(',').map(str::to_string).collect();
+    if shard >= shards.len() {
+        return Err(format!(
+            "--shard {shard}: there are {} shards",
+            shards.len()
+        ));
+    }
+    Ok(Some((shard, Layout { rows, shards })))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let addr = args.first().filter(|arg| !arg.starts_with("--"));
+    let listener = TcpListener::bind(addr.map_or("127.0.0.1:8822", |a| a.as_str())).await?;
+    let shard = options(&args)?;
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    let url = format!("grpc://{}", listener.local_addr()?);
+    match shard {
+        Some((shard, layout)) => {
+            println!("Serving shard {shard} on {url}");
+            serve_shard(listener, shard, layout, stop).await
+        }
+        None => {
+            println!("Serving on {url}, shard 1 of 2 beside it");
+            serve(listener, stop).await
+        }
+    }
+}
+// ANCHOR_END: main

@@ -1,0 +1,225 @@
+//! One dataset over several servers: every endpoint points at the server
+//! that holds its part, parts come back in order, wrong or bad tickets get
+//! clean errors, an unreachable server is named, and pyarrow follows the
+//! endpoints too.
+
+mod common;
+
+use arrow_flight::{FlightClient, FlightDescriptor, FlightEndpoint, Ticket};
+use flight_cookbook::shard_client::{fetch, fetch_all};
+use flight_cookbook::shard_server::{Layout, serve, serve_shard};
+use futures::TryStreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// `count` shards of `rows` rows, each on a server of its own.
+async fn cluster(count: usize, rows: usize) -> (Vec<String>, Vec<oneshot::Sender<()>>) {
+    let mut listeners = Vec::new();
+    for _ in 0..count {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+    }
+    let shards: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("grpc://{}", l.local_addr().expect("address")))
+        .collect();
+    let layout = Layout {
+        rows,
+        shards: shards.clone(),
+    };
+    let mut stops = Vec::new();
+    for (shard, listener) in listeners.into_iter().enumerate() {
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        tokio::spawn(serve_shard(listener, shard, layout.clone(), async {
+            let _ = stopped.await;
+        }));
+    }
+    let urls = shards
+        .iter()
+        .map(|u| u.replacen("grpc://", "http://", 1))
+        .collect();
+    (urls, stops)
+}
+
+async fn client(url: &str) -> FlightClient {
+    let channel = Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    FlightClient::new(channel)
+}
+
+fn numbers() -> FlightDescriptor {
+    FlightDescriptor::new_path(vec!["numbers".to_string()])
+}
+
+#[test]
+fn every_server_describes_all_shards_and_the_parts_come_back_in_order() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the cluster test", async {
+        // 3 shards of an odd number of rows: shares of 33 333 and 33 334.
+        let (urls, _stops) = cluster(3, 100_001).await;
+        for url in &urls {
+            let info = client(url)
+                .await
+                .get_flight_info(numbers())
+                .await
+                .expect("info");
+            assert_eq!(info.total_records, 100_001);
+            assert!(info.ordered);
+            let locations: Vec<_> = info
+                .endpoint
+                .iter()
+                .map(|e| e.location[0].uri.clone())
+                .collect();
+            let expected: Vec<_> = urls
+                .iter()
+                .map(|u| u.replacen("http://", "grpc://", 1))
+                .collect();
+            assert_eq!(locations, expected);
+            let batches = fetch_all(info.endpoint, url).await.expect("fetched");
+            let ids: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| {
+                    let column = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<arrow_array::Int64Array>();
+                    column.expect("Int64").values().to_vec()
+                })
+                .collect();
+            assert_eq!(ids, (0..100_001).collect::<Vec<i64>>());
+        }
+    });
+}
+
+#[test]
+fn wrong_bad_and_unknown_requests_get_clean_errors() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the error test", async {
+        let (urls, _stops) = cluster(2, 1000).await;
+        let mut first = client(&urls[0]).await;
+
+        let status = |e: arrow_flight::error::FlightError| match e {
+            arrow_flight::error::FlightError::Tonic(status) => *status,
+            other => panic!("{other:?}"),
+        };
+        let wrong = first
+            .do_get(Ticket::new("numbers/1"))
+            .await
+            .map(drop)
+            .expect_err("wrong server");
+        let wrong = status(wrong);
+        assert_eq!(
+            (wrong.code(), wrong.message()),
+            (Code::NotFound, "this server holds shard 0, not 1")
+        );
+        for ticket in ["numbers/x", "numbers", "", "numbers/-1"] {
+            let bad = status(
+                first
+                    .do_get(Ticket::new(ticket))
+                    .await
+                    .map(drop)
+                    .expect_err("bad"),
+            );
+            assert_eq!(bad.code(), Code::InvalidArgument, "{ticket:?}");
+            assert_eq!(bad.message(), format!("{ticket:?} is not a ticket"));
+        }
+        let other = FlightDescriptor::new_path(vec!["letters".to_string()]);
+        let unknown = status(first.get_flight_info(other).await.expect_err("unknown"));
+        assert_eq!(unknown.code(), Code::NotFound);
+        assert_eq!(unknown.message(), "the one dataset here is [\"numbers\"]");
+
+        // An endpoint whose server is gone: the error names it.
+        let gone = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = gone.local_addr().expect("address");
+        drop(gone);
+        let endpoint = FlightEndpoint::new()
+            .with_ticket(Ticket::new("numbers/0"))
+            .with_location(format!("grpc://{address}"));
+        let error = fetch(endpoint, urls[0].clone())
+            .await
+            .expect_err("unreachable")
+            .to_string();
+        assert!(error.starts_with(&format!("http://{address}: ")), "{error}");
+
+        // An endpoint without a location goes to the origin.
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new("numbers/0"));
+        let batches = fetch(endpoint, urls[0].clone())
+            .await
+            .expect("from the origin");
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 500);
+
+        // Still serving.
+        let parts: Vec<_> = first
+            .do_get(Ticket::new("numbers/0"))
+            .await
+            .expect("get")
+            .try_collect()
+            .await
+            .expect("batches");
+        assert_eq!(parts.iter().map(|b| b.num_rows()).sum::<usize>(), 500);
+    });
+}
+
+#[test]
+fn the_one_process_cluster_stops_both_shards() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the demo cluster test", async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let info = client(&url)
+            .await
+            .get_flight_info(numbers())
+            .await
+            .expect("info");
+        let second = info.endpoint[1].location[0]
+            .uri
+            .replacen("grpc://", "http://", 1);
+        let batches = fetch_all(info.endpoint, &url).await.expect("fetched");
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+            1_000_000
+        );
+        let _ = stop.send(());
+        task.await.expect("task").expect("clean stop");
+        let refused = Channel::from_shared(second).expect("url").connect().await;
+        assert!(refused.is_err(), "shard 1 still serves");
+    });
+}
+
+#[test]
+fn a_pyarrow_client_follows_the_endpoints() {
+    let test = "the pyarrow client of the shards";
+    let python = match common::python("import pyarrow.flight") {
+        Ok(python) => python,
+        Err(why) => return common::unavailable(test, &why).unwrap_or(()),
+    };
+    let runtime = common::runtime();
+    let (urls, _stops) = common::block_on(&runtime, "start", cluster(2, 1_000_000));
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(common::script("shard_client.py"))
+        .arg(urls[1].replacen("http://", "grpc://", 1));
+    let output = common::run_with_timeout(command, common::TIMEOUT).expect("the client runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "1000000 rows in 2 endpoints, ordered=True\n\
+         numbers/0: 500000 rows\n\
+         numbers/1: 500000 rows\n\
+         1000000 rows, ids in order: True\n"
+    );
+}
