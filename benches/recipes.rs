@@ -31,7 +31,7 @@
 //! says MISSED.
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,7 +45,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{Action, FlightClient, HandshakeRequest};
 use flight_cookbook::basic_auth_client::{TokenPair, authenticate_basic_token};
 use flight_cookbook::basic_auth_server::{self, EchoServer};
-use flight_cookbook::streaming_parquet_client::{count_rows, upload_stream};
+use flight_cookbook::streaming_parquet_client::{connect, count_rows, upload_stream};
 use flight_cookbook::{parquet_storage_server, streaming_parquet_server};
 use futures::{TryStreamExt, stream};
 use tokio::net::{TcpListener, TcpStream};
@@ -425,6 +425,27 @@ async fn loopback(bytes: u64) -> Result<f64, Error> {
     Ok(seconds)
 }
 
+/// Seconds to write `bytes` bytes to a new file in `dir` and flush it to
+/// disk, as the server does with a dataset before it renames it.
+fn file_write(dir: &Path, bytes: u64) -> Result<f64, Error> {
+    let chunk: Vec<u8> = (0..MIB as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let path = dir.join("file-write-baseline");
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path)?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        file.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_file(path)?;
+    Ok(seconds)
+}
+
 /// Calls per second: [`IN_FLIGHT`] loops of `call`, spread over
 /// `clients`, for `duration`.
 async fn rate<F, Fut>(
@@ -705,7 +726,9 @@ impl Storage {
     }
 
     async fn connect(server: ServerProcess, repo: tempfile::TempDir) -> Result<Self, Error> {
-        let mut client = FlightClient::new(server.channel().await?);
+        let mut client = connect(server.url.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         let _: Vec<_> = client.list_flights("").await?.try_collect().await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle = server.peak()?;
@@ -751,7 +774,11 @@ async fn storage(
     let mut simple_memory = None;
     for (index, &(size, batches)) in sizes.iter().enumerate() {
         let largest = index + 1 == sizes.len() && index > 0;
+        let bytes = batches as u64 * BATCH_BYTES;
+        let mb_per_s = |seconds: f64| bytes as f64 / seconds / 1e6;
         let mut tcp = Figure::default();
+        let mut disk = Figure::default();
+        let scratch = tempfile::tempdir()?;
         let mut ours: [Figure; 4] = Default::default();
         let mut theirs: [Figure; 4] = Default::default();
         let mut simple: [Figure; 4] = Default::default();
@@ -775,6 +802,7 @@ async fn storage(
                     / loopback(batches as u64 * BATCH_BYTES).await?
                     / 1e6,
             );
+            disk.push(mb_per_s(file_write(scratch.path(), bytes)?));
             our_server.run(batches, &pool, &mut ours).await?;
             if let Some(server) = &mut their_server {
                 server.run(batches, &pool, &mut theirs).await?;
