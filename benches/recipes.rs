@@ -720,25 +720,32 @@ struct Storage {
     server: ServerProcess,
     client: FlightClient,
     idle: u64,
-    _repo: tempfile::TempDir,
+    /// Our server's mode (`streaming` or `simple`), `None` for pyarrow's.
+    mode: Option<String>,
+    repo: tempfile::TempDir,
 }
 
 impl Storage {
-    /// Our server of `mode`: `streaming` or `simple`.
     async fn ours(mode: &str) -> Result<Self, Error> {
-        let repo = tempfile::tempdir()?;
-        let server = ServerProcess::ours(&[mode.as_ref(), repo.path().as_ref()])?;
-        Self::connect(server, repo).await
+        Self::start(Some(mode.to_string()), tempfile::tempdir()?, "").await
     }
 
     async fn pyarrow(python: &str) -> Result<Self, Error> {
-        let repo = tempfile::tempdir()?;
-        let script = "parquet_storage_server.py";
-        let server = ServerProcess::pyarrow(python, script, &[repo.path().as_ref()])?;
-        Self::connect(server, repo).await
+        Self::start(None, tempfile::tempdir()?, python).await
     }
 
-    async fn connect(server: ServerProcess, repo: tempfile::TempDir) -> Result<Self, Error> {
+    async fn start(
+        mode: Option<String>,
+        repo: tempfile::TempDir,
+        python: &str,
+    ) -> Result<Self, Error> {
+        let server = match &mode {
+            Some(mode) => ServerProcess::ours(&[mode.as_ref(), repo.path().as_ref()])?,
+            None => {
+                let script = "parquet_storage_server.py";
+                ServerProcess::pyarrow(python, script, &[repo.path().as_ref()])?
+            }
+        };
         let mut client = connect(server.url.clone())
             .await
             .map_err(|e| e.to_string())?;
@@ -749,28 +756,61 @@ impl Storage {
             server,
             client,
             idle,
-            _repo: repo,
+            mode,
+            repo,
         })
     }
 
-    /// One upload and one download of `batches` batches: the MB/s of each
-    /// and the server's peak RSS over idle during each, in MiB.
-    async fn run(
+    /// Our server again, in a new process on the same repository, so that
+    /// what one call leaves in its memory does not count for the next.
+    async fn restarted(self) -> Result<Self, Error> {
+        let Storage {
+            server, mode, repo, ..
+        } = self;
+        server.stop()?;
+        Self::start(mode, repo, "").await
+    }
+
+    /// One upload and one download of `batches` batches, on a server that
+    /// has been up for a while: the MB/s of each.
+    async fn transfer(
         &mut self,
         batches: usize,
         pool: &Arc<Vec<RecordBatch>>,
-        figures: &mut [Figure; 4],
+        figures: &mut [Figure; 2],
     ) -> Result<(), Error> {
         let name = format!("bench-{batches}.parquet");
         let mb_per_s = |seconds: f64| (batches as u64 * BATCH_BYTES) as f64 / seconds / 1e6;
-        let over_idle = |peak: u64| peak.saturating_sub(self.idle) as f64 / MIB as f64;
-        self.server.reset_peak();
         figures[0].push(mb_per_s(put(&mut self.client, &name, batches, pool).await?));
-        figures[2].push(over_idle(self.server.peak()?));
-        self.server.reset_peak();
         figures[1].push(mb_per_s(get(&mut self.client, &name, batches).await?));
-        figures[3].push(over_idle(self.server.peak()?));
         Ok(())
+    }
+
+    /// One upload and one download of `batches` batches, each by a new
+    /// server process: the server's peak RSS over its idle size during
+    /// each, in MiB.
+    async fn memory(
+        mut self,
+        batches: usize,
+        pool: &Arc<Vec<RecordBatch>>,
+        figures: &mut [Figure; 2],
+    ) -> Result<Self, Error> {
+        let name = format!("bench-{batches}.parquet");
+        self = self.restarted().await?;
+        self.server.reset_peak();
+        put(&mut self.client, &name, batches, pool).await?;
+        figures[0].push(self.over_idle()?);
+        self = self.restarted().await?;
+        self.server.reset_peak();
+        get(&mut self.client, &name, batches).await?;
+        figures[1].push(self.over_idle()?);
+        Ok(self)
+    }
+
+    /// The server's peak RSS since the last reset, over its idle size, in MiB.
+    fn over_idle(&self) -> Result<f64, Error> {
+        let peak = self.server.peak()?;
+        Ok(peak.saturating_sub(self.idle) as f64 / MIB as f64)
     }
 }
 
@@ -781,133 +821,106 @@ async fn storage(
 ) -> Result<Vec<Row>, Error> {
     let pool = Arc::new(batch_pool()?);
     let mut rows = Vec::new();
-    // Per size: put and get MB/s, put and get peak RSS over idle.
-    let mut memory: Vec<(&str, [Figure; 4])> = Vec::new();
     let mut idle = Figure::default();
+    // Per size: the streaming server's peak RSS over idle in put and get.
+    let mut memory: Vec<(&str, [Figure; 2])> = Vec::new();
     let mut simple_memory = None;
     for (index, &(size, batches)) in sizes.iter().enumerate() {
-        let largest = index + 1 == sizes.len() && index > 0;
+        let largest = index > 0 && index + 1 == sizes.len();
         let bytes = batches as u64 * BATCH_BYTES;
         let mb_per_s = |seconds: f64| bytes as f64 / seconds / 1e6;
-        let mut tcp = Figure::default();
-        let mut disk = Figure::default();
         let scratch = tempfile::tempdir()?;
-        let mut ours: [Figure; 4] = Default::default();
-        let mut theirs: [Figure; 4] = Default::default();
-        let mut simple: [Figure; 4] = Default::default();
+        let (mut tcp, mut disk) = (Figure::default(), Figure::default());
+        let mut ours: [Figure; 2] = Default::default();
+        let mut theirs: [Figure; 2] = Default::default();
+        let mut our_memory: [Figure; 2] = Default::default();
+        let mut simple: [Figure; 2] = Default::default();
 
-        // A new server per size, so that what a size leaves in its memory
-        // does not count for the next.
+        // Throughput on servers that stay up; memory on servers started
+        // anew for each call.
         let mut our_server = Storage::ours("streaming").await?;
         idle.push(our_server.idle as f64 / MIB as f64);
         let mut their_server = match python {
             Some(python) => Some(Storage::pyarrow(python).await?),
             None => None,
         };
+        let mut measured = Storage::ours("streaming").await?;
         let mut simple_server = match options.simple && largest {
             true => Some(Storage::ours("simple").await?),
             false => None,
         };
         for run in 0..options.runs {
             eprintln!("storage, {size}, run {}/{}", run + 1, options.runs);
-            tcp.push(
-                batches as f64 * BATCH_BYTES as f64
-                    / loopback(batches as u64 * BATCH_BYTES).await?
-                    / 1e6,
-            );
+            tcp.push(mb_per_s(loopback(bytes).await?));
             disk.push(mb_per_s(file_write(scratch.path(), bytes)?));
-            our_server.run(batches, &pool, &mut ours).await?;
+            our_server.transfer(batches, &pool, &mut ours).await?;
             if let Some(server) = &mut their_server {
-                server.run(batches, &pool, &mut theirs).await?;
+                server.transfer(batches, &pool, &mut theirs).await?;
             }
-            if let Some(server) = &mut simple_server {
-                server.run(batches, &pool, &mut simple).await?;
+            measured = measured.memory(batches, &pool, &mut our_memory).await?;
+            if let Some(server) = simple_server {
+                simple_server = Some(server.memory(batches, &pool, &mut simple).await?);
             }
         }
-        our_server.server.stop()?;
-        for server in [their_server, simple_server].into_iter().flatten() {
+        let servers = [
+            Some(our_server),
+            their_server,
+            Some(measured),
+            simple_server,
+        ];
+        for server in servers.into_iter().flatten() {
             server.server.stop()?;
         }
 
         let title = |what: &str| format!("{what} {size} (MB/s)");
+        let (put, get) = (&ours[0], &ours[1]);
+        rows.push(Row::from(&title("do_put"), put, "loopback TCP", &tcp, None));
         rows.push(Row::from(
             &title("do_put"),
-            &ours[0],
-            "loopback TCP",
-            &tcp,
-            None,
-        ));
-        rows.push(Row::from(
-            &title("do_put"),
-            &ours[0],
+            put,
             "file write + fsync",
             &disk,
             None,
         ));
-        rows.push(Row::from(
-            &title("do_get"),
-            &ours[1],
-            "loopback TCP",
-            &tcp,
-            Some(Goal::AtLeast(0.3)),
-        ));
+        let goal = Some(Goal::AtLeast(0.3));
+        rows.push(Row::from(&title("do_get"), get, "loopback TCP", &tcp, goal));
         for (what, i) in [("do_put", 0), ("do_get", 1)] {
-            let row = Row::from(
-                &title(what),
-                &ours[i],
-                "pyarrow",
-                &theirs[i],
-                Some(Goal::AtLeast(5.0)),
-            );
+            let goal = Some(Goal::AtLeast(5.0));
+            let row = Row::from(&title(what), &ours[i], "pyarrow", &theirs[i], goal);
             rows.push(match python {
                 Some(_) => row,
                 None => row.missing("no pyarrow"),
             });
         }
         if options.simple && largest {
-            simple_memory = Some((size, ours.clone(), simple));
+            simple_memory = Some((size, our_memory.clone(), simple));
         }
-        memory.push((size, ours));
+        memory.push((size, our_memory));
     }
 
-    rows.push(Row::from(
-        "server RSS idle (MiB)",
-        &idle,
-        "",
-        &Figure::default(),
-        None,
-    ));
+    let none = Figure::default();
+    rows.push(Row::from("server RSS idle (MiB)", &idle, "", &none, None));
     let (small, small_figures) = &memory[0];
-    for (what, i) in [("put", 2), ("get", 3)] {
+    for (what, i) in [("put", 0), ("get", 1)] {
+        let goal = Some(Goal::AtMost(1.5));
         match memory.get(1) {
             Some((large, large_figures)) => rows.push(Row::from(
                 &format!("peak RSS over idle, do_{what} {large} (MiB)"),
                 &large_figures[i],
                 &format!("the same, {small}"),
                 &small_figures[i],
-                Some(Goal::AtMost(1.5)),
+                goal,
             )),
             None => {
-                rows.push(Row::from(
-                    &format!("peak RSS over idle, do_{what} {small} (MiB)"),
-                    &small_figures[i],
-                    "",
-                    &Figure::default(),
-                    None,
-                ));
-                rows.push(
-                    Row::new(
-                        &format!("peak RSS over idle, do_{what} 1 GiB"),
-                        "",
-                        Some(Goal::AtMost(1.5)),
-                    )
-                    .missing("--quick"),
-                );
+                let figure = format!("peak RSS over idle, do_{what} {small} (MiB)");
+                rows.push(Row::from(&figure, &small_figures[i], "", &none, None));
+                let figure = format!("peak RSS over idle, do_{what} 1 GiB");
+                rows.push(Row::new(&figure, "", goal).missing("--quick"));
             }
         }
     }
     if let Some((size, streaming, simple)) = simple_memory {
-        for (what, i) in [("put", 2), ("get", 3)] {
+        for (what, i) in [("put", 0), ("get", 1)] {
             rows.push(Row::from(
                 &format!("simple server: RSS over idle, do_{what} {size} (MiB)"),
                 &simple[i],
