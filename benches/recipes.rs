@@ -6,10 +6,11 @@
 //! ```
 //!
 //! * The streaming Parquet storage recipe: `do_put` and `do_get` of 1024
-//!   batches of 4096 Int64 values (32 MiB) and of 1 GiB, in MB/s, next to
-//!   plain TCP over loopback moving the same bytes in this program, and next
-//!   to the pyarrow server of the Python page; the server's peak resident
-//!   memory, idle and during each call, for both sizes.
+//!   batches of 4096 random Int64 values (32 MiB) and of 1 GiB, in MB/s,
+//!   next to plain TCP over loopback and to a file write with `fsync`, both
+//!   moving the same bytes in this program, and next to the pyarrow server
+//!   of the Python page; the server's peak resident memory during each call,
+//!   each by a new server process, at 1 GiB next to 32 MiB.
 //! * The user/password recipe: echo calls per second with a bearer token,
 //!   next to the same echo service without the authentication layer and next
 //!   to the pyarrow server of the Python page; logins per second likewise,
@@ -18,7 +19,8 @@
 //! Every server runs in a process of its own: ours are this program started
 //! again with `--serve MODE`, which calls the same `serve` functions as the
 //! example programs' `main`, compiled with the same (release) profile as
-//! this benchmark; pyarrow's are the scripts of `tests/python`, run by
+//! this benchmark, so that `cargo bench` builds everything it runs and no
+//! stale example binary is measured; pyarrow's are the scripts of `tests/python`, run by
 //! `$FLIGHT_COOKBOOK_PYTHON`, else `.venv/bin/python`, else `python3`. The
 //! client is ours for every server: the functions of
 //! `examples/streaming_parquet_client.rs` and `examples/basic_auth_client.rs`.
@@ -115,12 +117,21 @@ async fn main() -> Result<(), Error> {
 // ---------------------------------------------------------------------------
 // The servers, in child processes
 
-/// The child: one of our servers on a free port, stopped by SIGTERM.
+/// The child: one of our servers on a free port, stopped by SIGTERM, or
+/// when its stdin closes because the benchmark has ended in any way.
 async fn serve(args: &[String]) -> Result<(), Error> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        let _ = closed.send(());
+    });
     let stop = async move {
-        terminate.recv().await;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = stdin_closed => {}
+        }
     };
     println!("Serving on grpc://{}", listener.local_addr()?);
     match args {
@@ -177,8 +188,8 @@ impl ServerProcess {
     }
 
     fn start(mut command: Command) -> Result<Self, Error> {
-        // The pyarrow servers also stop when their stdin closes: if this
-        // program dies, so do they.
+        // The servers also stop when their stdin closes: if this program
+        // dies, so do they.
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -949,40 +960,33 @@ async fn auth(options: &Options, python: Option<&str>) -> Result<Vec<Row>, Error
         None => Vec::new(),
     };
 
-    let (mut our_echo, mut bare_echo, mut py_echo) = Default::default();
-    let (mut our_login, mut bare_login, mut py_login) = Default::default();
+    let (mut our_echo, mut bare_echo, mut py_echo) = <[Figure; 3]>::default().into();
+    let (mut our_login, mut bare_login, mut py_login) = <[Figure; 3]>::default().into();
     for run in 0..options.runs {
         eprintln!("auth, run {}/{}", run + 1, options.runs);
         // A new token each run: the logins of the run before pushed the old
         // one out of the server's store (10 000 tokens).
-        let token =
-            authenticate_basic_token(&mut our_clients[0].clone(), "test", "password").await?;
-        Figure::push(
-            &mut our_echo,
-            rate(&our_clients, duration, move |c| {
-                echo(c, Some(token.clone()))
-            })
-            .await?,
-        );
-        Figure::push(
-            &mut bare_echo,
-            rate(&bare_clients, duration, |c| echo(c, None)).await?,
-        );
-        Figure::push(&mut our_login, rate(&our_clients, duration, login).await?);
-        Figure::push(
-            &mut bare_login,
-            rate(&bare_clients, duration, handshake).await?,
-        );
+        let mut client = our_clients[0].clone();
+        let token = authenticate_basic_token(&mut client, "test", "password").await?;
+        let with_token = move |client| echo(client, Some(token.clone()));
+        // Which of a pair goes first alternates, so that neither always
+        // meets a machine that the other has warmed up.
+        let ours_first = run % 2 == 0;
+        if !ours_first {
+            bare_echo.push(rate(&bare_clients, duration, |c| echo(c, None)).await?);
+            bare_login.push(rate(&bare_clients, duration, handshake).await?);
+        }
+        our_echo.push(rate(&our_clients, duration, with_token).await?);
+        our_login.push(rate(&our_clients, duration, login).await?);
+        if ours_first {
+            bare_echo.push(rate(&bare_clients, duration, |c| echo(c, None)).await?);
+            bare_login.push(rate(&bare_clients, duration, handshake).await?);
+        }
         if let Some(client) = their_clients.first() {
             let token = authenticate_basic_token(&mut client.clone(), "test", "password").await?;
-            Figure::push(
-                &mut py_echo,
-                rate(&their_clients, duration, move |c| {
-                    echo(c, Some(token.clone()))
-                })
-                .await?,
-            );
-            Figure::push(&mut py_login, rate(&their_clients, duration, login).await?);
+            let with_token = move |client| echo(client, Some(token.clone()));
+            py_echo.push(rate(&their_clients, duration, with_token).await?);
+            py_login.push(rate(&their_clients, duration, login).await?);
         }
     }
     ours.stop()?;
