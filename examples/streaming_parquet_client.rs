@@ -1,4 +1,5 @@
 // ANCHOR: upload
+use std::error::Error;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
@@ -10,6 +11,16 @@ use tonic::transport::Channel;
 
 const NUM_BATCHES: usize = 1024;
 const ROWS_PER_BATCH: usize = 4096;
+
+/// A client of the server at `url`, which may send HTTP/2 frames of up to
+/// 1 MiB rather than the default 16 KiB.
+pub async fn connect(url: String) -> Result<FlightClient, Box<dyn Error>> {
+    let channel = Channel::from_shared(url)?
+        .max_frame_size(1024 * 1024)
+        .connect()
+        .await?;
+    Ok(FlightClient::new(channel))
+}
 
 /// Uploads the batches of `batches` as the dataset `name`, one at a time
 /// as the stream yields them.
@@ -50,11 +61,10 @@ pub async fn count_rows(client: &mut FlightClient, name: &str) -> Result<usize, 
 
 // ANCHOR: upload
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn Error>> {
     let url = std::env::args().nth(1);
     let url = url.unwrap_or_else(|| "http://localhost:8815".to_string());
-    let channel = Channel::from_shared(url)?.connect().await?;
-    let mut client = FlightClient::new(channel);
+    let mut client = connect(url).await?;
 
     let ints = Int64Array::from_iter_values(0..ROWS_PER_BATCH as i64);
     let batch = RecordBatch::try_from_iter([("ints", Arc::new(ints) as ArrayRef)])?;

@@ -1,0 +1,1023 @@
+//! Benchmarks of the recipes' servers, each figure next to a baseline
+//! measured in the same run:
+//!
+//! ```console
+//! $ cargo bench --bench recipes [-- [--quick] [--runs N] [--simple]]
+//! ```
+//!
+//! * The streaming Parquet storage recipe: `do_put` and `do_get` of 1024
+//!   batches of 4096 random Int64 values (32 MiB) and of 1 GiB, in MB/s,
+//!   next to plain TCP over loopback and to a file write with `fsync`, both
+//!   moving the same bytes in this program, and next to the pyarrow server
+//!   of the Python page; the server's peak resident memory during each call,
+//!   each by a new server process, at 1 GiB next to 32 MiB.
+//! * The user/password recipe: echo calls per second with a bearer token,
+//!   next to the same echo service without the authentication layer and next
+//!   to the pyarrow server of the Python page; logins per second likewise,
+//!   next to Handshake calls without the layer.
+//!
+//! Every server runs in a process of its own: ours are this program started
+//! again with `--serve MODE`, which calls the same `serve` functions as the
+//! example programs' `main`, compiled with the same (release) profile as
+//! this benchmark, so that `cargo bench` builds everything it runs and no
+//! stale example binary is measured; pyarrow's are the scripts of `tests/python`, run by
+//! `$FLIGHT_COOKBOOK_PYTHON`, else `.venv/bin/python`, else `python3`. The
+//! client is ours for every server: the functions of
+//! `examples/streaming_parquet_client.rs` and `examples/basic_auth_client.rs`.
+//!
+//! Each figure is the median over the runs (5 by default); a ratio is the
+//! median of the ratios of the runs, each measured back to back. `--quick`
+//! skips the 1 GiB runs; `--simple` adds the memory of the simple storage
+//! server (`examples/parquet_storage_server.rs`), which holds whole
+//! datasets. The program exits with 0 also when a goal is missed: the table
+//! says MISSED.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::{Action, FlightClient, HandshakeRequest};
+use flight_cookbook::basic_auth_client::{TokenPair, authenticate_basic_token};
+use flight_cookbook::basic_auth_server::{self, EchoServer};
+use flight_cookbook::streaming_parquet_client::{connect, count_rows, upload_stream};
+use flight_cookbook::{parquet_storage_server, streaming_parquet_server};
+use futures::{TryStreamExt, stream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const ROWS_PER_BATCH: usize = 4096;
+const BATCH_BYTES: u64 = ROWS_PER_BATCH as u64 * 8;
+const MIB: u64 = 1024 * 1024;
+/// Distinct batches the client cycles through: 8 MiB of random numbers,
+/// more than a Parquet page, so that neither Parquet nor Snappy can shrink
+/// the data, and made before the clock starts.
+const POOL_BATCHES: usize = 256;
+/// Calls in flight at once, and the connections they share.
+const IN_FLIGHT: usize = 16;
+const CONNECTIONS: usize = 4;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Options {
+    quick: bool,
+    runs: usize,
+    simple: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--serve") {
+        return serve(&args[1..]).await;
+    }
+    let mut options = Options {
+        quick: false,
+        runs: 5,
+        simple: false,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--simple" => options.simple = true,
+            "--runs" => {
+                let runs = args.next().ok_or("--runs needs a number")?;
+                options.runs = runs
+                    .parse()
+                    .ok()
+                    .filter(|&runs| runs > 0)
+                    .ok_or_else(|| format!("--runs needs a number above 0, not {runs:?}"))?;
+            }
+            // `cargo bench` adds it.
+            "--bench" => {}
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: recipes [--quick] [--runs N] [--simple]"
+                )
+                .into());
+            }
+        }
+    }
+    run(options).await
+}
+
+// ---------------------------------------------------------------------------
+// The servers, in child processes
+
+/// The child: one of our servers on a free port, stopped by SIGTERM, or
+/// when its stdin closes because the benchmark has ended in any way.
+async fn serve(args: &[String]) -> Result<(), Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        let _ = closed.send(());
+    });
+    let stop = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = stdin_closed => {}
+        }
+    };
+    println!("Serving on grpc://{}", listener.local_addr()?);
+    match args {
+        [mode, repo] if mode == "streaming" => {
+            let repository = streaming_parquet_server::Repository::new(repo)?;
+            streaming_parquet_server::serve_repository(listener, repository, stop).await?;
+        }
+        [mode, repo] if mode == "simple" => {
+            let repository = parquet_storage_server::Repository::new(repo)?;
+            parquet_storage_server::serve_repository(listener, repository, stop).await?;
+        }
+        [mode] if mode == "auth" => basic_auth_server::serve(listener, stop).await?,
+        // The baseline: basic_auth_server::serve without its layer.
+        [mode] if mode == "echo" => {
+            Server::builder()
+                .add_service(FlightServiceServer::new(EchoServer))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop)
+                .await?
+        }
+        other => return Err(format!("not a server: {other:?}").into()),
+    }
+    Ok(())
+}
+
+/// A server in a child process, and a thread that samples its RSS.
+struct ServerProcess {
+    child: Child,
+    _stdin: Option<ChildStdin>,
+    url: String,
+    sampled_peak: Arc<AtomicU64>,
+    sampling: Arc<AtomicBool>,
+    sampler: Option<thread::JoinHandle<()>>,
+}
+
+impl ServerProcess {
+    /// One of ours: this program with `--serve ARGS`.
+    fn ours(args: &[&std::ffi::OsStr]) -> Result<Self, Error> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("--serve").args(args);
+        Self::start(command)
+    }
+
+    /// A pyarrow server of `tests/python`.
+    fn pyarrow(python: &str, script: &str, args: &[&std::ffi::OsStr]) -> Result<Self, Error> {
+        let mut command = Command::new(python);
+        command
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/python")
+                    .join(script),
+            )
+            .args(args);
+        Self::start(command)
+    }
+
+    fn start(mut command: Command) -> Result<Self, Error> {
+        // The servers also stop when their stdin closes: if this program
+        // dies, so do they.
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (first, line) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first.send(lines.next());
+            lines.for_each(drop);
+        });
+        let line = match line.recv_timeout(TIMEOUT) {
+            Ok(Some(Ok(line))) => line,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the server {command:?} did not start").into());
+            }
+        };
+        let Some(addr) = line.strip_prefix("Serving on grpc://") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("unexpected first line from {command:?}: {line}").into());
+        };
+
+        let pid = child.id();
+        let sampled_peak = Arc::new(AtomicU64::new(0));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (peak, sampling) = (Arc::clone(&sampled_peak), Arc::clone(&sampling));
+            thread::spawn(move || {
+                while sampling.load(Ordering::Relaxed) {
+                    if let Ok(rss) = status_field(pid, "VmRSS:") {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        Ok(ServerProcess {
+            child,
+            _stdin: stdin,
+            url: format!("http://{addr}"),
+            sampled_peak,
+            sampling,
+            sampler: Some(sampler),
+        })
+    }
+
+    async fn channel(&self) -> Result<Channel, Error> {
+        Ok(Channel::from_shared(self.url.clone())?.connect().await?)
+    }
+
+    /// Starts a new step: the kernel's peak and the sampled one start again
+    /// from the current size.
+    fn reset_peak(&self) {
+        let path = format!("/proc/{}/clear_refs", self.child.id());
+        if let Err(e) = std::fs::write(path, "5") {
+            eprintln!("cannot reset the kernel's peak ({e}): the sampled peak counts");
+        }
+        self.sampled_peak.store(0, Ordering::Relaxed);
+    }
+
+    /// The peak RSS since the last reset: the larger of the kernel's
+    /// (`VmHWM`) and the one sampled every 10 ms.
+    fn peak(&self) -> Result<u64, Error> {
+        let kernel = status_field(self.child.id(), "VmHWM:")?;
+        Ok(kernel.max(self.sampled_peak.load(Ordering::Relaxed)))
+    }
+
+    /// Sends SIGTERM and waits for the server to stop, at most 10 s.
+    fn stop(mut self) -> Result<(), Error> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Result<(), Error> {
+        self.sampling.store(false, Ordering::Relaxed);
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
+        if self.child.try_wait()?.is_some() {
+            return Err("the server had stopped by itself".into());
+        }
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return match status.success() {
+                    true => Ok(()),
+                    false => Err(format!("the server ended with {status}").into()),
+                };
+            }
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                self.child.wait()?;
+                return Err("the server did not stop within 10 s".into());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.sampler.is_some() {
+            let _ = self.halt();
+        }
+    }
+}
+
+/// A `kB` field of `/proc/PID/status`, in bytes.
+fn status_field(pid: u32, field: &str) -> Result<u64, Error> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
+    let kb: u64 = line
+        .trim_start_matches(field)
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+/// The Python interpreter, if it has pyarrow; the reason why not otherwise.
+fn pyarrow() -> Result<(String, String), String> {
+    let python = match std::env::var("FLIGHT_COOKBOOK_PYTHON") {
+        Ok(python) if !python.is_empty() => python,
+        _ => {
+            let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+            match venv.exists() {
+                true => venv.display().to_string(),
+                false => "python3".to_string(),
+            }
+        }
+    };
+    let check = "import pyarrow, pyarrow.flight, pyarrow.parquet; print(pyarrow.__version__)";
+    match Command::new(&python).args(["-c", check]).output() {
+        Ok(output) if output.status.success() => {
+            let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            Ok((python, version))
+        }
+        Ok(_) => Err(format!("{python} has no pyarrow")),
+        Err(e) => Err(format!("cannot run {python}: {e}")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+
+/// Random Int64 batches of [`ROWS_PER_BATCH`] rows, made once.
+fn batch_pool() -> Result<Vec<RecordBatch>, Error> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..POOL_BATCHES)
+        .map(|_| {
+            let values = Int64Array::from_iter_values((0..ROWS_PER_BATCH).map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as i64
+            }));
+            Ok(RecordBatch::try_from_iter([(
+                "ints",
+                Arc::new(values) as ArrayRef,
+            )])?)
+        })
+        .collect()
+}
+
+/// Seconds to upload `batches` batches of the pool as `name`.
+async fn put(
+    client: &mut FlightClient,
+    name: &str,
+    batches: usize,
+    pool: &Arc<Vec<RecordBatch>>,
+) -> Result<f64, Error> {
+    let pool = Arc::clone(pool);
+    let data = stream::iter((0..batches).map(move |i| Ok(pool[i % pool.len()].clone())));
+    let started = Instant::now();
+    upload_stream(client, name, data).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Seconds to read `name` back, which must have `batches` batches.
+async fn get(client: &mut FlightClient, name: &str, batches: usize) -> Result<f64, Error> {
+    let started = Instant::now();
+    let rows = count_rows(client, name).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    if rows != batches * ROWS_PER_BATCH {
+        return Err(format!(
+            "{name}: got {rows} rows back, sent {}",
+            batches * ROWS_PER_BATCH
+        )
+        .into());
+    }
+    Ok(seconds)
+}
+
+/// `len` bytes that are not all the same.
+fn filler(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+/// Seconds to send `bytes` bytes over a loopback TCP connection and receive
+/// them, with a tokio sender and receiver in this process.
+async fn loopback(bytes: u64) -> Result<f64, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let receiver = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut received = 0u64;
+        loop {
+            stream.readable().await?;
+            match stream.try_read(&mut buffer) {
+                Ok(0) => return Ok::<_, std::io::Error>(received),
+                Ok(n) => received += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let chunk = filler(256 * 1024);
+    let started = Instant::now();
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        stream.writable().await?;
+        match stream.try_write(&chunk[..n]) {
+            Ok(written) => left -= written as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(stream);
+    let received = receiver.await??;
+    let seconds = started.elapsed().as_secs_f64();
+    if received != bytes {
+        return Err(format!("loopback: received {received} bytes of {bytes}").into());
+    }
+    Ok(seconds)
+}
+
+/// Seconds to write `bytes` bytes to a new file in `dir` and flush it to
+/// disk, as the server does with a dataset before it renames it.
+fn file_write(dir: &Path, bytes: u64) -> Result<f64, Error> {
+    let chunk = filler(MIB as usize);
+    let path = dir.join("file-write-baseline");
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path)?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        file.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_file(path)?;
+    Ok(seconds)
+}
+
+/// Calls per second: [`IN_FLIGHT`] loops of `call`, spread over
+/// `clients`, for `duration`.
+async fn rate<F, Fut>(
+    clients: &[FlightServiceClient<Channel>],
+    duration: Duration,
+    call: F,
+) -> Result<f64, Error>
+where
+    F: Fn(FlightServiceClient<Channel>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + duration;
+    let loops: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            let client = clients[i % clients.len()].clone();
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut calls = 0u64;
+                while Instant::now() < deadline {
+                    call(client.clone()).await?;
+                    calls += 1;
+                }
+                Ok::<_, Error>(calls)
+            })
+        })
+        .collect();
+    let mut calls = 0;
+    for one in loops {
+        calls += one.await??;
+    }
+    Ok(calls as f64 / started.elapsed().as_secs_f64())
+}
+
+/// An echo action, as `basic_auth_client::echo` sends it, reading both
+/// results.
+async fn echo(
+    mut client: FlightServiceClient<Channel>,
+    token: Option<TokenPair>,
+) -> Result<(), Error> {
+    let mut request = Request::new(Action::new("echo", "Hello, world!"));
+    if let Some((name, value)) = token {
+        request.metadata_mut().insert(name, value);
+    }
+    let mut results = client.do_action(request).await?.into_inner();
+    let mut count = 0;
+    while results.message().await?.is_some() {
+        count += 1;
+    }
+    match count {
+        2 => Ok(()),
+        _ => Err(format!("echo: {count} results instead of 2").into()),
+    }
+}
+
+async fn login(mut client: FlightServiceClient<Channel>) -> Result<(), Error> {
+    authenticate_basic_token(&mut client, "test", "password").await?;
+    Ok(())
+}
+
+/// The baseline of a login: the same Handshake call, with the same Basic
+/// header, to a server that checks nothing.
+async fn handshake(mut client: FlightServiceClient<Channel>) -> Result<(), Error> {
+    let basic = MetadataValue::from_static("Basic dGVzdDpwYXNzd29yZA==");
+    let mut request = Request::new(stream::iter([HandshakeRequest::default()]));
+    request.metadata_mut().insert("authorization", basic);
+    client.handshake(request).await?;
+    Ok(())
+}
+
+async fn clients(server: &ServerProcess) -> Result<Vec<FlightServiceClient<Channel>>, Error> {
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(FlightServiceClient::new(server.channel().await?));
+    }
+    Ok(clients)
+}
+
+// ---------------------------------------------------------------------------
+// The table
+
+/// A figure measured in every run, as the runs' values.
+#[derive(Clone, Default)]
+struct Figure(Vec<f64>);
+
+impl Figure {
+    fn push(&mut self, value: f64) {
+        self.0.push(value);
+    }
+
+    fn median(&self) -> Option<f64> {
+        median(self.0.clone())
+    }
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(match values.len() % 2 {
+        1 => values[middle],
+        _ => (values[middle - 1] + values[middle]) / 2.0,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+struct Row {
+    figure: String,
+    ours: Figure,
+    baseline_name: String,
+    baseline: Figure,
+    goal: Option<Goal>,
+    why_missing: Option<String>,
+}
+
+impl Row {
+    fn new(figure: &str, baseline_name: &str, goal: Option<Goal>) -> Self {
+        Row {
+            figure: figure.to_string(),
+            ours: Figure::default(),
+            baseline_name: baseline_name.to_string(),
+            baseline: Figure::default(),
+            goal,
+            why_missing: None,
+        }
+    }
+
+    fn from(
+        figure: &str,
+        ours: &Figure,
+        baseline_name: &str,
+        baseline: &Figure,
+        goal: Option<Goal>,
+    ) -> Self {
+        let mut row = Row::new(figure, baseline_name, goal);
+        row.ours = ours.clone();
+        row.baseline = baseline.clone();
+        row
+    }
+
+    fn missing(mut self, why: &str) -> Self {
+        self.why_missing = Some(why.to_string());
+        self
+    }
+
+    /// The median of the runs' ratios, ours / baseline.
+    fn ratio(&self) -> Option<f64> {
+        let ratios = self
+            .ours
+            .0
+            .iter()
+            .zip(&self.baseline.0)
+            .map(|(ours, baseline)| ours / baseline)
+            .collect();
+        median(ratios)
+    }
+}
+
+/// Prints `rows` under `title`; returns how many goals were missed and how
+/// many were not measured.
+fn print_table(title: &str, rows: &[Row]) -> (usize, usize) {
+    println!();
+    println!("{title}");
+    let columns = ["figure", "ours", "baseline", "", "ratio", "goal"];
+    let [figure, ours, baseline, value, ratio, goal] = columns;
+    println!("  {figure:<52} {ours:>7}  {baseline:<32} {value:>7}  {ratio:>6}  {goal:>6}");
+    let (mut missed, mut unmeasured) = (0, 0);
+    for row in rows {
+        let number = |figure: &Figure| match figure.median() {
+            Some(value) if value >= 100.0 => format!("{value:.0}"),
+            Some(value) => format!("{value:.1}"),
+            None => "-".to_string(),
+        };
+        let ratio = row.ratio();
+        let goal = match row.goal {
+            Some(Goal::AtLeast(goal)) => format!(">= {goal}"),
+            Some(Goal::AtMost(goal)) => format!("<= {goal}"),
+            None => String::new(),
+        };
+        let verdict = match (row.goal, ratio, &row.why_missing) {
+            (_, _, Some(why)) => {
+                unmeasured += 1;
+                format!("not measured: {why}")
+            }
+            (Some(Goal::AtLeast(goal)), Some(ratio), _) if ratio >= goal => "met".to_string(),
+            (Some(Goal::AtMost(goal)), Some(ratio), _) if ratio <= goal => "met".to_string(),
+            (Some(_), Some(_), _) => {
+                missed += 1;
+                "MISSED".to_string()
+            }
+            _ => String::new(),
+        };
+        println!(
+            "  {:<52} {:>7}  {:<32} {:>7}  {:>6}  {:>6}  {}",
+            row.figure,
+            number(&row.ours),
+            row.baseline_name,
+            number(&row.baseline),
+            ratio.map_or("-".to_string(), |ratio| format!("{ratio:.2}")),
+            goal,
+            verdict
+        );
+    }
+    (missed, unmeasured)
+}
+
+// ---------------------------------------------------------------------------
+// The runs
+
+async fn run(options: Options) -> Result<(), Error> {
+    let pyarrow = pyarrow();
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "Benchmarks of the recipes' servers: {} runs, {cores} cores",
+        options.runs
+    );
+    println!("  ours: the recipes' serve functions, each in a process of its own (release build)");
+    match &pyarrow {
+        Ok((python, version)) => println!(
+            "  pyarrow {version} ({python}): the servers of the Python page, tests/python/*.py"
+        ),
+        Err(why) => println!("  pyarrow comparisons SKIPPED: {why}"),
+    }
+    println!("  the client of every server: the recipes' client functions (examples/*_client.rs)");
+    println!("  figures are medians of the runs; ratios, medians of the runs' ours / baseline");
+    let pyarrow = pyarrow.ok().map(|(python, _)| python);
+
+    let mut sizes = vec![("32 MiB", 1024)];
+    if !options.quick {
+        sizes.push(("1 GiB", (1024 * MIB / BATCH_BYTES) as usize));
+    }
+    let storage = storage(&options, &sizes, pyarrow.as_deref()).await?;
+    let storage = print_table(
+        "Streaming Parquet storage (examples/streaming_parquet_server.rs): batches of 4096 random \
+         Int64 values; MB/s of Arrow data (10^6 bytes); pyarrow: the \"Streaming Parquet Storage \
+         Service\" server (a row group per batch, GeneratorStream)",
+        &storage,
+    );
+    let auth = auth(&options, pyarrow.as_deref()).await?;
+    let auth = print_table(
+        "User/password authentication (examples/basic_auth_server.rs): calls per second, 16 in \
+         flight over 4 connections; pyarrow: the \"Authentication with user/password\" server",
+        &auth,
+    );
+    println!();
+    let (missed, unmeasured) = (storage.0 + auth.0, storage.1 + auth.1);
+    if missed > 0 {
+        println!("MISSED: {missed} goal(s); see the rows marked MISSED.");
+    }
+    if unmeasured > 0 {
+        println!("{unmeasured} goal(s) not measured in this run.");
+    }
+    if missed == 0 && unmeasured == 0 {
+        println!("All goals met.");
+    }
+    Ok(())
+}
+
+/// A storage server with a client, and its RSS when idle: after one call
+/// and a pause.
+struct Storage {
+    server: ServerProcess,
+    client: FlightClient,
+    idle: u64,
+    /// Our server's mode (`streaming` or `simple`), `None` for pyarrow's.
+    mode: Option<String>,
+    repo: tempfile::TempDir,
+}
+
+impl Storage {
+    async fn ours(mode: &str) -> Result<Self, Error> {
+        Self::start(Some(mode.to_string()), tempfile::tempdir()?, "").await
+    }
+
+    async fn pyarrow(python: &str) -> Result<Self, Error> {
+        Self::start(None, tempfile::tempdir()?, python).await
+    }
+
+    async fn start(
+        mode: Option<String>,
+        repo: tempfile::TempDir,
+        python: &str,
+    ) -> Result<Self, Error> {
+        let server = match &mode {
+            Some(mode) => ServerProcess::ours(&[mode.as_ref(), repo.path().as_ref()])?,
+            None => {
+                let script = "parquet_storage_server.py";
+                ServerProcess::pyarrow(python, script, &[repo.path().as_ref()])?
+            }
+        };
+        let mut client = connect(server.url.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _: Vec<_> = client.list_flights("").await?.try_collect().await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle = server.peak()?;
+        Ok(Storage {
+            server,
+            client,
+            idle,
+            mode,
+            repo,
+        })
+    }
+
+    /// Our server again, in a new process on the same repository, so that
+    /// what one call leaves in its memory does not count for the next.
+    async fn restarted(self) -> Result<Self, Error> {
+        let Storage {
+            server, mode, repo, ..
+        } = self;
+        server.stop()?;
+        Self::start(mode, repo, "").await
+    }
+
+    /// One upload and one download of `batches` batches, on a server that
+    /// has been up for a while: the MB/s of each.
+    async fn transfer(
+        &mut self,
+        batches: usize,
+        pool: &Arc<Vec<RecordBatch>>,
+        figures: &mut [Figure; 2],
+    ) -> Result<(), Error> {
+        let name = format!("bench-{batches}.parquet");
+        let mb_per_s = |seconds: f64| (batches as u64 * BATCH_BYTES) as f64 / seconds / 1e6;
+        figures[0].push(mb_per_s(put(&mut self.client, &name, batches, pool).await?));
+        figures[1].push(mb_per_s(get(&mut self.client, &name, batches).await?));
+        Ok(())
+    }
+
+    /// One upload and one download of `batches` batches, each by a new
+    /// server process: the server's peak RSS over its idle size during
+    /// each, in MiB.
+    async fn memory(
+        mut self,
+        batches: usize,
+        pool: &Arc<Vec<RecordBatch>>,
+        figures: &mut [Figure; 2],
+    ) -> Result<Self, Error> {
+        let name = format!("bench-{batches}.parquet");
+        self = self.restarted().await?;
+        self.server.reset_peak();
+        put(&mut self.client, &name, batches, pool).await?;
+        figures[0].push(self.over_idle()?);
+        self = self.restarted().await?;
+        self.server.reset_peak();
+        get(&mut self.client, &name, batches).await?;
+        figures[1].push(self.over_idle()?);
+        Ok(self)
+    }
+
+    /// The server's peak RSS since the last reset, over its idle size, in MiB.
+    fn over_idle(&self) -> Result<f64, Error> {
+        let peak = self.server.peak()?;
+        Ok(peak.saturating_sub(self.idle) as f64 / MIB as f64)
+    }
+}
+
+async fn storage(
+    options: &Options,
+    sizes: &[(&str, usize)],
+    python: Option<&str>,
+) -> Result<Vec<Row>, Error> {
+    let pool = Arc::new(batch_pool()?);
+    let mut rows = Vec::new();
+    let mut idle = Figure::default();
+    // Per size: the streaming server's peak RSS over idle in put and get.
+    let mut memory: Vec<(&str, [Figure; 2])> = Vec::new();
+    let mut simple_memory = None;
+    for (index, &(size, batches)) in sizes.iter().enumerate() {
+        let largest = index > 0 && index + 1 == sizes.len();
+        let bytes = batches as u64 * BATCH_BYTES;
+        let mb_per_s = |seconds: f64| bytes as f64 / seconds / 1e6;
+        let scratch = tempfile::tempdir()?;
+        let (mut tcp, mut disk) = (Figure::default(), Figure::default());
+        let mut ours: [Figure; 2] = Default::default();
+        let mut theirs: [Figure; 2] = Default::default();
+        let mut our_memory: [Figure; 2] = Default::default();
+        let mut simple: [Figure; 2] = Default::default();
+
+        // Throughput on servers that stay up; memory on servers started
+        // anew for each call.
+        let mut our_server = Storage::ours("streaming").await?;
+        idle.push(our_server.idle as f64 / MIB as f64);
+        let mut their_server = match python {
+            Some(python) => Some(Storage::pyarrow(python).await?),
+            None => None,
+        };
+        let mut measured = Storage::ours("streaming").await?;
+        let mut simple_server = match options.simple && largest {
+            true => Some(Storage::ours("simple").await?),
+            false => None,
+        };
+        for run in 0..options.runs {
+            eprintln!("storage, {size}, run {}/{}", run + 1, options.runs);
+            tcp.push(mb_per_s(loopback(bytes).await?));
+            disk.push(mb_per_s(file_write(scratch.path(), bytes)?));
+            our_server.transfer(batches, &pool, &mut ours).await?;
+            if let Some(server) = &mut their_server {
+                server.transfer(batches, &pool, &mut theirs).await?;
+            }
+            measured = measured.memory(batches, &pool, &mut our_memory).await?;
+            if let Some(server) = simple_server {
+                simple_server = Some(server.memory(batches, &pool, &mut simple).await?);
+            }
+        }
+        let servers = [
+            Some(our_server),
+            their_server,
+            Some(measured),
+            simple_server,
+        ];
+        for server in servers.into_iter().flatten() {
+            server.server.stop()?;
+        }
+
+        let title = |what: &str| format!("{what} {size} (MB/s)");
+        let (put, get) = (&ours[0], &ours[1]);
+        rows.push(Row::from(&title("do_put"), put, "loopback TCP", &tcp, None));
+        rows.push(Row::from(
+            &title("do_put"),
+            put,
+            "file write + fsync",
+            &disk,
+            None,
+        ));
+        let goal = Some(Goal::AtLeast(0.3));
+        rows.push(Row::from(&title("do_get"), get, "loopback TCP", &tcp, goal));
+        for (what, i) in [("do_put", 0), ("do_get", 1)] {
+            let goal = Some(Goal::AtLeast(5.0));
+            let row = Row::from(&title(what), &ours[i], "pyarrow", &theirs[i], goal);
+            rows.push(match python {
+                Some(_) => row,
+                None => row.missing("no pyarrow"),
+            });
+        }
+        if options.simple && largest {
+            simple_memory = Some((size, our_memory.clone(), simple));
+        }
+        memory.push((size, our_memory));
+    }
+
+    let none = Figure::default();
+    rows.push(Row::from("server RSS idle (MiB)", &idle, "", &none, None));
+    let (small, small_figures) = &memory[0];
+    for (what, i) in [("put", 0), ("get", 1)] {
+        let goal = Some(Goal::AtMost(1.5));
+        match memory.get(1) {
+            Some((large, large_figures)) => rows.push(Row::from(
+                &format!("peak RSS over idle, do_{what} {large} (MiB)"),
+                &large_figures[i],
+                &format!("the same, {small}"),
+                &small_figures[i],
+                goal,
+            )),
+            None => {
+                let figure = format!("peak RSS over idle, do_{what} {small} (MiB)");
+                rows.push(Row::from(&figure, &small_figures[i], "", &none, None));
+                let figure = format!("peak RSS over idle, do_{what} 1 GiB");
+                rows.push(Row::new(&figure, "", goal).missing("--quick"));
+            }
+        }
+    }
+    if let Some((size, streaming, simple)) = simple_memory {
+        for (what, i) in [("put", 0), ("get", 1)] {
+            rows.push(Row::from(
+                &format!("simple server: RSS over idle, do_{what} {size} (MiB)"),
+                &simple[i],
+                "the streaming server",
+                &streaming[i],
+                None,
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+async fn auth(options: &Options, python: Option<&str>) -> Result<Vec<Row>, Error> {
+    let duration = Duration::from_millis(if options.quick { 300 } else { 1000 });
+    let ours = ServerProcess::ours(&["auth".as_ref()])?;
+    let bare = ServerProcess::ours(&["echo".as_ref()])?;
+    let theirs = match python {
+        Some(python) => Some(ServerProcess::pyarrow(python, "basic_auth_server.py", &[])?),
+        None => None,
+    };
+
+    let our_clients = clients(&ours).await?;
+    let bare_clients = clients(&bare).await?;
+    let their_clients = match &theirs {
+        Some(server) => clients(server).await?,
+        None => Vec::new(),
+    };
+
+    let (mut our_echo, mut bare_echo, mut py_echo) = <[Figure; 3]>::default().into();
+    let (mut our_login, mut bare_login, mut py_login) = <[Figure; 3]>::default().into();
+    for run in 0..options.runs {
+        eprintln!("auth, run {}/{}", run + 1, options.runs);
+        // A new token each run: the logins of the run before pushed the old
+        // one out of the server's store (10 000 tokens).
+        let mut client = our_clients[0].clone();
+        let token = authenticate_basic_token(&mut client, "test", "password").await?;
+        let with_token = move |client| echo(client, Some(token.clone()));
+        // Which of a pair goes first alternates, so that neither always
+        // meets a machine that the other has warmed up.
+        let ours_first = run % 2 == 0;
+        if !ours_first {
+            bare_echo.push(rate(&bare_clients, duration, |c| echo(c, None)).await?);
+            bare_login.push(rate(&bare_clients, duration, handshake).await?);
+        }
+        our_echo.push(rate(&our_clients, duration, with_token).await?);
+        our_login.push(rate(&our_clients, duration, login).await?);
+        if ours_first {
+            bare_echo.push(rate(&bare_clients, duration, |c| echo(c, None)).await?);
+            bare_login.push(rate(&bare_clients, duration, handshake).await?);
+        }
+        if let Some(client) = their_clients.first() {
+            let token = authenticate_basic_token(&mut client.clone(), "test", "password").await?;
+            let with_token = move |client| echo(client, Some(token.clone()));
+            py_echo.push(rate(&their_clients, duration, with_token).await?);
+            py_login.push(rate(&their_clients, duration, login).await?);
+        }
+    }
+    ours.stop()?;
+    bare.stop()?;
+    if let Some(theirs) = theirs {
+        theirs.stop()?;
+    }
+
+    let pyarrow_row = |figure: &str, ours: &Figure, theirs: &Figure| {
+        let row = Row::from(figure, ours, "pyarrow", theirs, Some(Goal::AtLeast(2.0)));
+        match python {
+            Some(_) => row,
+            None => row.missing("no pyarrow"),
+        }
+    };
+    Ok(vec![
+        Row::from(
+            "echo calls/s with a bearer token",
+            &our_echo,
+            "the same service, no auth layer",
+            &bare_echo,
+            Some(Goal::AtLeast(0.9)),
+        ),
+        pyarrow_row("echo calls/s with a bearer token", &our_echo, &py_echo),
+        Row::from(
+            "logins/s",
+            &our_login,
+            "Handshake calls/s, no auth layer",
+            &bare_login,
+            None,
+        ),
+        pyarrow_row("logins/s", &our_login, &py_login),
+    ])
+}
