@@ -161,10 +161,17 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// The repository in `dir`, created if it does not exist.
+    /// The repository in `dir`, created if it does not exist. Files of
+    /// uploads left unfinished by a server that was killed are removed.
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(".upload-") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
         Ok(Repository { dir })
     }
 
