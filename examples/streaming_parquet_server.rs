@@ -113,7 +113,24 @@ fn io_error(name: &str, error: io::Error) -> Status {
         return not_found(name);
     }
     eprintln!("dataset {}: {error}", shown(name));
+    if out_of_space(&error) {
+        return no_space(name);
+    }
     Status::internal(format!("dataset {}: {}", shown(name), error.kind()))
+}
+
+/// Whether a write failed for want of space: a full disk, a quota, or a
+/// limit on the size of files.
+fn out_of_space(error: &io::Error) -> bool {
+    use io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    matches!(error.kind(), StorageFull | QuotaExceeded | FileTooLarge)
+}
+
+fn no_space(name: &str) -> Status {
+    Status::resource_exhausted(format!(
+        "dataset {} could not be written: no storage space left",
+        shown(name)
+    ))
 }
 
 fn unreadable(name: &str, error: impl Display) -> Status {
@@ -129,6 +146,11 @@ fn write_error(name: &str, error: ParquetError) -> Status {
     match error {
         ParquetError::External(error) => {
             eprintln!("dataset {}: {error}", shown(name));
+            let first: &(dyn std::error::Error + 'static) = error.as_ref();
+            let mut causes = std::iter::successors(Some(first), |e| e.source());
+            if causes.any(|e| e.downcast_ref::<io::Error>().is_some_and(out_of_space)) {
+                return no_space(name);
+            }
             Status::internal(format!("dataset {} could not be written", shown(name)))
         }
         other => Status::invalid_argument(format!(

@@ -777,55 +777,107 @@ fn a_write_error_keeps_the_old_dataset_and_the_server_serving() {
         let server = ChildServer::start(&binary, &repo, 256);
         assert!(entries(&repo).is_empty(), "{name}: {:?}", entries(&repo));
         let runtime = common::runtime();
-        common::block_on(&runtime, name, async {
-            let channel = Channel::from_shared(server.url.clone()).expect("a URL");
-            let mut client = FlightServiceClient::new(channel.connect().await.expect("connected"));
-            put(&mut client, "kept", vec![ints([1, 2, 3])])
-                .await
-                .expect("a small dataset fits");
-
-            // About 8 MB that do not compress: far over the limit.
-            let mut state: i64 = 1;
-            let big = ints((0..1_000_000).map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                state
-            }));
-            for target in ["kept", "new"] {
-                let status = put(&mut client, target, vec![big.clone()])
-                    .await
-                    .expect_err("the write fails");
-                assert!(
-                    matches!(status.code(), Code::Internal | Code::ResourceExhausted),
-                    "{name}: {status:?}"
-                );
-                assert!(
-                    status.message().contains(&format!("{target:?}")),
-                    "{status:?}"
-                );
-                common::assert_clean_status(&status, &[]);
-                assert!(
-                    !status
-                        .message()
-                        .contains(root.path().to_string_lossy().as_ref()),
-                    "{status:?}"
-                );
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while entries(&repo) != ["kept"] {
-                assert!(Instant::now() < deadline, "{name}: {:?}", entries(&repo));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            assert_eq!(listed(&mut client).await, ["kept"]);
-            let batches = get(&mut client, b"kept".to_vec()).await.expect("kept");
-            assert_eq!(int_values(&batches), [1, 2, 3], "{name}: the old dataset");
-            put(&mut client, "small", vec![ints([4])])
-                .await
-                .expect("the server still stores what fits");
-            assert_eq!(listed(&mut client).await, ["kept", "small"]);
-        });
+        common::block_on(&runtime, name, fill_up(name, &server.url, &repo));
         drop(server);
+        assert_eq!(entries(&repo), ["kept", "small"]);
+    }
+}
+
+/// Uploads more than the repository can hold, to a new name and over an
+/// old dataset, and checks the answers and what the repository holds: the
+/// datasets `kept` and `small`.
+async fn fill_up(what: &str, url: &str, repo: &Path) {
+    let channel = Channel::from_shared(url.to_string()).expect("a URL");
+    let mut client = FlightServiceClient::new(channel.connect().await.expect("connected"));
+    put(&mut client, "kept", vec![ints([1, 2, 3])])
+        .await
+        .expect("a small dataset fits");
+
+    // About 8 MB that do not compress: far over the limit.
+    let mut state: i64 = 1;
+    let big = ints((0..1_000_000).map(|_| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        state
+    }));
+    for target in ["kept", "new"] {
+        let status = put(&mut client, target, vec![big.clone()])
+            .await
+            .expect_err("the write fails");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{what}: {status:?}");
+        let expected = format!("dataset {target:?} could not be written: no storage space");
+        assert!(status.message().starts_with(&expected), "{status:?}");
+        common::assert_clean_status(&status, &[]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while entries(repo) != ["kept"] {
+        assert!(Instant::now() < deadline, "{what}: {:?}", entries(repo));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed(&mut client).await, ["kept"]);
+    let batches = get(&mut client, b"kept".to_vec()).await.expect("kept");
+    assert_eq!(int_values(&batches), [1, 2, 3], "{what}: the old dataset");
+    put(&mut client, "small", vec![ints([4])])
+        .await
+        .expect("the server still stores what fits");
+    assert_eq!(listed(&mut client).await, ["kept", "small"]);
+}
+
+/// A 1 MiB tmpfs, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` where mounting is not allowed (it needs root): then the file
+    /// size limit above stands in for a full disk.
+    fn mount() -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status();
+        match mounted {
+            Ok(status) if status.success() => Some(SmallDisk { dir }),
+            _ => {
+                eprintln!("SKIPPED: a full disk: cannot mount a tmpfs here");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_keeps_the_old_dataset_and_the_server_serving() {
+    for (what, serve) in [
+        ("simple", serve_simple as StorageServe),
+        ("streaming", serve_streaming),
+    ] {
+        let Some(disk) = SmallDisk::mount() else {
+            return;
+        };
+        let repo = disk.dir.path().join("repo");
+        let runtime = common::runtime();
+        common::block_on(&runtime, what, async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+            let url = format!("http://{}", listener.local_addr().expect("an address"));
+            let (stop, stopped) = oneshot::channel();
+            let server = tokio::spawn(serve(listener, repo.clone(), stopped));
+            fill_up(what, &url, &repo).await;
+            stop.send(()).expect("the server is running");
+            server
+                .await
+                .expect("the server did not panic")
+                .expect("the server ends cleanly");
+        });
         assert_eq!(entries(&repo), ["kept", "small"]);
     }
 }
