@@ -122,8 +122,10 @@ fn io_error(name: &str, error: io::Error) -> Status {
 /// Whether a write failed for want of space: a full disk, a quota, or a
 /// limit on the size of files.
 fn out_of_space(error: &io::Error) -> bool {
-    use io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
-    matches!(error.kind(), StorageFull | QuotaExceeded | FileTooLarge)
+    let kind = error.kind();
+    kind == io::ErrorKind::StorageFull
+        || kind == io::ErrorKind::QuotaExceeded
+        || kind == io::ErrorKind::FileTooLarge
 }
 
 fn no_space(name: &str) -> Status {
