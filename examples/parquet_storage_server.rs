@@ -113,7 +113,26 @@ fn io_error(name: &str, error: io::Error) -> Status {
         return not_found(name);
     }
     eprintln!("dataset {}: {error}", shown(name));
+    if out_of_space(&error) {
+        return no_space(name);
+    }
     Status::internal(format!("dataset {}: {}", shown(name), error.kind()))
+}
+
+/// Whether a write failed for want of space: a full disk, a quota, or a
+/// limit on the size of files.
+fn out_of_space(error: &io::Error) -> bool {
+    let kind = error.kind();
+    kind == io::ErrorKind::StorageFull
+        || kind == io::ErrorKind::QuotaExceeded
+        || kind == io::ErrorKind::FileTooLarge
+}
+
+fn no_space(name: &str) -> Status {
+    Status::resource_exhausted(format!(
+        "dataset {} could not be written: no storage space left",
+        shown(name)
+    ))
 }
 
 fn unreadable(name: &str, error: impl Display) -> Status {
@@ -129,6 +148,11 @@ fn write_error(name: &str, error: ParquetError) -> Status {
     match error {
         ParquetError::External(error) => {
             eprintln!("dataset {}: {error}", shown(name));
+            let first: &(dyn std::error::Error + 'static) = error.as_ref();
+            let mut causes = std::iter::successors(Some(first), |e| e.source());
+            if causes.any(|e| e.downcast_ref::<io::Error>().is_some_and(out_of_space)) {
+                return no_space(name);
+            }
             Status::internal(format!("dataset {} could not be written", shown(name)))
         }
         other => Status::invalid_argument(format!(
@@ -161,10 +185,17 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// The repository in `dir`, created if it does not exist.
+    /// The repository in `dir`, created if it does not exist. Files of
+    /// uploads left unfinished by a server that was killed are removed.
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(".upload-") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
         Ok(Repository { dir })
     }
 

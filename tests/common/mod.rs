@@ -229,3 +229,86 @@ impl Drop for PythonServer {
         }
     }
 }
+
+/// Asserts that an error message a client got gives nothing of the server
+/// away: one short line, no panic or backtrace, no source file, no path of
+/// the server's file system. `sent` holds text the client itself sent
+/// (a dataset name, say), which the message may quote back, as a server's
+/// error shows it: in quotes, escaped, and cut after 64 characters.
+pub fn assert_clean_message(message: &str, sent: &[&str]) {
+    let mut rest = message.to_string();
+    for sent in sent {
+        let short: String = sent.chars().take(64).collect();
+        for quoted in [format!("{sent:?}"), format!("{short:?}...")] {
+            rest = rest.replace(&quoted, "\"\"");
+        }
+    }
+    assert!(
+        message.len() < 300,
+        "a short message, not {} bytes: {message:?}",
+        message.len()
+    );
+    assert!(!message.contains('\n'), "one line, not: {message:?}");
+    let lower = rest.to_lowercase();
+    for leak in [
+        "panicked",
+        "backtrace",
+        "thread '",
+        "stack backtrace",
+        ".rs:",
+        ".rs\"",
+        "src/",
+        "examples/",
+        "/tmp",
+        "/home",
+        "/root",
+        "/work",
+        "/usr",
+        "/var",
+        "/proc",
+        "/dev/",
+        "cargo",
+    ] {
+        assert!(
+            !lower.contains(&leak.to_lowercase()),
+            "the message {message:?} contains {leak:?}"
+        );
+    }
+    for local in [std::env::temp_dir(), manifest_dir().to_path_buf()] {
+        let local = local.to_string_lossy().into_owned();
+        assert!(
+            local.len() < 2 || !rest.contains(&local),
+            "the message {message:?} shows the local path {local:?}"
+        );
+    }
+    if let Some(path) = absolute_path(&rest) {
+        panic!("the message {message:?} shows the path {path:?}");
+    }
+}
+
+/// The first thing in `text` that looks like an absolute path of two or
+/// more parts (`/a/b`), or like a Windows one (`C:\`).
+fn absolute_path(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let part = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+    for (start, _) in text.match_indices('/') {
+        let after_word = start > 0 && (part(bytes[start - 1]) || bytes[start - 1] == b'/');
+        if after_word {
+            continue;
+        }
+        let first = bytes[start + 1..].iter().take_while(|b| part(**b)).count();
+        let next = start + 1 + first;
+        if first > 0 && bytes.get(next) == Some(&b'/') {
+            return Some(&text[start..(next + 1)]);
+        }
+    }
+    text.as_bytes()
+        .windows(3)
+        .position(|w| w[0].is_ascii_alphabetic() && w[1] == b':' && w[2] == b'\\')
+        .map(|at| &text[at..at + 3])
+}
+
+/// [`assert_clean_message`] on a status's message.
+pub fn assert_clean_status(status: &tonic::Status, sent: &[&str]) {
+    assert_clean_message(status.message(), sent);
+}
