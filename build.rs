@@ -51,8 +51,11 @@ fn write_copies(src: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
             };
             if let Some(server) = &attributes.client_of
                 && !Path::new("examples").join(format!("{server}.rs")).exists()
+                && !Path::new("src").join(format!("{server}.rs")).exists()
             {
-                return Err(at(format!("client_of={server}: no examples/{server}.rs")));
+                let message =
+                    format!("client_of={server}: no examples/{server}.rs or src/{server}.rs");
+                return Err(at(message));
             }
             let expanded = book::expand(&block.body, dir).map_err(at)?;
             let code = book::test_code(&book::Snippet {

@@ -72,3 +72,18 @@ pub mod shard_server;
 #[allow(dead_code)]
 #[path = "../examples/shard_client.rs"]
 pub mod shard_client;
+
+#[allow(dead_code)]
+#[path = "../examples/tls_certificates.rs"]
+pub mod tls_certificates;
+
+#[allow(dead_code)]
+#[path = "../examples/tls_server.rs"]
+pub mod tls_server;
+
+#[allow(dead_code)]
+#[path = "../examples/tls_client.rs"]
+pub mod tls_client;
+
+pub mod mtls_fixture;
+pub mod tls_fixture;

@@ -1,0 +1,266 @@
+// ANCHOR: uses
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use arrow_cast::pretty::pretty_format_batches;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt, future};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+// ANCHOR_END: uses
+
+// ANCHOR: service
+/// Keeps every upload under its descriptor's path, prints what arrived,
+/// and answers the action `whoami` with the caller's certificate name.
+#[derive(Default)]
+pub struct TlsFlightService {
+    uploads: Arc<Mutex<HashMap<Vec<String>, Vec<RecordBatch>>>>,
+}
+
+/// The name a client goes by: the common name of its certificate, if it
+/// sent one.
+fn caller<T>(request: &Request<T>) -> String {
+    let certificates = request.peer_certs();
+    let first = certificates.as_ref().and_then(|chain| chain.first());
+    match first.and_then(|certificate| common_name(certificate)) {
+        Some(name) => name,
+        None => "anonymous".to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for TlsFlightService {
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let who = caller(&request);
+        let mut messages = request.into_inner();
+        let first = messages.message().await?;
+        let first = first.ok_or_else(|| Status::invalid_argument("the upload is empty"))?;
+        let path = first.flight_descriptor.clone().map(|d| d.path);
+        let path = path.ok_or_else(|| Status::invalid_argument("the upload has no descriptor"))?;
+        let messages = stream::once(future::ready(Ok(first))).chain(messages);
+        let mut batches =
+            FlightRecordBatchStream::new_from_flight_data(messages.map_err(FlightError::from));
+        let mut received = Vec::new();
+        while let Some(batch) = batches.try_next().await? {
+            received.push(batch);
+        }
+        let table = pretty_format_batches(&received).map_err(FlightError::from)?;
+        println!("{path:?} from {who}:\n{table}");
+        let mut uploads = self.uploads.lock().map_err(|_| Status::internal("lock"))?;
+        uploads.insert(path, received);
+        Ok(Response::new(stream::empty().boxed()))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let who = caller(&request);
+        let action = request.into_inner();
+        if action.r#type != "whoami" {
+            let message = format!(
+                "unknown action {:?}; the one action is whoami",
+                action.r#type
+            );
+            return Err(Status::invalid_argument(message));
+        }
+        let result = arrow_flight::Result::new(who);
+        Ok(Response::new(stream::iter([Ok(result)]).boxed()))
+    }
+    // ANCHOR_END: service
+
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake is not offered"))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights is not offered"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("get_flight_info is not offered"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info is not offered"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema is not offered"))
+    }
+
+    async fn do_get(
+        &self,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        Err(Status::unimplemented("do_get is not offered"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange is not offered"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("list_actions is not offered"))
+    }
+}
+
+// ANCHOR: common_name
+/// One DER element: its tag, its contents and what follows it.
+fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = match first {
+        0..=0x7f => (usize::from(first), rest),
+        0x81..=0x84 => {
+            let (bytes, rest) = rest.split_at_checked(usize::from(first & 0x7f))?;
+            let length = bytes.iter().fold(0, |n, b| n << 8 | usize::from(*b));
+            (length, rest)
+        }
+        _ => return None,
+    };
+    let (contents, rest) = rest.split_at_checked(length)?;
+    Some((tag, contents, rest))
+}
+
+/// The common name (OID 2.5.4.3) of a DER certificate's subject.
+pub fn common_name(certificate: &[u8]) -> Option<String> {
+    let (_, certificate, _) = element(certificate)?;
+    let (_, mut fields, _) = element(certificate)?;
+    // version (optional, [0]), serial number, signature, issuer, validity,
+    // subject
+    let mut field = element(fields)?;
+    if field.0 == 0xa0 {
+        fields = field.2;
+        field = element(fields)?;
+    }
+    for _ in 0..4 {
+        field = element(field.2)?;
+    }
+    let mut names = field.1;
+    while let Some((_, set, rest)) = element(names) {
+        let (_, attribute, _) = element(set)?;
+        let (_, oid, value) = element(attribute)?;
+        if oid == [0x55, 0x04, 0x03] {
+            let (_, text, _) = element(value)?;
+            return String::from_utf8(text.to_vec()).ok();
+        }
+        names = rest;
+    }
+    None
+}
+// ANCHOR_END: common_name
+
+// ANCHOR: serve
+/// The TLS settings of a server: its certificate chain and key, and, for
+/// mutual TLS, the authority whose client certificates it requires.
+pub fn tls_config(cert: &[u8], key: &[u8], client_ca: Option<&[u8]>) -> ServerTlsConfig {
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    match client_ca {
+        Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+        None => config,
+    }
+}
+
+/// Serves [`TlsFlightService`] over TLS on `listener` until `shutdown`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: ServerTlsConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    Server::builder()
+        .tls_config(tls)?
+        .add_service(FlightServiceServer::new(TlsFlightService::default()))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await
+}
+// ANCHOR_END: serve
+
+// ANCHOR: main
+/// `[ADDR] --tls CERTFILE KEYFILE [--client-ca CAFILE]`
+fn options(args: &[String]) -> Result<(String, [String; 2], Option<String>), String> {
+    let usage = "usage: tls_server [ADDR] --tls CERTFILE KEYFILE [--client-ca CAFILE]";
+    let after = |flag: &str, n: usize| {
+        let at = args.iter().position(|arg| arg == flag)?;
+        Some(
+            args.get(at + 1..at + 1 + n)
+                .ok_or_else(|| usage.to_string()),
+        )
+    };
+    let addr = match args.first() {
+        Some(first) if !first.starts_with("--") => first.clone(),
+        _ => "127.0.0.1:5005".to_string(),
+    };
+    let tls = after("--tls", 2).ok_or_else(|| usage.to_string())??;
+    let client_ca = after("--client-ca", 1).transpose()?;
+    let tls = [tls[0].clone(), tls[1].clone()];
+    Ok((addr, tls, client_ca.map(|ca| ca[0].clone())))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (addr, [cert, key], client_ca) = options(&args)?;
+    let read = |path: &str| std::fs::read(path).map_err(|e| format!("{path}: {e}"));
+    let client_ca = client_ca.as_deref().map(read).transpose()?;
+    let tls = tls_config(&read(&cert)?, &read(&key)?, client_ca.as_deref());
+    let listener = TcpListener::bind(addr).await?;
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    println!("Serving on grpc+tls://{}", listener.local_addr()?);
+    serve_tls(listener, tls, stop).await?;
+    Ok(())
+}
+// ANCHOR_END: main

@@ -1,0 +1,16 @@
+//! The mutual-TLS server of the chapter "Securing connections with TLS" as
+//! the book's blocks meet it: as [`crate::tls_fixture`], but it requires a
+//! client certificate from the test authority (`tls_server --client-ca
+//! certs/ca.pem`).
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
+/// Serves over mutual TLS, with the certificates of step 1 in `certs/`.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    crate::tls_fixture::serve_with(listener, shutdown, true).await
+}
