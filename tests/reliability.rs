@@ -695,22 +695,9 @@ fn the_storage_servers_survive_random_dataset_names() {
 // A write error: the disk says no
 // ---------------------------------------------------------------------------
 
-/// An example program built by `cargo test`, if it is newer than its source.
 fn example_binary(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let binary = exe.parent()?.parent()?.join("examples").join(name);
-    let source = common::manifest_dir().join(format!("examples/{name}.rs"));
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    match (modified(&binary), modified(&source)) {
-        (Some(built), Some(written)) if built >= written => Some(binary),
-        _ => common::unavailable(
-            "a_write_error_keeps_the_old_dataset_and_the_server_serving",
-            &format!(
-                "{} is missing or older than its source (run `cargo test`)",
-                binary.display()
-            ),
-        ),
-    }
+    let test = "a_write_error_keeps_the_old_dataset_and_the_server_serving";
+    common::example_binary(test, name)
 }
 
 /// A storage server in a process of its own, killed when dropped.

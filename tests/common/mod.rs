@@ -312,3 +312,22 @@ fn absolute_path(text: &str) -> Option<&str> {
 pub fn assert_clean_status(status: &tonic::Status, sent: &[&str]) {
     assert_clean_message(status.message(), sent);
 }
+
+/// An example program built by `cargo test`, if it is newer than its
+/// source; `test` is skipped (locally) or fails (on CI) without it.
+pub fn example_binary(test: &str, name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let binary = exe.parent()?.parent()?.join("examples").join(name);
+    let source = manifest_dir().join(format!("examples/{name}.rs"));
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    match (modified(&binary), modified(&source)) {
+        (Some(built), Some(written)) if built >= written => Some(binary),
+        _ => unavailable(
+            test,
+            &format!(
+                "{} is missing or older than its source (run `cargo test`)",
+                binary.display()
+            ),
+        ),
+    }
+}

@@ -29,6 +29,7 @@ SEARCHES = {
     "do_put": "parquet_storage.html",
     "drop_dataset": "parquet_storage.html",
     "backpressure": "streaming_parquet.html",
+    "TLS": "tls.html",
     "keep-alive": "grpc_options.html",
     "NOT_SERVING": "grpc_services.html",
     "profiles": "key_value.html",

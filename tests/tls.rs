@@ -1,0 +1,318 @@
+//! The TLS chapter: the server program with certificate files, what it
+//! prints, mutual TLS, the mistakes and their errors (the server serving on
+//! after each), the certificate names, and pyarrow as a client.
+
+mod common;
+
+use std::error::Error;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use arrow_flight::FlightClient;
+use flight_cookbook::tls_certificates::{CA_NAME, CLIENT_NAME, SERVER_NAME, write_certificates};
+use flight_cookbook::tls_client::{animals, connect, push_to_server, whoami};
+use flight_cookbook::tls_server::{common_name, serve_tls, tls_config};
+use rcgen::{CertificateParams, KeyPair};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+fn certificates() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    write_certificates(dir.path()).expect("certificates");
+    dir
+}
+
+fn read(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).expect("a certificate file")
+}
+
+fn cause(error: &dyn Error) -> String {
+    let mut error = error;
+    while let Some(source) = error.source() {
+        error = source;
+    }
+    error.to_string()
+}
+
+/// The TLS server in a background task, with a client CA if `mutual`.
+async fn start(dir: &Path, mutual: bool) -> (String, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let ca = mutual.then(|| read(dir, "ca.pem"));
+    let tls = tls_config(
+        &read(dir, "server.pem"),
+        &read(dir, "server.key"),
+        ca.as_deref(),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve_tls(listener, tls, async {
+        let _ = stopped.await;
+    }));
+    (format!("https://localhost:{port}"), stop)
+}
+
+async fn whoami_at(url: &str, dir: &Path, identity: bool) -> Result<String, Box<dyn Error>> {
+    let (cert, key) = (read(dir, "client.pem"), read(dir, "client.key"));
+    let identity = identity.then_some((cert.as_slice(), key.as_slice()));
+    let channel = connect(url, &read(dir, "ca.pem"), identity).await?;
+    Ok(whoami(&mut FlightClient::new(channel)).await?)
+}
+
+#[test]
+fn the_server_program_serves_over_tls_and_prints_what_it_received() {
+    let test = "the_server_program_serves_over_tls_and_prints_what_it_received";
+    let Some(binary) = common::example_binary(test, "tls_server") else {
+        return;
+    };
+    let dir = certificates();
+    let mut server = Command::new(binary)
+        .arg("127.0.0.1:0")
+        .arg("--tls")
+        .args([dir.path().join("server.pem"), dir.path().join("server.key")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the server starts");
+    let mut stdout = BufReader::new(server.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("a first line");
+    let port = first
+        .trim()
+        .strip_prefix("Serving on grpc+tls://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let url = format!("grpc+tls://localhost:{port}");
+
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the client", async {
+        let channel = connect(&url, &read(dir.path(), "ca.pem"), None)
+            .await
+            .expect("connect");
+        let mut client = FlightClient::new(channel);
+        push_to_server(&mut client, "AnimalData", animals().expect("animals"))
+            .await
+            .expect("pushed");
+        assert_eq!(whoami(&mut client).await.expect("whoami"), "anonymous");
+    });
+
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
+    let status = common::wait_timeout(&mut server, common::TIMEOUT).expect("wait");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let mut printed = String::new();
+    stdout
+        .read_to_string(&mut printed)
+        .expect("the rest of stdout");
+    assert_eq!(
+        printed,
+        "[\"AnimalData\"] from anonymous:\n\
+         +--------+-------+\n\
+         | Animal | Size  |\n\
+         +--------+-------+\n\
+         | Dog    | Big   |\n\
+         | Cat    | Small |\n\
+         | Mouse  | Tiny  |\n\
+         +--------+-------+\n"
+    );
+}
+
+#[test]
+fn the_server_program_says_what_is_missing_from_its_command_line() {
+    let test = "the_server_program_says_what_is_missing_from_its_command_line";
+    let Some(binary) = common::example_binary(test, "tls_server") else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        let mut command = Command::new(&binary);
+        command.args(args);
+        let output = common::run_with_timeout(command, common::TIMEOUT).expect("runs");
+        assert!(!output.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let usage = "usage: tls_server [ADDR] --tls CERTFILE KEYFILE [--client-ca CAFILE]";
+    assert!(run(&["127.0.0.1:0"]).contains(usage));
+    assert!(run(&["127.0.0.1:0", "--tls", "only-one.pem"]).contains(usage));
+    let missing = run(&["127.0.0.1:0", "--tls", "no-such.pem", "no-such.key"]);
+    assert!(missing.contains("no-such.pem: No such file"), "{missing}");
+}
+
+#[test]
+fn mutual_tls_names_the_caller_and_refuses_clients_without_a_good_certificate() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "mutual TLS", async {
+        let dir = certificates();
+        let (url, _stop) = start(dir.path(), true).await;
+        assert_eq!(
+            whoami_at(&url, dir.path(), true).await.expect("served"),
+            CLIENT_NAME
+        );
+
+        let refused = whoami_at(&url, dir.path(), false)
+            .await
+            .expect_err("refused");
+        let why = cause(&*refused);
+        let forms = [
+            "CertificateRequired",
+            "connection closed",
+            "broken pipe",
+            "reset",
+        ];
+        assert!(forms.iter().any(|form| why.contains(form)), "{why}");
+
+        // A client certificate from another authority.
+        let other = certificates();
+        let ca = read(dir.path(), "ca.pem");
+        let (cert, key) = (
+            read(other.path(), "client.pem"),
+            read(other.path(), "client.key"),
+        );
+        let result = match connect(&url, &ca, Some((&cert, &key))).await {
+            Ok(channel) => whoami(&mut FlightClient::new(channel))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(cause(&error)),
+        };
+        assert!(result.is_err(), "a foreign client certificate was accepted");
+
+        // The server serves on.
+        assert_eq!(
+            whoami_at(&url, dir.path(), true).await.expect("served"),
+            CLIENT_NAME
+        );
+    });
+}
+
+#[test]
+fn clients_that_get_tls_wrong_get_clear_errors_and_the_server_serves_on() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the mistakes", async {
+        let dir = certificates();
+        let (url, _stop) = start(dir.path(), false).await;
+        let ours = Certificate::from_pem(read(dir.path(), "ca.pem"));
+        let stranger = CertificateParams::default()
+            .self_signed(&KeyPair::generate().expect("key"))
+            .expect("certificate");
+
+        let call = |url: String, tls: Option<ClientTlsConfig>| async move {
+            let mut endpoint = Endpoint::from_shared(url).map_err(|e| e.to_string())?;
+            if let Some(tls) = tls {
+                endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+            }
+            let channel = endpoint.connect().await.map_err(|e| cause(&e))?;
+            whoami(&mut FlightClient::new(channel))
+                .await
+                .map_err(|e| cause(&e))
+        };
+        let plain = url.replacen("https://", "http://", 1);
+        // The server's TLS alert read as HTTP/2, or the close that follows it.
+        let why = call(plain, None).await.expect_err("plaintext");
+        let forms = ["frame with invalid size", "connection closed", "reset"];
+        assert!(forms.iter().any(|form| why.contains(form)), "{why}");
+
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(stranger.pem()));
+        let why = call(url.clone(), Some(tls)).await.expect_err("untrusted");
+        assert_eq!(why, "invalid peer certificate: UnknownIssuer");
+
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(ours.clone())
+            .domain_name("example.com");
+        let why = call(url.clone(), Some(tls)).await.expect_err("wrong name");
+        assert!(
+            why.contains("certificate not valid for name \"example.com\""),
+            "{why}"
+        );
+
+        // A name the certificate does have, other than the URL's host.
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(ours.clone())
+            .domain_name("127.0.0.1");
+        assert_eq!(
+            call(url.clone(), Some(tls)).await.expect("served"),
+            "anonymous"
+        );
+        let tls = ClientTlsConfig::new().ca_certificate(ours);
+        assert_eq!(call(url, Some(tls)).await.expect("served"), "anonymous");
+    });
+}
+
+#[test]
+fn every_certificate_has_a_name_of_its_own_and_common_name_reads_the_subject() {
+    let dir = certificates();
+    let names: Vec<String> = ["ca.pem", "server.pem", "client.pem"]
+        .iter()
+        .map(|file| {
+            let pem = read(dir.path(), file);
+            let der = rustls_pemfile_der(&pem);
+            common_name(&der).expect("a common name")
+        })
+        .collect();
+    assert_eq!(names, [CA_NAME, SERVER_NAME, CLIENT_NAME]);
+    // gRPC C++ (pyarrow) refuses a chain whose names repeat, as "self-signed".
+    let distinct: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(distinct.len(), 3, "{names:?}");
+
+    // Cut short anywhere, or garbage: no name, and no panic.
+    let der = rustls_pemfile_der(&read(dir.path(), "client.pem"));
+    for length in 0..der.len() {
+        let _ = common_name(&der[..length]);
+    }
+    assert_eq!(common_name(b""), None);
+    assert_eq!(common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+    assert_eq!(common_name(&[0x30, 0x80]), None);
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |file: &str| {
+            let metadata = std::fs::metadata(dir.path().join(file)).expect("metadata");
+            metadata.permissions().mode() & 0o777
+        };
+        assert_eq!(mode("server.key"), 0o600);
+        assert_eq!(mode("client.key"), 0o600);
+    }
+}
+
+/// The DER bytes of the one certificate in a PEM file.
+fn rustls_pemfile_der(pem: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(pem);
+    let body: String = text
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64")
+}
+
+#[test]
+fn a_pyarrow_client_connects_over_tls_and_over_mutual_tls() {
+    let test = "a pyarrow client over TLS";
+    let python = match common::python("import pyarrow.flight") {
+        Ok(python) => python,
+        Err(why) => return common::unavailable(test, &why).unwrap_or(()),
+    };
+    let runtime = common::runtime();
+    let dir = certificates();
+    for (mutual, expected) in [(false, "anonymous"), (true, CLIENT_NAME)] {
+        let (url, _stop) = common::block_on(&runtime, "start", start(dir.path(), mutual));
+        let mut command = Command::new(&python);
+        command
+            .arg(common::script("tls_client.py"))
+            .arg(url.replacen("https://", "grpc+tls://", 1))
+            .arg(dir.path().join("ca.pem"));
+        if mutual {
+            command.args([dir.path().join("client.pem"), dir.path().join("client.key")]);
+        }
+        let output = common::run_with_timeout(command, common::TIMEOUT).expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            stdout,
+            format!("pushed AnimalData; the server knows this client as: {expected}\n")
+        );
+    }
+}
