@@ -32,3 +32,7 @@ pub mod streaming_parquet_server;
 #[allow(dead_code)]
 #[path = "../examples/streaming_parquet_client.rs"]
 pub mod streaming_parquet_client;
+
+#[allow(dead_code)]
+#[path = "../examples/tracing_echo.rs"]
+pub mod tracing_echo;
