@@ -29,6 +29,7 @@ SEARCHES = {
     "do_put": "parquet_storage.html",
     "drop_dataset": "parquet_storage.html",
     "backpressure": "streaming_parquet.html",
+    "traceparent": "tracing.html",
 }
 
 CHROMIUM_FLAGS = [
