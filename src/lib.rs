@@ -87,3 +87,7 @@ pub mod tls_client;
 
 pub mod mtls_fixture;
 pub mod tls_fixture;
+
+#[allow(dead_code)]
+#[path = "../examples/tracing_echo.rs"]
+pub mod tracing_echo;

@@ -35,6 +35,7 @@ SEARCHES = {
     "profiles": "key_value.html",
     "ResourceExhausted": "middleware.html",
     "shards": "several_servers.html",
+    "traceparent": "tracing.html",
 }
 
 CHROMIUM_FLAGS = [
