@@ -48,3 +48,11 @@ pub mod health_server;
 #[allow(dead_code)]
 #[path = "../examples/health_client.rs"]
 pub mod health_client;
+
+#[allow(dead_code)]
+#[path = "../examples/flight_sql_server.rs"]
+pub mod flight_sql_server;
+
+#[allow(dead_code)]
+#[path = "../examples/flight_sql_client.rs"]
+pub mod flight_sql_client;
