@@ -108,6 +108,11 @@ fn bad(message: String) -> Status {
     Status::invalid_argument(message)
 }
 
+/// A word of the statement, quoted and cut to 32 characters for a message.
+fn quoted(word: &str) -> String {
+    format!("{:?}", word.chars().take(32).collect::<String>())
+}
+
 /// Splits a statement into words and numbers, and every other character
 /// apart from white space on its own.
 fn tokens(sql: &str) -> Vec<&str> {
@@ -143,7 +148,7 @@ impl<'a> Parser<'a> {
     fn keyword(&mut self, keyword: &str) -> Result<(), Status> {
         match self.next(keyword)? {
             word if word.eq_ignore_ascii_case(keyword) => Ok(()),
-            word => Err(bad(format!("expected {keyword}, found {word:.32?}"))),
+            word => Err(bad(format!("expected {keyword}, found {}", quoted(word)))),
         }
     }
 
@@ -160,7 +165,8 @@ impl<'a> Parser<'a> {
         let word = self.next("a column")?;
         Column::named(word).ok_or_else(|| {
             bad(format!(
-                "unknown column {word:.32?}: animals has name, legs and size"
+                "unknown column {}: animals has name, legs and size",
+                quoted(word)
             ))
         })
     }
@@ -197,7 +203,7 @@ pub fn parse(sql: &str) -> Result<Query, Status> {
     parser.keyword("FROM")?;
     let table = parser.next("a table")?;
     if !table.eq_ignore_ascii_case("animals") {
-        let message = format!("unknown table {table:.32?}: the only table is animals");
+        let message = format!("unknown table {}: the only table is animals", quoted(table));
         return Err(bad(message));
     }
     let mut filter = None;
@@ -210,12 +216,15 @@ pub fn parse(sql: &str) -> Result<Query, Status> {
         let number = parser.next("an integer")?;
         let number = number
             .parse()
-            .map_err(|_| bad(format!("expected an integer, found {number:.32?}")))?;
+            .map_err(|_| bad(format!("expected an integer, found {}", quoted(number))))?;
         filter = Some((column, number));
     }
     parser.skip(";");
     if let Some(extra) = parser.tokens.next() {
-        let message = format!("unexpected {extra:.32?} after the end of the statement");
+        let message = format!(
+            "unexpected {} after the end of the statement",
+            quoted(extra)
+        );
         return Err(bad(message));
     }
     Ok(Query { select, filter })
