@@ -16,7 +16,7 @@ use arrow_flight::{
 };
 use arrow_schema::{DataType, Field, Schema};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use futures::stream::{self, Stream, TryStreamExt};
 use prost::Message;
 use subtle::ConstantTimeEq;
@@ -296,7 +296,9 @@ impl SqlServer {
                 "a Handshake needs \"Basic <credentials>\" in its authorization header",
             ));
         };
-        let decoded = STANDARD.decode(credentials).ok();
+        let decoded = STANDARD_NO_PAD
+            .decode(credentials.trim_end_matches('='))
+            .ok();
         let decoded = decoded.and_then(|bytes| String::from_utf8(bytes).ok());
         let Some((user, password)) = decoded.as_ref().and_then(|d| d.split_once(':')) else {
             return Err(Status::invalid_argument(
