@@ -1,4 +1,4 @@
-// ANCHOR: helpers
+// ANCHOR: uses
 use arrow_array::RecordBatch;
 use arrow_cast::pretty::pretty_format_batches;
 use arrow_flight::FlightInfo;
@@ -7,7 +7,9 @@ use arrow_flight::sql::CommandGetTables;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::Channel;
+// ANCHOR_END: uses
 
+// ANCHOR: tables
 /// Fetches the batches of every endpoint of `info`.
 pub async fn fetch(
     client: &mut FlightSqlServiceClient<Channel>,
@@ -20,7 +22,9 @@ pub async fn fetch(
     }
     Ok(batches)
 }
+// ANCHOR_END: tables
 
+// ANCHOR: queries
 /// Runs one SQL statement and returns its result.
 pub async fn query(
     client: &mut FlightSqlServiceClient<Channel>,
@@ -29,7 +33,9 @@ pub async fn query(
     let info = client.execute(sql.to_string(), None).await?;
     fetch(client, info).await
 }
+// ANCHOR_END: queries
 
+// ANCHOR: refused
 /// A failed call as its gRPC code and the server's message.
 pub fn describe(error: &FlightError) -> String {
     match error {
@@ -37,7 +43,7 @@ pub fn describe(error: &FlightError) -> String {
         other => other.to_string(),
     }
 }
-// ANCHOR_END: helpers
+// ANCHOR_END: refused
 
 // ANCHOR: login
 #[tokio::main]
