@@ -274,6 +274,15 @@ async fn the_statements_answer_with_the_right_rows() {
     );
     assert_eq!(strings(&tables, "table_name"), ["animals"]);
     assert_eq!(strings(&tables, "table_type"), ["TABLE"]);
+    let only_plants = arrow_flight::sql::CommandGetTables {
+        table_name_filter_pattern: Some("plant%".to_string()),
+        ..Default::default()
+    };
+    let info = client.get_tables(only_plants).await.expect("get_tables");
+    let none = flight_cookbook::flight_sql_client::fetch(&mut client, info)
+        .await
+        .expect("tables");
+    assert_eq!(none.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
 
     let info = client
         .execute("SELECT name FROM animals".into(), None)
