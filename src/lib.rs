@@ -91,3 +91,10 @@ pub mod tls_fixture;
 #[allow(dead_code)]
 #[path = "../examples/tracing_echo.rs"]
 pub mod tracing_echo;
+
+#[path = "../examples/flight_sql_server.rs"]
+pub mod flight_sql_server;
+
+#[allow(dead_code)]
+#[path = "../examples/flight_sql_client.rs"]
+pub mod flight_sql_client;

@@ -36,6 +36,7 @@ SEARCHES = {
     "ResourceExhausted": "middleware.html",
     "shards": "several_servers.html",
     "traceparent": "tracing.html",
+    "clear_token": "flight_sql.html",
 }
 
 CHROMIUM_FLAGS = [
