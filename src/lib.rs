@@ -48,3 +48,11 @@ pub mod health_server;
 #[allow(dead_code)]
 #[path = "../examples/health_client.rs"]
 pub mod health_client;
+
+#[allow(dead_code)]
+#[path = "../examples/exchange_server.rs"]
+pub mod exchange_server;
+
+#[allow(dead_code)]
+#[path = "../examples/exchange_client.rs"]
+pub mod exchange_client;
