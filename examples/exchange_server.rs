@@ -101,6 +101,16 @@ fn int64_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array
     })
 }
 
+/// The messages of `input` that hold Arrow IPC data. A message may also carry
+/// only a descriptor or only app_metadata, with no IPC header: pyarrow opens
+/// an exchange with one. arrow-flight's decoder takes every message for IPC
+/// and fails on those.
+fn ipc_messages(input: Streaming<FlightData>) -> impl Stream<Item = Result<FlightData, FlightError>> {
+    input
+        .map_err(FlightError::from)
+        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
+}
+
 /// What the client sent could not be read as Arrow data.
 fn unreadable(error: FlightError) -> Status {
     match error {
@@ -200,7 +210,7 @@ impl FlightService for ExchangeService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let input = request.into_inner().map_err(FlightError::from);
+        let input = ipc_messages(request.into_inner());
         let mut state = RunningTotal::new(&self.exchanges);
         let output = FlightRecordBatchStream::new_from_flight_data(input)
             .map_err(unreadable)
@@ -218,7 +228,7 @@ impl FlightService for ExchangeService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let input = FlightDataDecoder::new(request.into_inner().map_err(FlightError::from));
+        let input = FlightDataDecoder::new(ipc_messages(request.into_inner()));
         let datasets = Arc::clone(&self.datasets);
         let mut upload = Upload::default();
         let acks = input
