@@ -105,7 +105,9 @@ fn int64_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array
 /// only a descriptor or only app_metadata, with no IPC header: pyarrow opens
 /// an exchange with one. arrow-flight's decoder takes every message for IPC
 /// and fails on those.
-fn ipc_messages(input: Streaming<FlightData>) -> impl Stream<Item = Result<FlightData, FlightError>> {
+fn ipc_messages(
+    input: Streaming<FlightData>,
+) -> impl Stream<Item = Result<FlightData, FlightError>> {
     input
         .map_err(FlightError::from)
         .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
