@@ -31,6 +31,7 @@ SEARCHES = {
     "backpressure": "streaming_parquet.html",
     "keep-alive": "grpc_options.html",
     "NOT_SERVING": "grpc_services.html",
+    "app_metadata": "exchange.html",
 }
 
 CHROMIUM_FLAGS = [
