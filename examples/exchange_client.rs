@@ -28,23 +28,33 @@ pub fn column(batch: &RecordBatch, name: &str) -> Result<Vec<i64>, Box<dyn Error
 
 // ANCHOR: exchange
 /// Sends each batch only once the result of the one before has come back,
-/// to show that the server answers as batches arrive.
+/// to show that the server answers as batches arrive. The call is made once
+/// the first batch is on its way: some servers answer it only with their
+/// first result.
 pub async fn running_totals(client: &mut FlightClient) -> Result<(), Box<dyn Error>> {
     let (mut sender, receiver) = mpsc::channel(1);
-    let input = FlightDataEncoderBuilder::new().build(receiver.map(Ok));
-    let mut output = client.do_exchange(input).await?;
+    let descriptor = FlightDescriptor::new_cmd("running total");
+    let encoder = FlightDataEncoderBuilder::new().with_flight_descriptor(Some(descriptor));
+    let mut input = Some(encoder.build(receiver.map(Ok)));
+    let mut output = None;
 
-    for (i, batch) in [values(&[1, 2, 3])?, values(&[10, 20])?, values(&[100])?]
-        .into_iter()
-        .enumerate()
-    {
+    let batches = [values(&[1, 2, 3])?, values(&[10, 20])?, values(&[100])?];
+    for (i, batch) in batches.into_iter().enumerate() {
         println!("sent batch {}: value {:?}", i + 1, column(&batch, "value")?);
         sender.send(batch).await?;
-        let result = output.try_next().await?.ok_or("the exchange ended early")?;
+        if let Some(input) = input.take() {
+            output = Some(client.do_exchange(input).await?);
+        }
+        let results = output.as_mut().ok_or("no exchange")?;
+        let result = results
+            .try_next()
+            .await?
+            .ok_or("the exchange ended early")?;
         let totals = column(&result, "running_total")?;
         println!("got batch {}: running_total {totals:?}", i + 1);
     }
     sender.close_channel();
+    let mut output = output.ok_or("no exchange")?;
     if output.try_next().await?.is_some() {
         return Err("more results than batches".into());
     }
@@ -79,18 +89,23 @@ pub fn encode_with_metadata(
 pub async fn upload_with_acks(client: &mut FlightClient) -> Result<(), Box<dyn Error>> {
     let (mut sender, receiver) = mpsc::channel(1);
     let descriptor = FlightDescriptor::new_path(vec!["numbers".to_string()]);
-    let input = encode_with_metadata(Some(descriptor), receiver);
-    let mut acks = client.do_put(input).await?;
+    let mut input = Some(encode_with_metadata(Some(descriptor), receiver));
+    let mut acks = None;
 
     let batches = [values(&[1, 2, 3])?, values(&[4, 5])?, values(&[6])?];
     for (i, batch) in batches.into_iter().enumerate() {
         let label = format!("part {}", i + 1);
         println!("sent {label}");
         sender.send((batch, label.into_bytes())).await?;
+        if let Some(input) = input.take() {
+            acks = Some(client.do_put(input).await?);
+        }
+        let acks = acks.as_mut().ok_or("no upload")?;
         let ack = acks.try_next().await?.ok_or("no acknowledgement")?;
         println!("{}", String::from_utf8_lossy(&ack.app_metadata));
     }
     sender.close_channel();
+    let mut acks = acks.ok_or("no upload")?;
     while let Some(ack) = acks.try_next().await? {
         println!("unexpected: {:?}", ack.app_metadata);
     }
@@ -118,7 +133,10 @@ pub async fn download_with_progress(client: &mut FlightClient) -> Result<(), Box
 pub async fn wrong_schema(client: &mut FlightClient) -> Result<(), Box<dyn Error>> {
     let names = Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef;
     let batch = RecordBatch::try_from_iter([("name", names)])?;
-    let input = FlightDataEncoderBuilder::new().build(stream::iter([Ok(batch)]));
+    let descriptor = FlightDescriptor::new_cmd("running total");
+    let input = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor))
+        .build(stream::iter([Ok(batch)]));
     let results = client.do_exchange(input).await?;
     match results.try_collect::<Vec<_>>().await {
         Err(FlightError::Tonic(status)) => {

@@ -5,17 +5,25 @@
 //! reads each downloaded batch's app_metadata, and gets the server's
 //! InvalidArgument for a batch without a `value` column.
 //!
-//! Without pyarrow the test is skipped, except on CI, where it fails.
+//! And our client against a pyarrow server that does the same
+//! (`tests/python/exchange_server.py`).
+//!
+//! Without pyarrow the tests are skipped, except on CI, where it fails.
 
 mod common;
 
-use common::{TIMEOUT, block_on, run_with_timeout, runtime, script};
+use common::{PythonServer, TIMEOUT, block_on, run_with_timeout, runtime, script};
 
 use std::process::Command;
 
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::{FlightClient, Ticket};
+use flight_cookbook::exchange_client::{column, running_totals, upload_with_acks};
 use flight_cookbook::exchange_server::serve;
+use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tonic::transport::Channel;
 
 #[test]
 fn a_pyarrow_client_exchanges_uploads_and_downloads_with_app_metadata() {
@@ -78,4 +86,54 @@ fn a_pyarrow_client_exchanges_uploads_and_downloads_with_app_metadata() {
     block_on(&runtime, "the server's stop", task)
         .expect("the server task")
         .expect("the server ends cleanly");
+}
+
+#[test]
+fn our_client_exchanges_uploads_and_downloads_with_a_pyarrow_server() {
+    let python = match common::python("import pyarrow.flight") {
+        Ok(python) => python,
+        Err(why) => {
+            return common::unavailable("our client against the pyarrow exchange server", &why)
+                .unwrap_or(());
+        }
+    };
+    let mut server = PythonServer::start(&python, "exchange_server.py", &[]);
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let runtime = runtime();
+    block_on(&runtime, "the calls", async {
+        let channel = Channel::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = FlightClient::new(channel);
+        // Each fails if a result or an acknowledgement is missing or extra.
+        running_totals(&mut client).await.expect("exchange");
+        upload_with_acks(&mut client).await.expect("upload");
+
+        let data: FlightDataDecoder = client
+            .do_get(Ticket::new("numbers"))
+            .await
+            .expect("download")
+            .into_inner();
+        let mut got = Vec::new();
+        for message in data.try_collect::<Vec<_>>().await.expect("messages") {
+            if let DecodedPayload::RecordBatch(batch) = &message.payload {
+                let progress = String::from_utf8_lossy(&message.inner.app_metadata).into_owned();
+                got.push((progress, column(batch, "value").expect("value")));
+            }
+        }
+        let expected = [
+            ("batch 1 of 3", vec![1, 2, 3]),
+            ("batch 2 of 3", vec![4, 5]),
+            ("batch 3 of 3", vec![6]),
+        ]
+        .map(|(label, values)| (label.to_string(), values));
+        assert_eq!(got, expected);
+    });
+    let (status, stderr) = server.stop();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "pyarrow server: {status:?}\n{stderr}"
+    );
 }
