@@ -92,9 +92,18 @@ pub mod tls_fixture;
 #[path = "../examples/tracing_echo.rs"]
 pub mod tracing_echo;
 
+#[allow(dead_code)]
 #[path = "../examples/flight_sql_server.rs"]
 pub mod flight_sql_server;
 
 #[allow(dead_code)]
 #[path = "../examples/flight_sql_client.rs"]
 pub mod flight_sql_client;
+
+#[allow(dead_code)]
+#[path = "../examples/exchange_server.rs"]
+pub mod exchange_server;
+
+#[allow(dead_code)]
+#[path = "../examples/exchange_client.rs"]
+pub mod exchange_client;

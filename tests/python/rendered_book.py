@@ -37,6 +37,7 @@ SEARCHES = {
     "shards": "several_servers.html",
     "traceparent": "tracing.html",
     "clear_token": "flight_sql.html",
+    "app_metadata": "exchange.html",
 }
 
 CHROMIUM_FLAGS = [

@@ -1,0 +1,363 @@
+// ANCHOR: uses
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_flight::decode::{
+    DecodedFlightData, DecodedPayload, FlightDataDecoder, FlightRecordBatchStream,
+};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use arrow_schema::{DataType, Field, Schema};
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+// ANCHOR_END: uses
+
+/// The column whose running total `do_exchange` adds.
+pub const VALUE: &str = "value";
+
+/// The column `do_exchange` adds.
+pub const RUNNING_TOTAL: &str = "running_total";
+
+/// A Flight service that adds a running total to batches as they stream
+/// through `do_exchange`, keeps what `do_put` uploads (acknowledging each
+/// batch), and sends it back from `do_get` with each batch's place.
+#[derive(Clone, Default)]
+pub struct ExchangeService {
+    datasets: Arc<Mutex<HashMap<String, Vec<RecordBatch>>>>,
+    exchanges: Arc<AtomicUsize>,
+}
+
+impl ExchangeService {
+    /// How many exchanges are under way.
+    pub fn open_exchanges(&self) -> usize {
+        self.exchanges.load(Ordering::SeqCst)
+    }
+}
+
+// ANCHOR: running_total
+/// The state of one exchange: the total so far. It counts as an open
+/// exchange until it is dropped, which happens when the call ends for any
+/// reason, a client that goes away included.
+struct RunningTotal {
+    total: i64,
+    open: Arc<AtomicUsize>,
+}
+
+impl RunningTotal {
+    fn new(open: &Arc<AtomicUsize>) -> RunningTotal {
+        open.fetch_add(1, Ordering::SeqCst);
+        let open = Arc::clone(open);
+        RunningTotal { total: 0, open }
+    }
+
+    fn add(&mut self, batch: RecordBatch) -> Result<RecordBatch, Status> {
+        let values = int64_column(&batch, VALUE)?;
+        let mut totals = Vec::with_capacity(values.len());
+        for value in values {
+            self.total = self
+                .total
+                .checked_add(value.unwrap_or(0))
+                .ok_or_else(|| Status::invalid_argument("the running total overflows Int64"))?;
+            totals.push(self.total);
+        }
+        let mut fields = batch.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new(RUNNING_TOTAL, DataType::Int64, false)));
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(totals)) as ArrayRef);
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl Drop for RunningTotal {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn int64_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, Status> {
+    let Some(column) = batch.column_by_name(name) else {
+        let schema = batch.schema();
+        let names: Vec<_> = schema.fields().iter().map(|f| f.name()).collect();
+        let message = format!("the input has no column {name:?}; its columns: {names:?}");
+        return Err(Status::invalid_argument(message));
+    };
+    column.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
+        let message = format!("column {name:?} is {}, not Int64", column.data_type());
+        Status::invalid_argument(message)
+    })
+}
+
+/// The messages of `input` that hold Arrow IPC data. A message may also carry
+/// only a descriptor or only app_metadata, with no IPC header: pyarrow opens
+/// an exchange with one. arrow-flight's decoder takes every message for IPC
+/// and fails on those.
+fn ipc_messages(
+    input: Streaming<FlightData>,
+) -> impl Stream<Item = Result<FlightData, FlightError>> {
+    input
+        .map_err(FlightError::from)
+        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
+}
+
+/// What the client sent could not be read as Arrow data.
+fn unreadable(error: FlightError) -> Status {
+    match error {
+        FlightError::Tonic(status) => *status,
+        other => Status::invalid_argument(format!("not a stream of Arrow record batches: {other}")),
+    }
+}
+// ANCHOR_END: running_total
+
+// ANCHOR: upload
+/// The state of one upload: the dataset's name, once its first message has
+/// said it, and how many batches came.
+#[derive(Default)]
+struct Upload {
+    name: Option<String>,
+    count: usize,
+}
+
+impl Upload {
+    fn receive(
+        &mut self,
+        datasets: &Mutex<Datasets>,
+        data: DecodedFlightData,
+    ) -> Result<Option<PutResult>, Status> {
+        let batch = match data.payload {
+            DecodedPayload::Schema(_) if self.name.is_none() => {
+                let name = dataset_name(data.inner.flight_descriptor)?;
+                lock(datasets)?.insert(name.clone(), Vec::new());
+                self.name = Some(name);
+                return Ok(None);
+            }
+            DecodedPayload::Schema(_) => {
+                let message = "the upload changed its schema midway";
+                return Err(Status::invalid_argument(message));
+            }
+            DecodedPayload::RecordBatch(batch) => batch,
+            DecodedPayload::None => return Ok(None),
+        };
+        self.count += 1;
+        let label = match data.inner.app_metadata.is_empty() {
+            true => format!("#{}", self.count),
+            false => String::from_utf8_lossy(&data.inner.app_metadata).into_owned(),
+        };
+        let rows = batch.num_rows();
+        if let Some(name) = &self.name {
+            lock(datasets)?.entry(name.clone()).or_default().push(batch);
+        }
+        let ack = format!("stored {label}, rows: {rows}");
+        Ok(Some(PutResult {
+            app_metadata: ack.into(),
+        }))
+    }
+}
+
+fn dataset_name(descriptor: Option<FlightDescriptor>) -> Result<String, Status> {
+    match descriptor.map(|d| d.path).as_deref() {
+        Some([name]) if !name.is_empty() => Ok(name.clone()),
+        _ => Err(Status::invalid_argument(
+            "the upload needs a descriptor whose path is one name",
+        )),
+    }
+}
+// ANCHOR_END: upload
+
+// ANCHOR: metadata
+/// Encodes `batches` as Flight data, each batch with its own app_metadata.
+/// Every batch gets an encoder of its own, whose first message, the schema,
+/// is sent only once; the batch's messages (more than one if the encoder
+/// splits it) all carry its metadata.
+pub fn encode_with_metadata(
+    descriptor: Option<FlightDescriptor>,
+    batches: impl Stream<Item = (RecordBatch, Vec<u8>)>,
+) -> impl Stream<Item = Result<FlightData, FlightError>> {
+    let mut descriptor = descriptor;
+    batches.enumerate().flat_map(move |(i, (batch, metadata))| {
+        FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(descriptor.take())
+            .build(stream::iter([Ok(batch)]))
+            .enumerate()
+            .skip(usize::from(i > 0))
+            .map(move |(j, data)| match j {
+                0 => data,
+                _ => Ok(data?.with_app_metadata(metadata.clone())),
+            })
+    })
+}
+// ANCHOR_END: metadata
+
+#[tonic::async_trait]
+impl FlightService for ExchangeService {
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+
+    // ANCHOR: do_exchange
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let input = ipc_messages(request.into_inner());
+        let mut state = RunningTotal::new(&self.exchanges);
+        let output = FlightRecordBatchStream::new_from_flight_data(input)
+            .map_err(unreadable)
+            .and_then(move |batch| futures::future::ready(state.add(batch)))
+            .map_err(FlightError::from);
+        let data = FlightDataEncoderBuilder::new()
+            .build(output)
+            .map_err(Status::from);
+        Ok(Response::new(data.boxed()))
+    }
+    // ANCHOR_END: do_exchange
+
+    // ANCHOR: do_put
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let input = FlightDataDecoder::new(ipc_messages(request.into_inner()));
+        let datasets = Arc::clone(&self.datasets);
+        let mut upload = Upload::default();
+        let acks = input
+            .map_err(unreadable)
+            .try_filter_map(move |data| futures::future::ready(upload.receive(&datasets, data)));
+        Ok(Response::new(acks.boxed()))
+    }
+    // ANCHOR_END: do_put
+
+    // ANCHOR: do_get
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let name = String::from_utf8_lossy(&request.get_ref().ticket).into_owned();
+        let Some(batches) = lock(&self.datasets)?.get(&name).cloned() else {
+            return Err(Status::not_found(format!("no dataset named {name:?}")));
+        };
+        let count = batches.len();
+        let labelled = batches.into_iter().enumerate().map(move |(i, batch)| {
+            let progress = format!("batch {} of {count}", i + 1);
+            (batch, progress.into_bytes())
+        });
+        let data = encode_with_metadata(None, stream::iter(labelled)).map_err(Status::from);
+        Ok(Response::new(data.boxed()))
+    }
+    // ANCHOR_END: do_get
+
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake is not offered"))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights is not offered"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("get_flight_info is not offered"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info is not offered"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema is not offered"))
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented("do_action is not offered"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("list_actions is not offered"))
+    }
+}
+
+type Datasets = HashMap<String, Vec<RecordBatch>>;
+
+fn lock(datasets: &Mutex<Datasets>) -> Result<std::sync::MutexGuard<'_, Datasets>, Status> {
+    datasets
+        .lock()
+        .map_err(|_| Status::internal("the dataset store is unusable"))
+}
+
+/// Serves `service` on `listener` until `shutdown` completes.
+pub async fn serve_service(
+    service: ExchangeService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    Server::builder()
+        .add_service(FlightServiceServer::new(service))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await
+}
+
+/// Serves a new [`ExchangeService`] on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    serve_service(ExchangeService::default(), listener, shutdown).await
+}
+
+// ANCHOR: main
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::args().nth(1);
+    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8820")).await?;
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    println!("Serving on grpc://{}", listener.local_addr()?);
+    serve(listener, stop).await?;
+    Ok(())
+}
+// ANCHOR_END: main
