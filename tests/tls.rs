@@ -205,7 +205,12 @@ fn clients_that_get_tls_wrong_get_clear_errors_and_the_server_serves_on() {
         let plain = url.replacen("https://", "http://", 1);
         // The server's TLS alert read as HTTP/2, or the close that follows it.
         let why = call(plain, None).await.expect_err("plaintext");
-        let forms = ["frame with invalid size", "connection closed", "broken pipe", "reset"];
+        let forms = [
+            "frame with invalid size",
+            "connection closed",
+            "broken pipe",
+            "reset",
+        ];
         assert!(forms.iter().any(|form| why.contains(form)), "{why}");
 
         let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(stranger.pem()));
