@@ -11,8 +11,9 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::{Engine, alphabet};
 use futures::stream::{self, BoxStream};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
@@ -120,6 +121,13 @@ impl FlightService for EchoServer {
         Err(Status::unimplemented("list_actions is not offered"))
     }
 }
+
+/// Standard base64, with or without its `=` padding: ADBC's Flight SQL
+/// driver, for one, sends Basic credentials without it.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 // ANCHOR: tokens
 /// How long an issued token stays valid, and how many tokens are kept.
@@ -240,7 +248,7 @@ impl Authenticator {
     }
 
     fn log_in(&self, credentials: &str) -> Result<HeaderValue, Status> {
-        let decoded = STANDARD
+        let decoded = BASE64
             .decode(credentials)
             .map_err(|_| Status::invalid_argument("Basic credentials are not valid base64"))?;
         let decoded = String::from_utf8(decoded)

@@ -58,3 +58,44 @@ fn the_adbc_driver_logs_in_and_runs_statements() {
         .expect("the server task")
         .expect("the server ends cleanly");
 }
+
+#[test]
+fn the_adbc_driver_logs_in_to_the_user_password_server_too() {
+    let test = "the ADBC Flight SQL driver against the user/password server";
+    let python = match common::python("import adbc_driver_flightsql.dbapi, pyarrow") {
+        Ok(python) => python,
+        Err(why) => return common::unavailable(test, &why).unwrap_or(()),
+    };
+    let runtime = runtime();
+    let listener = block_on(&runtime, "binding", TcpListener::bind("127.0.0.1:0"))
+        .expect("can bind a free port on 127.0.0.1");
+    let addr = listener.local_addr().expect("the listener has an address");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = runtime.spawn(flight_cookbook::basic_auth_server::serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let mut client = Command::new(&python);
+    client
+        .arg(script("basic_auth_adbc.py"))
+        .arg(format!("grpc://{addr}"));
+    let output = run_with_timeout(client, TIMEOUT).expect("the ADBC client runs to its end");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "logged in",
+            "ProgrammingError UNAUTHENTICATED: [FlightSQL] Unknown user or invalid password \
+             (Unauthenticated; AuthenticateBasicToken)",
+        ]
+    );
+    stop.send(()).expect("the server is still running");
+    block_on(&runtime, "stopping the server", server)
+        .expect("the server task")
+        .expect("the server ends cleanly");
+}
