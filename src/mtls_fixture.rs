@@ -7,10 +7,11 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-/// Serves over mutual TLS, with the certificates of step 1 in `certs/`.
-pub async fn serve(
+/// Serves over mutual TLS, with the certificates of step 1 in `certs/`,
+/// written before this returns.
+pub fn serve(
     listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
-    crate::tls_fixture::serve_with(listener, shutdown, true).await
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = Result<(), String>> + Send + 'static {
+    crate::tls_fixture::serve_with(listener, shutdown, true)
 }
