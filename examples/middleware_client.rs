@@ -48,9 +48,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: log
 
     // ANCHOR: limit
-    let first = start(&channel, "600");
-    let second = start(&channel, "900");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = start(&channel, "1500");
+    let second = start(&channel, "2000");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     println!("third: {}", work(channel.clone(), "10").await);
     println!("first: {}", first.await?);
     println!("second: {}", second.await?);
