@@ -27,7 +27,7 @@ fn a_draining_server_says_not_serving_answers_flight_calls_then_stops() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let drain = Duration::from_millis(1500);
+        let drain = Duration::from_secs(3);
         let server = tokio::spawn(serve_with_drain(
             listener,
             async {
