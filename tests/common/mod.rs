@@ -1,25 +1,350 @@
-//! What several test files need: Python with the right packages, child
-//! processes that cannot hang a test, and skipping locally (never on CI)
-//! when a tool is missing.
+//! The one fixture of every test file (modelled on arrow-flight's
+//! `tests/common/fixture.rs`): a recipe's server in a background task on
+//! `127.0.0.1:0` with its URL and a clean stop within a timeout
+//! ([`TestServer`]); a program in a process of its own that cannot hang a
+//! test and shows its output when the test fails ([`ChildProcess`], also
+//! [`run_with_timeout`]); Python with the pinned packages ([`python`]); and
+//! the check that an error message gives nothing of the server away
+//! ([`assert_clean_message`]).
+//!
+//! A test that needs Python, mdbook or Chromium is marked with
+//! `#[cfg_attr(not(python), ignore = "...")]` (or `mdbook`): the member's
+//! build script sets those cfgs where the tools are there, and fails on CI
+//! when they are not, so cargo reports a test it cannot run as ignored,
+//! with its reason, and never as passed.
 
 #![allow(dead_code)]
 
+use std::fmt::Display;
 use std::future::Future;
 use std::io::Read;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// The future a server is given: it completes when the server is to stop.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A recipe's server running in a background task of the test's runtime,
+/// on a free port of 127.0.0.1. [`TestServer::stop`] proves that it stops
+/// cleanly; dropping it without (a failed test) stops it too.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl TestServer {
+    /// Binds `127.0.0.1:0` and starts `serve(listener, shutdown)` on it,
+    /// the signature of every recipe's `serve`.
+    pub async fn start<S, F, E>(serve: S) -> TestServer
+    where
+        S: FnOnce(TcpListener, Shutdown) -> F,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("the listener's address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = serve(
+            listener,
+            Box::pin(async move {
+                let _ = stopped.await;
+            }),
+        );
+        let task = tokio::spawn(async move { served.await.map_err(|e| e.to_string()) });
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, what a tonic channel connects to.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `grpc://127.0.0.1:PORT`, the URL a recipe's server prints.
+    pub fn grpc_url(&self) -> String {
+        format!("grpc://{}", self.addr)
+    }
+
+    /// A connected channel, within [`TIMEOUT`].
+    pub async fn channel(&self) -> Channel {
+        let endpoint = Channel::from_shared(self.url()).expect("a valid URL");
+        within("connecting to the server", endpoint.connect())
+            .await
+            .expect("the server accepts connections")
+    }
+
+    /// A [`arrow_flight::FlightClient`] on a new channel.
+    pub async fn client(&self) -> arrow_flight::FlightClient {
+        arrow_flight::FlightClient::new(self.channel().await)
+    }
+
+    /// Asks the server to stop, and fails the test unless it has stopped
+    /// without error within [`TIMEOUT`]. Drop the test's channels first: a
+    /// server waits for open calls.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("the server task");
+        match tokio::time::timeout(TIMEOUT, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("the server failed: {e}"),
+            Ok(Err(e)) => panic!("the server task failed: {e}"),
+            Err(_) => panic!("the server did not stop within {TIMEOUT:?} of being asked to"),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Awaits `future`, panicking if it takes longer than [`TIMEOUT`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {TIMEOUT:?}"))
+}
+
+/// A program in a process of its own (a recipe's server, a Python client
+/// or server). Its stdout and stderr are collected; when it is dropped
+/// without [`ChildProcess::stop`] (a failed test) it is killed and what it
+/// printed is shown.
+pub struct ChildProcess {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Option<JoinHandle<String>>,
+    stopped: bool,
+}
+
+/// How a [`ChildProcess`] ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// `None` when it had to be killed.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ChildProcess {
+    /// Starts `command` with its stdin, stdout and stderr piped.
+    pub fn start(name: &str, mut command: Command) -> ChildProcess {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().expect("stdout is piped");
+        let stderr = Some(collect(child.stderr.take().expect("stderr is piped")));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let (send, lines) = mpsc::channel();
+        let all = Arc::clone(&stdout);
+        // Reads to the end, so that the program never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(mut all) = all.lock() {
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                let _ = send.send(line);
+            }
+        });
+        ChildProcess {
+            name: name.to_string(),
+            child,
+            stdin,
+            lines,
+            stdout,
+            stderr,
+            stopped: false,
+        }
+    }
+
+    /// A Python script of `tests/python`, run with `python`.
+    pub fn python(python: &str, script_name: &str, args: &[&std::ffi::OsStr]) -> ChildProcess {
+        let mut command = Command::new(python);
+        command.arg(script(script_name)).args(args);
+        ChildProcess::start(script_name, command)
+    }
+
+    /// The process id, to send it a signal.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The program's stdin; `None` once closed by [`Self::close_stdin`].
+    pub fn stdin(&mut self) -> Option<&mut ChildStdin> {
+        self.stdin.as_mut()
+    }
+
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// The next line it prints, within [`TIMEOUT`]; fails the test, showing
+    /// what it printed, if it ends or says nothing in time.
+    pub fn next_line(&mut self) -> String {
+        match self.lines.recv_timeout(TIMEOUT) {
+            Ok(line) => line,
+            Err(e) => {
+                let finished = self.finish(false);
+                panic!(
+                    "{} printed no further line within {TIMEOUT:?} ({e}); {}",
+                    self.name,
+                    finished.report()
+                )
+            }
+        }
+    }
+
+    /// Reads its first line, `Serving on grpc://HOST:PORT` (or
+    /// `grpc+tls://`), and gives the address, `HOST:PORT`.
+    pub fn serving_on(&mut self) -> String {
+        let line = self.next_line();
+        let address = line
+            .strip_prefix("Serving on ")
+            .and_then(|url| url.split_once("://"))
+            .map(|(_, address)| address.trim().to_string());
+        address.unwrap_or_else(|| {
+            let finished = self.finish(false);
+            panic!(
+                "{}: the first line is not `Serving on grpc://HOST:PORT` but {line:?}; {}",
+                self.name,
+                finished.report()
+            )
+        })
+    }
+
+    /// Closes stdin (the Python servers stop then) and waits up to
+    /// [`STOP_TIMEOUT`]; then kills it.
+    pub fn stop(mut self) -> Finished {
+        self.finish(false)
+    }
+
+    /// Sends SIGTERM (the recipes' servers stop then, as on Ctrl-C) and
+    /// waits up to [`STOP_TIMEOUT`]; then kills it.
+    pub fn terminate(mut self) -> Finished {
+        self.finish(true)
+    }
+
+    /// Waits up to `timeout` for it to end by itself; then kills it.
+    pub fn wait(mut self, timeout: Duration) -> Finished {
+        let status = wait_timeout(&mut self.child, timeout).ok().flatten();
+        self.collect_finished(status)
+    }
+
+    fn finish(&mut self, terminate: bool) -> Finished {
+        self.close_stdin();
+        if terminate {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let status = wait_timeout(&mut self.child, STOP_TIMEOUT).ok().flatten();
+        self.collect_finished(status)
+    }
+
+    fn collect_finished(&mut self, status: Option<ExitStatus>) -> Finished {
+        self.stopped = true;
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let stderr = self.stderr.take().map(|e| e.join().unwrap_or_default());
+        // The reader thread ends with the process; give it a moment to
+        // take the last lines.
+        thread::sleep(Duration::from_millis(20));
+        let stdout = self.stdout.lock().map(|s| s.clone()).unwrap_or_default();
+        Finished {
+            status,
+            stdout,
+            stderr: stderr.unwrap_or_default(),
+        }
+    }
+}
+
+impl Finished {
+    /// Whether it exited by itself with status 0.
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// How it ended and what it printed, for a failure message.
+    pub fn report(&self) -> String {
+        let ended = match self.status {
+            Some(status) => format!("it ended with {status}"),
+            None => "it had to be killed".to_string(),
+        };
+        format!(
+            "{ended}\n--- its stdout:\n{}--- its stderr:\n{}",
+            self.stdout, self.stderr
+        )
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let finished = self.finish(false);
+            eprintln!("{} stopped; {}", self.name, finished.report());
+        }
+    }
+}
+
+/// A recipe's example program, as `cargo test` builds it (for tests that
+/// run a server's real `main`).
+pub fn example(name: &str) -> Command {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/debug/deps");
+    Command::new(dir.join("examples").join(name))
+}
+
+/// The repository's top folder (the book's and the recipes' tests are
+/// built by two packages, the top one and `recipes/`).
+pub fn repo_root() -> &'static Path {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("book/book.toml").exists() {
+        manifest
+    } else {
+        manifest.parent().expect("recipes/ is below the top folder")
+    }
 }
 
 /// A script of `tests/python`.
 pub fn script(name: &str) -> PathBuf {
-    manifest_dir().join("tests/python").join(name)
+    repo_root().join("tests/python").join(name)
 }
 
 /// The longest a child process, a call, or a server's start or stop may take.
@@ -43,46 +368,13 @@ pub fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, what: &str, future
 /// How long a Python server gets to stop after its stdin is closed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether this is a CI run, where nothing may be skipped.
-pub fn on_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|ci| !ci.is_empty())
-}
-
-/// For a test that cannot run here: panics on CI, says why and returns
-/// `None` elsewhere.
-pub fn unavailable<T>(test: &str, why: &str) -> Option<T> {
-    let help = "`.ci/run` installs everything; to run it locally: \
-                `python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt`";
-    if on_ci() {
-        panic!("{test} must run on CI, but {why}; {help}");
-    }
-    eprintln!("SKIPPED: {test}: {why}; {help}");
-    None
-}
-
-/// The Python interpreter: `$FLIGHT_COOKBOOK_PYTHON`, else `.venv/bin/python`
-/// of this repository, else `python3`; `Err` says why it cannot run `check`.
-pub fn python(check: &str) -> Result<String, String> {
-    let python = match std::env::var("FLIGHT_COOKBOOK_PYTHON") {
-        Ok(python) if !python.is_empty() => python,
-        _ => {
-            let venv = manifest_dir().join(".venv/bin/python");
-            if venv.exists() {
-                venv.display().to_string()
-            } else {
-                "python3".to_string()
-            }
-        }
-    };
-    let mut command = Command::new(&python);
-    command.args(["-c", check]);
-    match run_with_timeout(command, Duration::from_secs(60)) {
-        Ok(output) if output.status.success() => Ok(python),
-        Ok(output) => Err(format!(
-            "`{python} -c '{check}'` failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Err(e) => Err(format!("cannot run `{python}`: {e}")),
+/// The Python interpreter with the packages of
+/// `tests/python/requirements.txt`, as the build script found it: a test
+/// that calls this is marked `#[cfg_attr(not(python), ignore = ...)]`.
+pub fn python() -> String {
+    match option_env!("FLIGHT_COOKBOOK_PYTHON_FOUND") {
+        Some(python) => python.to_string(),
+        None => panic!("no Python with the pinned packages; see recipes/build.rs"),
     }
 }
 
@@ -141,95 +433,6 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> std::io::Res
     }
 }
 
-/// A Python server of `tests/python` that prints `Serving on
-/// grpc://127.0.0.1:PORT` first, stopped (and if need be killed) when
-/// dropped, also when a test fails.
-pub struct PythonServer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Option<JoinHandle<String>>,
-    pub port: u16,
-    stopped: bool,
-}
-
-impl PythonServer {
-    pub fn start(python: &str, name: &str, args: &[&std::ffi::OsStr]) -> PythonServer {
-        let mut child = Command::new(python)
-            .arg(script(name))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the pyarrow server can be started");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = Some(collect(child.stderr.take().expect("stderr is piped")));
-
-        let (first_line, line) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = first_line.send(lines.next());
-            // Keep draining, so that the server never blocks on a full pipe.
-            lines.for_each(drop);
-        });
-        // From here on, dropping `server` stops the process.
-        let mut server = PythonServer {
-            child,
-            stdin,
-            stderr,
-            port: 0,
-            stopped: false,
-        };
-        let line = match line.recv_timeout(TIMEOUT) {
-            Ok(Some(Ok(line))) => line,
-            Ok(other) => panic!(
-                "the pyarrow server ended before it said where it listens ({other:?}):\n{}",
-                server.stop().1
-            ),
-            Err(error) => panic!(
-                "the pyarrow server did not say where it listens within {TIMEOUT:?} ({error}):\n{}",
-                server.stop().1
-            ),
-        };
-        server.port = line
-            .strip_prefix("Serving on grpc://127.0.0.1:")
-            .and_then(|port| port.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from the pyarrow server: {line:?}"));
-        server
-    }
-
-    /// Closes the server's stdin, waits for it to end and kills it if it
-    /// does not. Returns its exit status (`None` if it had to be killed) and
-    /// what it wrote to stderr.
-    pub fn stop(&mut self) -> (Option<ExitStatus>, String) {
-        self.stopped = true;
-        drop(self.stdin.take());
-        let status = match wait_timeout(&mut self.child, STOP_TIMEOUT) {
-            Ok(Some(status)) => Some(status),
-            _ => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                None
-            }
-        };
-        let stderr = self
-            .stderr
-            .take()
-            .map(|stderr| stderr.join().unwrap_or_default());
-        (status, stderr.unwrap_or_default())
-    }
-}
-
-impl Drop for PythonServer {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let (status, stderr) = self.stop();
-            eprintln!("pyarrow server stopped ({status:?}), its stderr:\n{stderr}");
-        }
-    }
-}
-
 /// Asserts that an error message a client got gives nothing of the server
 /// away: one short line, no panic or backtrace, no source file, no path of
 /// the server's file system. `sent` holds text the client itself sent
@@ -274,7 +477,7 @@ pub fn assert_clean_message(message: &str, sent: &[&str]) {
             "the message {message:?} contains {leak:?}"
         );
     }
-    for local in [std::env::temp_dir(), manifest_dir().to_path_buf()] {
+    for local in [std::env::temp_dir(), repo_root().to_path_buf()] {
         let local = local.to_string_lossy().into_owned();
         assert!(
             local.len() < 2 || !rest.contains(&local),
@@ -313,21 +516,3 @@ pub fn assert_clean_status(status: &tonic::Status, sent: &[&str]) {
     assert_clean_message(status.message(), sent);
 }
 
-/// An example program built by `cargo test`, if it is newer than its
-/// source; `test` is skipped (locally) or fails (on CI) without it.
-pub fn example_binary(test: &str, name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let binary = exe.parent()?.parent()?.join("examples").join(name);
-    let source = manifest_dir().join(format!("examples/{name}.rs"));
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    match (modified(&binary), modified(&source)) {
-        (Some(built), Some(written)) if built >= written => Some(binary),
-        _ => unavailable(
-            test,
-            &format!(
-                "{} is missing or older than its source (run `cargo test`)",
-                binary.display()
-            ),
-        ),
-    }
-}
