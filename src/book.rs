@@ -1,8 +1,8 @@
-//! The book's markdown, read the way mdBook shows it, and the test copy of
-//! each Rust block.
+//! The book's markdown, read the way mdBook shows it, and the program that
+//! tests each Rust block.
 //!
-//! `build.rs` includes this file as a module (it uses only `std`), so the
-//! build and the tests read the book with the same code.
+//! `build.rs` and several tests include this file as a module (it uses only
+//! `std`), so the build and the tests read the book with the same code.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -269,11 +269,11 @@ fn anchored(source: &str, anchor: &str, hide_rest: bool) -> String {
     out
 }
 
-/// The name a test copy gives the program's own `main`, so that the
+/// The name a block's own `main` gets in its test program, so that the
 /// harness's `main` can run it.
 pub const RENAMED_MAIN: &str = "cookbook_snippet_main";
 
-/// Everything the test copy of one runnable block needs to know.
+/// Everything the test of one block needs to know.
 pub struct Snippet<'a> {
     /// The chapter, as a path from the repository root (`book/src/x.md`).
     pub chapter: &'a str,
@@ -282,80 +282,101 @@ pub struct Snippet<'a> {
     pub expanded: &'a Expanded,
 }
 
-/// The code skeptic compiles for a block: the block itself and, for a
-/// block that runs, its `main` renamed and a `main` of the harness that
-/// runs it and checks what it prints.
-pub fn test_code(snippet: &Snippet) -> Result<String, String> {
+/// The files a running block's program is built with, besides its own code.
+pub struct Sources<'a> {
+    /// `src/harness.rs`, by absolute path.
+    pub harness: &'a Path,
+    /// The server of a `client_of` block, by absolute path, and every file
+    /// its program is built from (the server and the files it includes).
+    pub server: Option<(&'a Path, Vec<String>)>,
+}
+
+/// The code skeptic sees for a block. For a block that does not run, the
+/// block itself. For one that runs: lines `//@ key value` that describe the
+/// block (where it is, what it must print; the test reads and removes them),
+/// then the program, its `main` renamed, with the harness and, for a
+/// client, its server as modules, and a `main` that runs it. The program
+/// does not depend on where the block stands, so that moving a block or
+/// showing one program in several blocks compiles it once.
+pub fn test_code(snippet: &Snippet, sources: &Sources) -> Result<String, String> {
     let Snippet {
         chapter,
         block,
         attributes,
         expanded,
     } = snippet;
-    let expected = block.expected.as_ref();
+    let at = |what: &str| format!("{chapter}:{}: {what}", block.line);
     if !attributes.runs() {
-        if let Some(expected) = expected {
-            return Err(format!(
-                "{chapter}:{}: an expected output follows a block that does not run \
-                 (no_run or ignore), so nothing would check it",
-                expected.line
-            ));
+        if block.expected.is_some() {
+            return Err(at("an expected output follows a block that does not run \
+                 (no_run or ignore), so nothing would check it"));
         }
         return Ok(expanded.code.clone());
     }
-    let mut code = String::new();
-    let mut renamed = false;
-    for line in expanded.code.lines() {
-        let visible = line.strip_prefix("# ").unwrap_or(line).trim_start();
-        let is_main = [
-            "fn main(",
-            "async fn main(",
-            "pub fn main(",
-            "pub async fn main(",
-        ]
-        .iter()
-        .any(|m| visible.starts_with(m));
-        if is_main && !renamed {
-            code.push_str(&line.replacen("fn main(", &format!("fn {RENAMED_MAIN}("), 1));
-            renamed = true;
-        } else {
-            code.push_str(line);
-        }
-        code.push('\n');
-    }
-    if !renamed {
-        return Err(format!(
-            "{chapter}:{}: the block runs but has no `fn main`; give it one, or mark it no_run",
-            block.line
-        ));
-    }
-    let heading = block.heading.as_ref().map_or("", |(_, h)| h.as_str());
-    let (runner, extra) = match (&attributes.client_of, attributes.server) {
-        (Some(server), _) => ("run_client", format!(", flight_cookbook::{server}::serve")),
-        (None, true) => ("run_server", String::new()),
-        (None, false) => ("run", String::new()),
+    let visible = |l: &str| l.strip_prefix("# ").unwrap_or(l).trim_start().to_string();
+    let main = expanded.code.lines().position(|l| {
+        let l = visible(l);
+        let l = l.strip_prefix("pub ").unwrap_or(&l);
+        l.starts_with("fn main(") || l.starts_with("async fn main(")
+    });
+    let Some(main) = main else {
+        return Err(at("the block runs but has no `fn main`; give it one, or mark it no_run"));
     };
-    let _ = write!(
-        code,
-        "fn main() -> std::process::ExitCode {{\n\
-         \x20   let block = flight_cookbook::harness::Block {{\n\
-         \x20       chapter: {chapter:?},\n\
-         \x20       line: {line},\n\
-         \x20       heading: {heading:?},\n\
-         \x20       expected: {expected_text:?},\n\
-         \x20       expected_line: {expected_line},\n\
-         \x20       excerpt: {excerpt},\n\
-         \x20       timeout_secs: {timeout},\n\
-         \x20   }};\n\
-         \x20   flight_cookbook::harness::{runner}({RENAMED_MAIN}, &block{extra})\n\
-         }}\n",
-        line = block.line,
-        expected_text = expected.map_or("", |e| e.text.as_str()),
-        expected_line = expected.map_or(0, |e| e.line),
-        excerpt = expanded.partial,
-        timeout = attributes.timeout_secs.unwrap_or(60),
-    );
-    Ok(code)
+    let mut program = String::new();
+    for (i, line) in expanded.code.lines().enumerate() {
+        let renamed = format!("fn {RENAMED_MAIN}(");
+        let line = if i == main { line.replacen("fn main(", &renamed, 1) } else { line.into() };
+        let _ = writeln!(program, "{line}");
+    }
+    let mut hashes = format!("{:016x}", fnv(&fs::read(sources.harness).unwrap_or_default()));
+    let _ = writeln!(program, "#[allow(dead_code)]\n#[path = {:?}]\nmod cookbook_harness;", sources.harness);
+    let timeout = attributes.timeout_secs.unwrap_or(60);
+    let run = match (&sources.server, attributes.server) {
+        (Some((server, files)), _) => {
+            for file in files {
+                let _ = write!(hashes, " {:016x}", fnv(&fs::read(file).unwrap_or_default()));
+            }
+            let _ = writeln!(program, "#[allow(dead_code)]\n#[path = {server:?}]\nmod cookbook_server;");
+            format!("run_client({RENAMED_MAIN}, {timeout}, cookbook_server::serve)")
+        }
+        (None, true) => format!("run_server({RENAMED_MAIN}, {timeout})"),
+        (None, false) => format!("run({RENAMED_MAIN}, {timeout})"),
+    };
+    let _ = writeln!(program, "// built from: {hashes}");
+    let id = format!("{:016x}", fnv(format!("{program}{run}").as_bytes()));
+    let run = run.replacen(")", &format!(", {id:?})"), 1);
+    let _ = writeln!(program, "fn main() -> std::process::ExitCode {{\n    cookbook_harness::{run}\n}}");
+    let mut code = String::new();
+    let (heading, expected) = (block.heading.as_ref(), block.expected.as_ref());
+    let _ = writeln!(code, "//@ id {id}");
+    let _ = writeln!(code, "//@ chapter {chapter}\n//@ line {}", block.line);
+    let _ = writeln!(code, "//@ end {}\n//@ excerpt {}", block.end_line, expanded.partial);
+    let _ = writeln!(code, "//@ heading {}", heading.map_or("", |(_, h)| h.as_str()));
+    let _ = writeln!(code, "//@ expected_line {}", expected.map_or(0, |e| e.line));
+    for line in expected.map_or("", |e| e.text.as_str()).lines() {
+        let _ = writeln!(code, "//@| {line}");
+    }
+    Ok(code + &program)
+}
+
+/// The files a server program is built from: itself and the files its
+/// `#[path = "..."]` lines include (relative to its folder), and theirs.
+pub fn server_files(server: &Path) -> Vec<String> {
+    let mut files = vec![server.display().to_string()];
+    let dir = server.parent().unwrap_or(Path::new("."));
+    for line in fs::read_to_string(server).unwrap_or_default().lines() {
+        if let Some(path) = line.trim().strip_prefix("#[path = \"") {
+            files.extend(server_files(&dir.join(path.trim_end_matches("\"]"))));
+        }
+    }
+    files
+}
+
+/// FNV-1a, 64 bits: a stable hash that needs no crate.
+pub fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// The markdown skeptic reads for one block: the block's heading and fence
@@ -366,15 +387,10 @@ pub fn test_copy(block: &CodeBlock, attributes: &Attributes, code: &str) -> Stri
     if let Some((line, heading)) = &block.heading {
         lines[line - 1] = format!("## {heading}");
     }
-    let mut out = lines.join("\n");
-    out.push('\n');
-    let flag = if attributes.ignore {
-        ",ignore"
-    } else if attributes.no_run {
-        ",no_run"
-    } else {
-        ""
+    let flag = match (attributes.ignore, attributes.no_run) {
+        (true, _) => ",ignore",
+        (false, true) => ",no_run",
+        _ => "",
     };
-    let _ = write!(out, "```rust{flag}\n{code}```\n");
-    out
+    format!("{}\n```rust{flag}\n{code}```\n", lines.join("\n"))
 }

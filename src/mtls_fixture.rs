@@ -1,5 +1,5 @@
 //! The mutual-TLS server of the chapter "Securing connections with TLS" as
-//! the book's blocks meet it: as [`crate::tls_fixture`], but it requires a
+//! the book's blocks meet it: as `src/tls_fixture.rs`, but it requires a
 //! client certificate from the test authority (`tls_server --client-ca
 //! certs/ca.pem`).
 
@@ -7,11 +7,14 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
+#[path = "tls_fixture.rs"]
+mod tls_fixture;
+
 /// Serves over mutual TLS, with the certificates of step 1 in `certs/`,
 /// written before this returns.
 pub fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = Result<(), String>> + Send + 'static {
-    crate::tls_fixture::serve_with(listener, shutdown, true)
+    tls_fixture::serve_with(listener, shutdown, true)
 }

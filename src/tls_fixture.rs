@@ -10,8 +10,13 @@ use std::path::Path;
 use tokio::net::TcpListener;
 use tonic::transport::ServerTlsConfig;
 
-use crate::tls_certificates::write_certificates;
-use crate::tls_server::{serve_tls, tls_config};
+#[path = "../examples/tls_certificates.rs"]
+mod tls_certificates;
+#[path = "../examples/tls_server.rs"]
+mod tls_server;
+
+use tls_certificates::write_certificates;
+use tls_server::{serve_tls, tls_config};
 
 /// Reads `certs/NAME`.
 fn read(name: &str) -> Result<Vec<u8>, String> {

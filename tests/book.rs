@@ -1,5 +1,15 @@
 //! Every Rust block of the book as a test: skeptic compiles each one, and
-//! runs each one that runs (see `build.rs`).
+//! runs each one that runs (see `build.rs`); `src/check.rs` checks what it
+//! printed.
+
+#[path = "../src/book.rs"]
+#[allow(dead_code)]
+mod book;
+#[path = "../src/check.rs"]
+mod check;
+#[path = "../src/harness.rs"]
+#[allow(dead_code)]
+mod harness;
 
 use std::panic;
 use std::sync::Once;
@@ -8,12 +18,12 @@ include!(concat!(env!("OUT_DIR"), "/skeptic-tests.rs"));
 
 fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
     quiet_command_lines();
-    skeptic::rt::run_test(root, out, target, code);
+    check::run_snippet(root, out, target, code);
 }
 
 fn check_snippet(root: &str, out: &str, target: &str, code: &str) {
     quiet_command_lines();
-    skeptic::rt::compile_test(root, out, target, code);
+    check::check_snippet(root, out, target, code);
 }
 
 /// skeptic fails a test with the whole rustc command line (tens of KB);

@@ -1,19 +1,30 @@
 //! Self-tests of the harness: a block whose output differs, that panics,
-//! fails or hangs must fail its test; `...` must match; the book's blocks
-//! must all become tests.
+//! fails or hangs must fail its test; `...` must match; bless must write
+//! what a block printed and keep the `...`; the book's blocks must all
+//! become tests.
+
+#[path = "../src/book.rs"]
+#[allow(dead_code)]
+mod book;
+#[path = "../src/check.rs"]
+#[allow(dead_code)]
+mod check;
+#[path = "../src/harness.rs"]
+#[allow(dead_code)]
+mod harness;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flight_cookbook::book::{self, Attributes, Snippet};
+use book::{Attributes, Snippet, Sources};
 
 /// Turns the first Rust block of `markdown` into its test code and runs it
-/// as `cargo test` would; `Err` carries skeptic's failure.
+/// as `cargo test` would; `Err` carries the failure.
 fn run_block(markdown: &str) -> Result<(), String> {
     let code = test_code(markdown)?;
     let run = panic::catch_unwind(AssertUnwindSafe(|| {
-        skeptic::rt::run_test(
+        check::run_snippet(
             env!("CARGO_MANIFEST_DIR"),
             env!("OUT_DIR"),
             env!("FLIGHT_COOKBOOK_TARGET"),
@@ -21,10 +32,9 @@ fn run_block(markdown: &str) -> Result<(), String> {
         )
     }));
     run.map_err(|panic| {
-        panic
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_else(|| "a panic".to_string())
+        let text = panic.downcast_ref::<String>().cloned();
+        let text = text.or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+        text.unwrap_or_else(|| "a panic".to_string())
     })
 }
 
@@ -36,12 +46,77 @@ fn test_code(markdown: &str) -> Result<String, String> {
         .ok_or("no rust block")?;
     let attributes = Attributes::parse(&block.info)?.ok_or("not a rust block")?;
     let expanded = book::expand(&block.body, Path::new("."))?;
-    book::test_code(&Snippet {
-        chapter: "book/src/selftest.md",
-        block,
-        attributes: &attributes,
-        expanded: &expanded,
-    })
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/harness.rs");
+    book::test_code(
+        &Snippet {
+            chapter: "book/src/selftest.md",
+            block,
+            attributes: &attributes,
+            expanded: &expanded,
+        },
+        &Sources {
+            harness: &harness,
+            server: None,
+        },
+    )
+}
+
+#[test]
+fn a_program_does_not_depend_on_where_its_block_stands() {
+    let block = "```rust\nfn main() {\n    println!(\"x\");\n}\n```\n\n```text\nx\n```\n";
+    let program = |markdown: &str| check::Block::parse(&test_code(markdown).expect("code")).1;
+    let moved = format!("# Another heading\n\nSome prose.\n\n{block}");
+    assert_eq!(program(block), program(&moved));
+    let (first, _) = check::Block::parse(&test_code(block).expect("code"));
+    let (second, _) = check::Block::parse(&test_code(&moved).expect("code"));
+    assert_eq!((first.line, second.line), (1, 5));
+    assert_eq!(first.expected, "x\n");
+    assert_ne!(program(block), program(&block.replace("\"x\"", "\"y\"")));
+}
+
+#[test]
+fn bless_keeps_what_still_matches_and_writes_what_changed() {
+    let old = "token ...\nsame\nold line\n...\nend";
+    let printed = "token abc\nsame\nnew line\nmany\nlines\nend\nadded";
+    assert_eq!(
+        check::blessed(old, printed, false),
+        "token ...\nsame\nnew line\n...\nend\nadded"
+    );
+    assert!(check::matches(&check::blessed(old, printed, false), printed, false));
+    // An excerpt keeps to its own part of what the program printed.
+    let printed = "before\nb\nc2\nafter";
+    assert_eq!(check::blessed("b\nc", printed, true), "b\nc2");
+    assert_eq!(check::blessed("x", "x", false), "x");
+    assert_eq!(check::blessed("", "new", false), "new");
+    assert_eq!(check::blessed("gone", "", false), "");
+}
+
+#[test]
+fn the_report_shows_expected_and_printed_side_by_side() {
+    let block = check::Block {
+        chapter: "book/src/x.md".into(),
+        expected: "same\nBearer ...\nwanted".into(),
+        expected_line: 20,
+        ..Default::default()
+    };
+    let report = check::side_by_side(&block, "same\nBearer abc\ngot\nextra\n");
+    let rows: Vec<&str> = report.lines().collect();
+    assert!(rows[0].contains("expected (book/src/x.md:20)"), "{report}");
+    assert!(rows[1].starts_with("    same") && rows[1].ends_with("| same"), "{report}");
+    assert!(rows[2].starts_with("    Bearer ...") && rows[2].ends_with("| Bearer abc"));
+    assert!(rows[3].starts_with("  ✗ wanted") && rows[3].ends_with("| got"), "{report}");
+    assert!(rows[4].starts_with("  ✗ ") && rows[4].ends_with("| extra"), "{report}");
+}
+
+#[test]
+fn ellipsis_matches_within_and_across_lines() {
+    let m = |e, a| check::matches(e, a, false);
+    assert!(m("a\nb", "a\nb\n") && !m("a\nb", "a\nc") && !m("a", "a\nb") && m("a  \n\n", "a"));
+    assert!(m("Bearer ...", "Bearer abc") && m("a\n...\nd", "a\nb\nc\nd") && m("...", ""));
+    assert!(m("x...y...z", "x1y2z") && !m("x...y...z", "x1z2y") && !m("ab...ba", "aba"));
+    let excerpt = |e, a| check::matches(e, a, true);
+    assert!(excerpt("b\nc", "a\nb\nc\nd") && excerpt("a", "a\nb") && excerpt("b", "a\nb"));
+    assert!(!excerpt("b\nd", "a\nb\nc\nd") && !excerpt("ch", "echo") && excerpt("b...", "a\nbx\nc"));
 }
 
 #[test]
