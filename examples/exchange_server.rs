@@ -1,7 +1,6 @@
 // ANCHOR: uses
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
@@ -37,32 +36,18 @@ pub const RUNNING_TOTAL: &str = "running_total";
 #[derive(Clone, Default)]
 pub struct ExchangeService {
     datasets: Arc<Mutex<HashMap<String, Vec<RecordBatch>>>>,
-    exchanges: Arc<AtomicUsize>,
-}
-
-impl ExchangeService {
-    /// How many exchanges are under way.
-    pub fn open_exchanges(&self) -> usize {
-        self.exchanges.load(Ordering::SeqCst)
-    }
 }
 
 // ANCHOR: running_total
-/// The state of one exchange: the total so far. It counts as an open
-/// exchange until it is dropped, which happens when the call ends for any
-/// reason, a client that goes away included.
+/// The state of one exchange: the total so far. It lives in the exchange's
+/// stream, and goes with it when the call ends for any reason, a client that
+/// goes away included.
+#[derive(Default)]
 struct RunningTotal {
     total: i64,
-    open: Arc<AtomicUsize>,
 }
 
 impl RunningTotal {
-    fn new(open: &Arc<AtomicUsize>) -> RunningTotal {
-        open.fetch_add(1, Ordering::SeqCst);
-        let open = Arc::clone(open);
-        RunningTotal { total: 0, open }
-    }
-
     fn add(&mut self, batch: RecordBatch) -> Result<RecordBatch, Status> {
         let values = int64_column(&batch, VALUE)?;
         let mut totals = Vec::with_capacity(values.len());
@@ -79,12 +64,6 @@ impl RunningTotal {
         columns.push(Arc::new(Int64Array::from(totals)) as ArrayRef);
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl Drop for RunningTotal {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -213,7 +192,7 @@ impl FlightService for ExchangeService {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let input = ipc_messages(request.into_inner());
-        let mut state = RunningTotal::new(&self.exchanges);
+        let mut state = RunningTotal::default();
         let output = FlightRecordBatchStream::new_from_flight_data(input)
             .map_err(unreadable)
             .and_then(move |batch| futures::future::ready(state.add(batch)))
@@ -322,24 +301,15 @@ fn lock(datasets: &Mutex<Datasets>) -> Result<std::sync::MutexGuard<'_, Datasets
         .map_err(|_| Status::internal("the dataset store is unusable"))
 }
 
-/// Serves `service` on `listener` until `shutdown` completes.
-pub async fn serve_service(
-    service: ExchangeService,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    Server::builder()
-        .add_service(FlightServiceServer::new(service))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
-        .await
-}
-
 /// Serves a new [`ExchangeService`] on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    serve_service(ExchangeService::default(), listener, shutdown).await
+    Server::builder()
+        .add_service(FlightServiceServer::new(ExchangeService::default()))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await
 }
 
 // ANCHOR: main

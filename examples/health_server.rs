@@ -151,18 +151,26 @@ async fn end_watches(mut reporter: HealthReporter) {
 }
 // ANCHOR_END: serve
 
-/// [`serve_with_drain`] with no time to drain, for tests and the book.
+// ANCHOR: main
+/// How long the server drains unless told otherwise.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// [`serve_with_drain`] for [`DRAIN`].
 pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_drain(listener, shutdown, Duration::ZERO).await
+    serve_with_drain(listener, shutdown, DRAIN).await
 }
 
-// ANCHOR: main
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1);
+    let mut args = std::env::args().skip(1);
+    let addr = args.next();
+    let drain = match args.next() {
+        Some(secs) => Some(Duration::from_secs(secs.parse()?)),
+        None => None,
+    };
     let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8818")).await?;
 
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -174,7 +182,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     println!("Serving on grpc://{}", listener.local_addr()?);
-    serve_with_drain(listener, stop, Duration::from_secs(5)).await?;
+    match drain {
+        Some(drain) => serve_with_drain(listener, stop, drain).await?,
+        None => serve(listener, stop).await?,
+    }
     Ok(())
 }
 // ANCHOR_END: main

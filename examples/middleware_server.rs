@@ -400,24 +400,19 @@ impl http_body::Body for PermitBody {
 // ANCHOR_END: limit
 
 // ANCHOR: serve
-/// Serves [`WorkService`] with a log line per call, printed, and at most
-/// two `work` actions at once, on `listener` until `shutdown` completes.
+/// How many calls of each method may run at once; other methods have no
+/// limit.
+pub const LIMITS: [(&str, usize); 2] = [("DoAction", 2), ("DoGet", 8)];
+
+/// Serves [`WorkService`] with a log line per call, printed, and the
+/// [`LIMITS`], on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_log(listener, shutdown, |line| println!("{line}")).await
-}
-
-/// [`serve`], with the log lines going to `sink`.
-pub async fn serve_with_log(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    sink: impl Fn(String) + Send + Sync + 'static,
-) -> Result<(), tonic::transport::Error> {
     Server::builder()
-        .layer(CallLogLayer::new(sink))
-        .layer(ConcurrencyLimitLayer::new(&[("DoAction", 2), ("DoGet", 8)]))
+        .layer(CallLogLayer::new(|line| println!("{line}")))
+        .layer(ConcurrencyLimitLayer::new(&LIMITS))
         .add_service(FlightServiceServer::new(WorkService))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await

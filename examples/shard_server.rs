@@ -286,16 +286,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             _ = terminate.recv() => {}
         }
     };
-    let url = format!("grpc://{}", listener.local_addr()?);
+    println!("Serving on grpc://{}", listener.local_addr()?);
     match shard {
-        Some((shard, layout)) => {
-            println!("Serving shard {shard} on {url}");
-            serve_shard(listener, shard, layout, stop).await
-        }
-        None => {
-            println!("Serving on {url}, shard 1 of 2 beside it");
-            serve(listener, stop).await
-        }
+        Some((shard, layout)) => serve_shard(listener, shard, layout, stop).await,
+        None => serve(listener, stop).await,
     }
 }
 // ANCHOR_END: main

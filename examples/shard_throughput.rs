@@ -8,6 +8,13 @@
 //! client that fetches every endpoint at once and puts the table back
 //! together. Prints the median of RUNS runs (default 5) for each layout,
 //! and its speed-up over one server.
+//!
+//! The client is the recipe's own: `fetch_all` of `shard_client.rs`, which
+//! this program includes from beside it.
+
+#[allow(dead_code)]
+#[path = "shard_client.rs"]
+mod shard_client;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
@@ -15,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow_flight::{FlightClient, FlightDescriptor};
-use flight_cookbook::shard_client::fetch_all;
+use shard_client::fetch_all;
 use tonic::transport::Channel;
 
 struct Shards(Vec<Child>);
@@ -54,7 +61,7 @@ fn start(count: usize, rows: usize) -> Result<(Shards, String), Box<dyn std::err
         shards.0.push(child);
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        if !line.starts_with("Serving shard") {
+        if !line.starts_with("Serving on") {
             return Err(format!("shard {shard} did not start: {line:?}").into());
         }
     }

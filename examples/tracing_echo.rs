@@ -296,8 +296,8 @@ where
 // ANCHOR_END: server
 
 // ANCHOR: exporter
-/// A span exporter that keeps the spans in memory, for this example and
-/// for tests. A real service exports to a collector instead.
+/// A span exporter that keeps the spans in memory, for this example to
+/// print. A real service exports to a collector instead.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryExporter {
     spans: Arc<Mutex<Vec<SpanData>>>,

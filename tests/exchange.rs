@@ -4,8 +4,18 @@
 //! gets the right status while the server goes on serving.
 
 mod common;
+#[allow(dead_code)]
+#[path = "../examples/exchange_client.rs"]
+mod exchange_client;
+#[allow(dead_code)]
+#[path = "../examples/exchange_server.rs"]
+mod exchange_server;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
@@ -13,60 +23,129 @@ use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{FlightClient, FlightData, FlightDescriptor, Ticket};
-use flight_cookbook::exchange_client::{column, encode_with_metadata, values};
-use flight_cookbook::exchange_server::{ExchangeService, serve_service};
+use common::{Shutdown, TestServer};
+use exchange_client::{column, encode_with_metadata, values};
+use exchange_server::{ExchangeService, serve};
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt, TryStreamExt, stream};
+use http_body::Frame;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
-use tonic::Code;
-use tonic::transport::Channel;
+use tonic::body::Body;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Status};
+use tower::{Layer, Service};
 
 const SOON: Duration = Duration::from_secs(5);
 
-struct Running {
-    address: std::net::SocketAddr,
-    service: ExchangeService,
-    channel: Channel,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-}
+/// How many calls the server is still answering. A call ends on the server
+/// when tonic drops its response, and with it the stream `do_exchange`
+/// returned and the exchange's state: this layer counts the responses not
+/// yet dropped.
+#[derive(Clone, Default)]
+struct OpenCalls(Arc<AtomicUsize>);
 
-async fn start() -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let url = format!("http://{address}");
-    let service = ExchangeService::default();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_service(service.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(url)
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    Running {
-        address,
-        service,
-        channel,
-        stop,
-        task,
+impl OpenCalls {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    async fn wait_for_none(&self) {
+        let waited = timeout(SOON, async {
+            while self.count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "the exchange is still open on the server");
     }
 }
 
-impl Running {
-    fn channel_address(&self) -> std::net::SocketAddr {
-        self.address
+/// The recipe's service, with its open calls counted.
+async fn start_counted() -> (TestServer, OpenCalls) {
+    let open = OpenCalls::default();
+    let layer = open.clone();
+    let server = TestServer::start(|listener: TcpListener, shutdown: Shutdown| {
+        Server::builder()
+            .layer(layer)
+            .add_service(FlightServiceServer::new(ExchangeService::default()))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+    })
+    .await;
+    (server, open)
+}
+
+impl<S> Layer<S> for OpenCalls {
+    type Service = Counted<S>;
+
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            open: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    open: OpenCalls,
+}
+
+impl<S, B> Service<http::Request<B>> for Counted<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
     }
 
-    async fn stop(self) {
-        drop(self.channel);
-        let _ = self.stop.send(());
-        self.task.await.expect("task").expect("clean stop");
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        self.open.0.fetch_add(1, Ordering::SeqCst);
+        let open = OpenCall(self.open.clone());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| Body::new(CountedBody { body, _open: open })))
+        })
+    }
+}
+
+/// One open call, until it is dropped.
+struct OpenCall(OpenCalls);
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct CountedBody {
+    body: Body,
+    _open: OpenCall,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Status>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
     }
 }
 
@@ -94,8 +173,8 @@ fn status(result: Result<Vec<RecordBatch>, FlightError>) -> tonic::Status {
 fn results_come_back_while_the_input_is_still_open() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the streaming test", async {
-        let server = start().await;
-        let mut client = FlightClient::new(server.channel.clone());
+        let server = TestServer::start(serve).await;
+        let mut client = server.client().await;
         let (mut sender, receiver) = mpsc::channel(1);
         let input = FlightDataEncoderBuilder::new().build(receiver.map(Ok));
         let mut output = client.do_exchange(input).await.expect("exchange");
@@ -118,6 +197,7 @@ fn results_come_back_while_the_input_is_still_open() {
         }
         drop(sender);
         assert!(output.try_next().await.expect("clean end").is_none());
+        drop((output, client));
         server.stop().await;
     });
 }
@@ -126,8 +206,8 @@ fn results_come_back_while_the_input_is_still_open() {
 fn dropping_only_the_results_does_not_end_an_exchange() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the half-drop test", async {
-        let server = start().await;
-        let mut client = FlightClient::new(server.channel.clone());
+        let (server, open) = start_counted().await;
+        let mut client = server.client().await;
         let (mut sender, receiver) = mpsc::channel(1);
         let input = FlightDataEncoderBuilder::new().build(receiver.map(Ok));
         let mut output = client.do_exchange(input).await.expect("exchange");
@@ -136,35 +216,26 @@ fn dropping_only_the_results_does_not_end_an_exchange() {
             .await
             .expect("send");
         output.try_next().await.expect("a result").expect("one");
-        assert_eq!(server.service.open_exchanges(), 1);
+        assert_eq!(open.count(), 1);
 
         // tonic goes on with the call while the input is open: the book
         // says so.
         drop(output);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(server.service.open_exchanges(), 1);
+        assert_eq!(open.count(), 1);
         drop(sender);
-        wait_for_no_open_exchanges(&server.service).await;
+        open.wait_for_none().await;
+        drop(client);
         server.stop().await;
     });
-}
-
-async fn wait_for_no_open_exchanges(service: &ExchangeService) {
-    let waited = timeout(SOON, async {
-        while service.open_exchanges() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "the exchange is still open on the server");
 }
 
 #[test]
 fn a_client_that_goes_away_mid_exchange_ends_it_on_the_server() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the cancel test", async {
-        let server = start().await;
-        let url = format!("http://{}", server.channel_address());
+        let (server, open) = start_counted().await;
+        let url = server.url();
         // The client runs on a runtime of its own, dropped mid-exchange with
         // its input still open: as if its process had died.
         let (opened, has_opened) = std::sync::mpsc::channel();
@@ -200,18 +271,20 @@ fn a_client_that_goes_away_mid_exchange_ends_it_on_the_server() {
             .await
             .expect("join")
             .expect("the client got its first result");
-        assert_eq!(server.service.open_exchanges(), 1);
+        assert_eq!(open.count(), 1);
         go.send(()).expect("go");
         let _held = tokio::task::spawn_blocking(move || client.join().expect("client thread"))
             .await
             .expect("join");
-        wait_for_no_open_exchanges(&server.service).await;
+        open.wait_for_none().await;
 
         // And the server goes on serving.
-        let results = exchange(&server.channel, vec![values(&[5]).expect("batch")])
+        let channel = server.channel().await;
+        let results = exchange(&channel, vec![values(&[5]).expect("batch")])
             .await
             .expect("a new exchange");
         assert_eq!(column(&results[0], "running_total").expect("column"), [5]);
+        drop(channel);
         server.stop().await;
     });
 }
@@ -220,26 +293,27 @@ fn a_client_that_goes_away_mid_exchange_ends_it_on_the_server() {
 fn bad_exchanges_get_invalid_argument_naming_the_problem() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the bad input test", async {
-        let server = start().await;
+        let (server, open) = start_counted().await;
+        let channel = server.channel().await;
         let names = Arc::new(StringArray::from(vec!["a"])) as ArrayRef;
-        let missing = status(exchange(&server.channel, vec![batch("name", names.clone())]).await);
+        let missing = status(exchange(&channel, vec![batch("name", names.clone())]).await);
         assert_eq!(missing.code(), Code::InvalidArgument, "{missing:?}");
         assert_eq!(
             missing.message(),
             r#"the input has no column "value"; its columns: ["name"]"#
         );
 
-        let wrong_type = status(exchange(&server.channel, vec![batch("value", names)]).await);
+        let wrong_type = status(exchange(&channel, vec![batch("value", names)]).await);
         assert_eq!(wrong_type.code(), Code::InvalidArgument, "{wrong_type:?}");
         assert_eq!(wrong_type.message(), r#"column "value" is Utf8, not Int64"#);
 
         let big = values(&[i64::MAX]).expect("batch");
-        let overflow = status(exchange(&server.channel, vec![big.clone(), big]).await);
+        let overflow = status(exchange(&channel, vec![big.clone(), big]).await);
         assert_eq!(overflow.code(), Code::InvalidArgument, "{overflow:?}");
         assert_eq!(overflow.message(), "the running total overflows Int64");
 
         // Not Arrow IPC at all.
-        let mut raw = FlightServiceClient::new(server.channel.clone());
+        let mut raw = FlightServiceClient::new(channel.clone());
         let garbage = FlightData::new()
             .with_data_header(&b"not a flatbuffer"[..])
             .with_data_body(&b"nor a body"[..]);
@@ -273,7 +347,7 @@ fn bad_exchanges_get_invalid_argument_naming_the_problem() {
         assert_eq!(garbled.code(), Code::InvalidArgument, "{garbled:?}");
 
         // An upload must say where it goes.
-        let mut client = FlightClient::new(server.channel.clone());
+        let mut client = FlightClient::new(channel.clone());
         let upload =
             FlightDataEncoderBuilder::new().build(stream::iter([Ok(values(&[1]).expect("batch"))]));
         let refused = match client.do_put(upload).await {
@@ -302,14 +376,15 @@ fn bad_exchanges_get_invalid_argument_naming_the_problem() {
         }
 
         // The server goes on serving.
-        let results = exchange(&server.channel, vec![values(&[1, 2]).expect("batch")])
+        let results = exchange(&channel, vec![values(&[1, 2]).expect("batch")])
             .await
             .expect("a good exchange");
         assert_eq!(
             column(&results[0], "running_total").expect("column"),
             [1, 3]
         );
-        assert_eq!(server.service.open_exchanges(), 0);
+        open.wait_for_none().await;
+        drop((raw, client, channel));
         server.stop().await;
     });
 }
@@ -318,8 +393,8 @@ fn bad_exchanges_get_invalid_argument_naming_the_problem() {
 fn each_batch_keeps_its_metadata_also_when_the_encoder_splits_it() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the metadata test", async {
-        let server = start().await;
-        let mut client = FlightClient::new(server.channel.clone());
+        let server = TestServer::start(serve).await;
+        let mut client = server.client().await;
         // 3 MiB of values: more than the encoder's 2 MiB messages.
         let big: Vec<i64> = (0..393_216).collect();
         let batches = vec![
@@ -383,6 +458,7 @@ fn each_batch_keeps_its_metadata_also_when_the_encoder_splits_it() {
             messages[0].inner.app_metadata.is_empty(),
             "the schema message"
         );
+        drop(client);
         server.stop().await;
     });
 }

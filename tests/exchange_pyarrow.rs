@@ -7,56 +7,40 @@
 //!
 //! And our client against a pyarrow server that does the same
 //! (`tests/python/exchange_server.py`).
-//!
-//! Without pyarrow the tests are skipped, except on CI, where it fails.
 
 mod common;
+#[allow(dead_code)]
+#[path = "../examples/exchange_client.rs"]
+mod exchange_client;
+#[allow(dead_code)]
+#[path = "../examples/exchange_server.rs"]
+mod exchange_server;
 
-use common::{PythonServer, TIMEOUT, block_on, run_with_timeout, runtime, script};
-
-use std::process::Command;
+use std::ffi::OsStr;
 
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::{FlightClient, Ticket};
-use flight_cookbook::exchange_client::{column, running_totals, upload_with_acks};
-use flight_cookbook::exchange_server::serve;
+use common::{ChildProcess, TIMEOUT, TestServer, block_on, runtime};
+use exchange_client::{column, running_totals, upload_with_acks};
+use exchange_server::serve;
 use futures::TryStreamExt;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn a_pyarrow_client_exchanges_uploads_and_downloads_with_app_metadata() {
-    let python = match common::python("import pyarrow.flight") {
-        Ok(python) => python,
-        Err(why) => {
-            return common::unavailable("the pyarrow client against our exchange server", &why)
-                .unwrap_or(());
-        }
-    };
     let runtime = runtime();
-    let listener = block_on(&runtime, "binding", TcpListener::bind("127.0.0.1:0")).expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = runtime.spawn(serve(listener, async {
-        let _ = stopped.await;
-    }));
-
-    let mut client = Command::new(&python);
-    client
-        .arg(script("exchange_client.py"))
-        .arg(format!("grpc://{addr}"));
-    let output = run_with_timeout(client, TIMEOUT).expect("the pyarrow client runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{stderr}",
-        output.status
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let server = block_on(&runtime, "starting the server", TestServer::start(serve));
+    let url = server.grpc_url();
+    let client = ChildProcess::python(&common::python(), "exchange_client.py", &[OsStr::new(&url)]);
+    let finished = client.wait(TIMEOUT);
+    assert!(finished.success(), "{}", finished.report());
+    let lines: Vec<&str> = finished.stdout.lines().collect();
     let Some((refused, lines)) = lines.split_last() else {
-        panic!("no output:\n{stderr}");
+        panic!("no output: {}", finished.report());
     };
     assert_eq!(
         lines,
@@ -74,31 +58,25 @@ fn a_pyarrow_client_exchanges_uploads_and_downloads_with_app_metadata() {
             "batch 2 of 3: value [4, 5]",
             "batch 3 of 3: value [6]",
         ],
-        "{stderr}"
+        "{}",
+        finished.stderr
     );
     assert!(refused.starts_with("ArrowInvalid: "), "{refused}");
     assert!(
         refused.contains(r#"the input has no column "value"; its columns: ["name"]"#),
         "{refused}"
     );
-
-    let _ = stop.send(());
-    block_on(&runtime, "the server's stop", task)
-        .expect("the server task")
-        .expect("the server ends cleanly");
+    block_on(&runtime, "stopping the server", server.stop());
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn our_client_exchanges_uploads_and_downloads_with_a_pyarrow_server() {
-    let python = match common::python("import pyarrow.flight") {
-        Ok(python) => python,
-        Err(why) => {
-            return common::unavailable("our client against the pyarrow exchange server", &why)
-                .unwrap_or(());
-        }
-    };
-    let mut server = PythonServer::start(&python, "exchange_server.py", &[]);
-    let url = format!("http://127.0.0.1:{}", server.port);
+    let mut server = ChildProcess::python(&common::python(), "exchange_server.py", &[]);
+    let url = format!("http://{}", server.serving_on());
     let runtime = runtime();
     block_on(&runtime, "the calls", async {
         let channel = Channel::from_shared(url)
@@ -131,9 +109,10 @@ fn our_client_exchanges_uploads_and_downloads_with_a_pyarrow_server() {
         .map(|(label, values)| (label.to_string(), values));
         assert_eq!(got, expected);
     });
-    let (status, stderr) = server.stop();
+    let finished = server.stop();
     assert!(
-        status.is_some_and(|s| s.success()),
-        "pyarrow server: {status:?}\n{stderr}"
+        finished.success(),
+        "the pyarrow server: {}",
+        finished.report()
     );
 }

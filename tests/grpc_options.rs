@@ -3,6 +3,12 @@
 //! a call, and bad input refused with the server still serving.
 
 mod common;
+#[allow(dead_code)]
+#[path = "../examples/grpc_options_client.rs"]
+mod grpc_options_client;
+#[allow(dead_code)]
+#[path = "../examples/grpc_options_server.rs"]
+mod grpc_options_server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,50 +17,23 @@ use std::time::{Duration, Instant};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{Action, Ticket};
-use flight_cookbook::grpc_options_client::{connect, upload};
-use flight_cookbook::grpc_options_server::{OptionsService, serve};
+use common::{Shutdown, TestServer};
+use grpc_options_client::{connect, upload};
+use grpc_options_server::{OptionsService, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Request};
 
-/// The chapter's server on 127.0.0.1:0, or (`recipe: false`) the same
-/// service with tonic's defaults.
-struct TestServer {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl TestServer {
-    async fn start(recipe: bool) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let stopped = async {
-            let _ = stopped.await;
-        };
-        let task = if recipe {
-            tokio::spawn(serve(listener, stopped))
-        } else {
-            tokio::spawn(
-                Server::builder()
-                    .add_service(FlightServiceServer::new(OptionsService))
-                    .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped),
-            )
-        };
-        TestServer { url, stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let stopped = tokio::time::timeout(common::TIMEOUT, self.task).await;
-        let result = stopped.expect("the server stops in time");
-        result.expect("the task").expect("the server ends cleanly");
-    }
+/// The chapter's service with tonic's defaults, not the recipe's options.
+async fn start_with_defaults() -> TestServer {
+    TestServer::start(|listener: TcpListener, shutdown: Shutdown| {
+        Server::builder()
+            .add_service(FlightServiceServer::new(OptionsService))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+    })
+    .await
 }
 
 /// A TCP relay between a client and a server that counts the bytes going
@@ -134,8 +113,8 @@ fn sleep(millis: u64) -> Request<Action> {
 fn a_client_with_keep_alive_gives_up_on_a_dead_connection_one_without_waits() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the keep-alive test", async {
-        let server = TestServer::start(true).await;
-        let relay = Relay::start(&server.url).await;
+        let server = TestServer::start(serve).await;
+        let relay = Relay::start(&server.url()).await;
 
         let keeping_alive = Endpoint::from_shared(relay.url.clone())
             .expect("url")
@@ -181,6 +160,7 @@ fn a_client_with_keep_alive_gives_up_on_a_dead_connection_one_without_waits() {
             "without keep-alive the call should still wait"
         );
         without_call.abort();
+        let _ = without_call.await;
         let _ = relay.closed.send(true);
         server.stop().await;
     });
@@ -190,8 +170,8 @@ fn a_client_with_keep_alive_gives_up_on_a_dead_connection_one_without_waits() {
 fn gzip_sends_fewer_bytes_for_repetitive_numbers() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the gzip test", async {
-        let server = TestServer::start(true).await;
-        let relay = Relay::start(&server.url).await;
+        let server = TestServer::start(serve).await;
+        let relay = Relay::start(&server.url()).await;
         let channel = connect(relay.url.clone()).await.expect("connect");
 
         let mut plain = FlightServiceClient::new(channel.clone());
@@ -217,6 +197,8 @@ fn gzip_sends_fewer_bytes_for_repetitive_numbers() {
             gzip_bytes * 4 < plain_bytes,
             "{gzip_bytes} vs {plain_bytes}"
         );
+        drop((plain, gzip));
+        let _ = relay.closed.send(true);
         server.stop().await;
     });
 }
@@ -225,11 +207,10 @@ fn gzip_sends_fewer_bytes_for_repetitive_numbers() {
 fn a_server_with_default_limits_refuses_an_8_mb_message_the_recipe_accepts() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the server limit test", async {
-        let defaults = TestServer::start(false).await;
-        let recipe = TestServer::start(true).await;
+        let defaults = start_with_defaults().await;
+        let recipe = TestServer::start(serve).await;
 
-        let mut client =
-            FlightServiceClient::new(connect(defaults.url.clone()).await.expect("connect"));
+        let mut client = FlightServiceClient::new(connect(defaults.url()).await.expect("connect"));
         let refused = upload(&mut client, 1_000_000, usize::MAX).await;
         let message = format!("{:?}", refused.expect_err("refused"));
         assert!(message.contains("OutOfRange"), "{message}");
@@ -240,12 +221,12 @@ fn a_server_with_default_limits_refuses_an_8_mb_message_the_recipe_accepts() {
             .expect("split");
         assert_eq!(said, "1000000 rows in 4 batches, encoding identity");
 
-        let mut client =
-            FlightServiceClient::new(connect(recipe.url.clone()).await.expect("connect"));
+        let mut client = FlightServiceClient::new(connect(recipe.url()).await.expect("connect"));
         let said = upload(&mut client, 1_000_000, usize::MAX)
             .await
             .expect("accepted");
         assert_eq!(said, "1000000 rows in 1 batches, encoding identity");
+        drop(client);
         defaults.stop().await;
         recipe.stop().await;
     });
@@ -255,24 +236,14 @@ fn a_server_with_default_limits_refuses_an_8_mb_message_the_recipe_accepts() {
 fn the_servers_time_limit_is_the_shorter_of_its_own_and_the_clients() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the time limit test", async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(
+        let server = TestServer::start(|listener: TcpListener, shutdown: Shutdown| {
             Server::builder()
                 .timeout(Duration::from_millis(300))
                 .add_service(FlightServiceServer::new(OptionsService))
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-                    let _ = stopped.await;
-                }),
-        );
-        let mut client = FlightServiceClient::new(
-            Channel::from_shared(url)
-                .expect("url")
-                .connect()
-                .await
-                .expect("connect"),
-        );
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        })
+        .await;
+        let mut client = FlightServiceClient::new(server.channel().await);
 
         // No client deadline: the server's 300 ms end a 5 s nap.
         let started = Instant::now();
@@ -282,9 +253,8 @@ fn the_servers_time_limit_is_the_shorter_of_its_own_and_the_clients() {
         assert!(started.elapsed() < Duration::from_secs(3));
         // Within the limit: fine.
         client.do_action(sleep(10)).await.expect("a short nap");
-
-        let _ = stop.send(());
-        task.await.expect("task").expect("clean stop");
+        drop(client);
+        server.stop().await;
     });
 }
 
@@ -292,9 +262,8 @@ fn the_servers_time_limit_is_the_shorter_of_its_own_and_the_clients() {
 fn bad_tickets_and_actions_are_refused_with_what_is_wrong_and_the_server_serves_on() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the bad input test", async {
-        let server = TestServer::start(true).await;
-        let mut client =
-            FlightServiceClient::new(connect(server.url.clone()).await.expect("connect"));
+        let server = TestServer::start(serve).await;
+        let mut client = FlightServiceClient::new(connect(server.url()).await.expect("connect"));
 
         let tickets = [
             ("abc", "the ticket (a row count) must be a whole number"),
@@ -360,6 +329,7 @@ fn bad_tickets_and_actions_are_refused_with_what_is_wrong_and_the_server_serves_
             .expect("a result")
             .expect("one result");
         assert_eq!(&result.body[..], b"slept 1 ms");
+        drop((results, client));
         server.stop().await;
     });
 }

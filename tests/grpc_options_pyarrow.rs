@@ -5,39 +5,34 @@
 //! * our client against a pyarrow server (`tests/python/grpc_options_server.py`)
 //!   that sends a million rows as one 8 MB message;
 //! * a pyarrow client (`tests/python/grpc_options_client.py`) against our
-//!   server, `flight_cookbook::grpc_options_server::serve`.
-//!
-//! Without pyarrow the tests are skipped, except on CI, where they fail.
+//!   server, `serve` of `examples/grpc_options_server.rs`.
 
 mod common;
+#[allow(dead_code)]
+#[path = "../examples/grpc_options_client.rs"]
+mod grpc_options_client;
+#[allow(dead_code)]
+#[path = "../examples/grpc_options_server.rs"]
+mod grpc_options_server;
 
-use common::{PythonServer, TIMEOUT, block_on, run_with_timeout, runtime, script};
-
-use std::process::Command;
+use std::ffi::OsStr;
 
 use arrow_flight::FlightClient;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use flight_cookbook::grpc_options_client::{MAX_MESSAGE_SIZE, connect, count_rows, upload};
-use flight_cookbook::grpc_options_server::serve;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use common::{ChildProcess, TIMEOUT, TestServer, block_on, runtime};
+use grpc_options_client::{MAX_MESSAGE_SIZE, connect, count_rows, upload};
+use grpc_options_server::serve;
 use tonic::Code;
 
-fn python(test: &str) -> Option<String> {
-    match common::python("import pyarrow.flight") {
-        Ok(python) => Some(python),
-        Err(why) => common::unavailable(test, &why),
-    }
-}
-
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn our_client_needs_a_raised_limit_for_a_pyarrow_servers_large_batch() {
-    let Some(python) = python("our client against the pyarrow options server") else {
-        return;
-    };
-    let mut server = PythonServer::start(&python, "grpc_options_server.py", &[]);
-    let url = format!("http://127.0.0.1:{}", server.port);
+    let mut server = ChildProcess::python(&common::python(), "grpc_options_server.py", &[]);
+    let url = format!("http://{}", server.serving_on());
     let runtime = runtime();
     block_on(&runtime, "the calls", async {
         let channel = connect(url).await.expect("connect");
@@ -73,41 +68,33 @@ fn our_client_needs_a_raised_limit_for_a_pyarrow_servers_large_batch() {
             .expect("whole");
         assert_eq!(said, "1000000 rows in 1 batches");
     });
-    let (status, stderr) = server.stop();
+    let finished = server.stop();
     assert!(
-        status.is_some_and(|s| s.success()),
-        "pyarrow server: {status:?}\n{stderr}"
+        finished.success(),
+        "the pyarrow server: {}",
+        finished.report()
     );
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn a_pyarrow_client_downloads_and_uploads_whole_batches_within_our_limit() {
-    let Some(python) = python("the pyarrow client against our options server") else {
-        return;
-    };
     let runtime = runtime();
-    let listener = block_on(&runtime, "binding", TcpListener::bind("127.0.0.1:0")).expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = runtime.spawn(serve(listener, async {
-        let _ = stopped.await;
-    }));
-
-    let mut client = Command::new(&python);
-    client
-        .arg(script("grpc_options_client.py"))
-        .arg(format!("grpc://{addr}"));
-    let output = run_with_timeout(client, TIMEOUT).expect("the pyarrow client runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{stderr}",
-        output.status
+    let server = block_on(&runtime, "starting the server", TestServer::start(serve));
+    let url = server.grpc_url();
+    let client = ChildProcess::python(
+        &common::python(),
+        "grpc_options_client.py",
+        &[OsStr::new(&url)],
     );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let finished = client.wait(TIMEOUT);
+    assert!(finished.success(), "{}", finished.report());
+    let lines: Vec<&str> = finished.stdout.lines().collect();
     let [download, upload, too_large, bad_ticket] = lines[..] else {
-        panic!("expected 4 lines, got:\n{stdout}\n{stderr}");
+        panic!("expected 4 lines; {}", finished.report());
     };
     assert_eq!(download, "1000000 rows in 1 batches");
     assert_eq!(upload, "1000000 rows in 1 batches, encoding identity");
@@ -122,8 +109,5 @@ fn a_pyarrow_client_downloads_and_uploads_whole_batches_within_our_limit() {
         "{bad_ticket}"
     );
 
-    let _ = stop.send(());
-    block_on(&runtime, "the server's stop", task)
-        .expect("the server task")
-        .expect("the server ends cleanly");
+    block_on(&runtime, "stopping the server", server.stop());
 }

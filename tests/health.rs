@@ -3,17 +3,23 @@
 //! answered meanwhile; a plain grpcio client (Python) asks too.
 
 mod common;
+#[allow(dead_code)]
+#[path = "../examples/health_client.rs"]
+mod health_client;
+#[allow(dead_code)]
+#[path = "../examples/health_server.rs"]
+mod health_server;
 
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use arrow_flight::{Action, FlightClient};
-use flight_cookbook::health_client::check;
-use flight_cookbook::health_server::{serve, serve_with_drain};
+use common::{ChildProcess, Shutdown, TestServer};
 use futures::TryStreamExt;
+use health_client::check;
+use health_server::{DRAIN, serve, serve_with_drain};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -24,22 +30,12 @@ const FLIGHT: &str = "arrow.flight.protocol.FlightService";
 fn a_draining_server_says_not_serving_answers_flight_calls_then_stops() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the drain test", async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = oneshot::channel::<()>();
         let drain = Duration::from_secs(3);
-        let server = tokio::spawn(serve_with_drain(
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-            drain,
-        ));
-        let channel = Channel::from_shared(url)
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
+        let mut server = TestServer::start(|listener: TcpListener, shutdown: Shutdown| {
+            serve_with_drain(listener, shutdown, drain)
+        })
+        .await;
+        let channel = server.channel().await;
         let mut health = HealthClient::new(channel.clone());
         let mut watches = Vec::new();
         for service in ["", FLIGHT] {
@@ -53,7 +49,7 @@ fn a_draining_server_says_not_serving_answers_flight_calls_then_stops() {
         }
 
         let asked_to_stop = Instant::now();
-        let _ = stop.send(());
+        server.ask_to_stop();
         for (service, watch) in ["", FLIGHT].iter().zip(&mut watches) {
             let next = watch.message().await.expect("a status").expect("one");
             assert_eq!(next.status(), ServingStatus::NotServing, "{service:?}");
@@ -75,15 +71,16 @@ fn a_draining_server_says_not_serving_answers_flight_calls_then_stops() {
             "the drain ended too soon to test"
         );
 
-        server.await.expect("task").expect("clean stop");
+        // The watches stay open: the server must end them itself, or it
+        // would never stop.
+        server.stop().await;
         let took = asked_to_stop.elapsed();
         assert!(
             took >= drain,
             "stopped after {took:?}, before the drain ended"
         );
         assert!(took < drain + common::STOP_TIMEOUT, "took {took:?}");
-        // The watches ended with the drain; open ones would have kept the
-        // server from stopping.
+        // The watches ended with the drain.
         for watch in &mut watches {
             assert!(!matches!(watch.message().await, Ok(Some(_))));
         }
@@ -94,17 +91,8 @@ fn a_draining_server_says_not_serving_answers_flight_calls_then_stops() {
 fn health_and_flight_share_a_port_and_unknown_services_are_not_found() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the check test", async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, async {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(url)
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
+        let server = TestServer::start(serve).await;
+        let channel = server.channel().await;
         let mut health = HealthClient::new(channel.clone());
         assert_eq!(check(&mut health, "").await.expect("overall"), "Serving");
         assert_eq!(check(&mut health, FLIGHT).await.expect("flight"), "Serving");
@@ -126,44 +114,39 @@ fn health_and_flight_share_a_port_and_unknown_services_are_not_found() {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.contains("list_actions is not offered"), "{error}");
-        let _ = stop.send(());
-        server.await.expect("task").expect("clean stop");
+        drop((health, flight));
+        // `serve` drains for the default time.
+        let asked_to_stop = Instant::now();
+        server.stop().await;
+        assert!(asked_to_stop.elapsed() >= DRAIN);
     });
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn a_python_grpcio_client_checks_the_health_service() {
-    let test = "the grpcio health client against our server";
-    let python = match common::python("import grpc_health.v1.health_pb2_grpc") {
-        Ok(python) => python,
-        Err(why) => return common::unavailable(test, &why).unwrap_or(()),
-    };
     let runtime = common::runtime();
-    let listener =
-        common::block_on(&runtime, "bind", TcpListener::bind("127.0.0.1:0")).expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = runtime.spawn(serve(listener, async {
-        let _ = stopped.await;
-    }));
-    let mut client = std::process::Command::new(python);
-    client
-        .arg(common::script("health_client.py"))
-        .arg(addr.to_string());
-    let output = common::run_with_timeout(client, common::TIMEOUT).expect("the client runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let server = common::block_on(
+        &runtime,
+        "starting the server",
+        TestServer::start(|listener: TcpListener, shutdown: Shutdown| {
+            serve_with_drain(listener, shutdown, Duration::ZERO)
+        }),
     );
+    let address = server.addr.to_string();
+    let client = ChildProcess::python(
+        &common::python(),
+        "health_client.py",
+        &[OsStr::new(&address)],
+    );
+    let finished = client.wait(common::TIMEOUT);
+    assert!(finished.success(), "{}", finished.report());
     assert_eq!(
-        stdout,
+        finished.stdout,
         "'': SERVING\n'arrow.flight.protocol.FlightService': SERVING\n'no.such.Service': NOT_FOUND\n"
     );
-    let _ = stop.send(());
-    common::block_on(&runtime, "stop", server)
-        .expect("task")
-        .expect("clean stop");
+    common::block_on(&runtime, "stopping the server", server.stop());
 }

@@ -2,7 +2,11 @@
 //! keys checked, many clients at once, and pyarrow as a client.
 
 mod common;
+#[allow(dead_code)]
+#[path = "../examples/key_value_server.rs"]
+mod key_value_server;
 
+use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,52 +17,24 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema};
-use flight_cookbook::key_value_server::{EndOfStreamLayer, KeyValueService};
+use common::{ChildProcess, Shutdown, TestServer};
 use futures::{StreamExt, TryStreamExt, stream};
+use key_value_server::{EndOfStreamLayer, KeyValueService, serve};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
 use tonic::{Code, Request, Status};
 
-struct TestServer {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl TestServer {
-    async fn start(capacity: usize) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let service = FlightServiceServer::new(KeyValueService::new(capacity));
-        let task = tokio::spawn(
-            Server::builder()
-                .layer(EndOfStreamLayer)
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-                    let _ = stopped.await;
-                }),
-        );
-        TestServer { url, stop, task }
-    }
-
-    async fn channel(&self) -> Channel {
-        let endpoint = Channel::from_shared(self.url.clone()).expect("url");
-        endpoint.connect().await.expect("connect")
-    }
-
-    async fn client(&self) -> FlightClient {
-        FlightClient::new(self.channel().await)
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let result = tokio::time::timeout(common::TIMEOUT, self.task).await;
-        result.expect("in time").expect("task").expect("clean stop");
-    }
+/// The recipe's server, as `serve` builds it, with a store of `capacity`
+/// bytes instead of its 256 MiB.
+async fn start_with_capacity(capacity: usize) -> TestServer {
+    TestServer::start(move |listener: TcpListener, shutdown: Shutdown| {
+        Server::builder()
+            .layer(EndOfStreamLayer)
+            .add_service(FlightServiceServer::new(KeyValueService::new(capacity)))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+    })
+    .await
 }
 
 fn path(segments: &[&str]) -> FlightDescriptor {
@@ -137,19 +113,11 @@ async fn keys(client: &mut FlightClient) -> Vec<String> {
         .collect()
 }
 
-/// No error the server sends may show a path of its machine or a backtrace.
-fn assert_clean(status: &Status) {
-    let message = status.message();
-    for leak in ["/tmp", "/work", "/home", "panicked", "backtrace", ".rs:"] {
-        assert!(!message.contains(leak), "{leak:?} in {message:?}");
-    }
-}
-
 #[test]
 fn an_upload_cut_off_midway_stores_nothing_and_keeps_the_old_dataset() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the cut-off test", async {
-        let server = TestServer::start(1 << 30).await;
+        let server = TestServer::start(serve).await;
         let mut client = server.client().await;
         put(&mut client, &["kept"], vec![ints(1, 10)])
             .await
@@ -179,6 +147,7 @@ fn an_upload_cut_off_midway_stores_nothing_and_keeps_the_old_dataset() {
             );
         }
         assert_eq!(get(&mut client, "kept").await.expect("kept"), vec![1; 10]);
+        drop(client);
         server.stop().await;
     });
 }
@@ -188,7 +157,7 @@ fn an_upload_beyond_the_capacity_is_refused_and_changes_nothing() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the capacity test", async {
         // 1 MiB: room for 100 000 Int64 values (about 800 KB), not 200 000.
-        let server = TestServer::start(1024 * 1024).await;
+        let server = start_with_capacity(1024 * 1024).await;
         let mut client = server.client().await;
         put(&mut client, &["a"], vec![ints(1, 100_000)])
             .await
@@ -227,6 +196,7 @@ fn an_upload_beyond_the_capacity_is_refused_and_changes_nothing() {
         put(&mut client, &["b"], vec![ints(2, 100_000)])
             .await
             .expect("fits now");
+        drop(client);
         server.stop().await;
     });
 }
@@ -235,7 +205,7 @@ fn an_upload_beyond_the_capacity_is_refused_and_changes_nothing() {
 fn bad_keys_tickets_and_actions_are_refused_by_name_and_the_server_serves_on() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the bad input test", async {
-        let server = TestServer::start(1 << 30).await;
+        let server = TestServer::start(serve).await;
         let mut client = server.client().await;
         let long = "x".repeat(256);
         let descriptors = [
@@ -264,7 +234,8 @@ fn bad_keys_tickets_and_actions_are_refused_by_name_and_the_server_serves_on() {
             );
             assert_eq!(status.code(), Code::InvalidArgument, "{descriptor:?}");
             assert_eq!(status.message(), *expected);
-            assert_clean(&status);
+            let sent: Vec<&str> = descriptor.path.iter().map(String::as_str).collect();
+            common::assert_clean_status(&status, &sent);
 
             let status = status_of(client.get_schema(descriptor.clone()).await.map(drop));
             assert_eq!(status.code(), Code::InvalidArgument, "{descriptor:?}");
@@ -342,7 +313,7 @@ fn bad_keys_tickets_and_actions_are_refused_by_name_and_the_server_serves_on() {
                 Err(error) => Err(error),
             });
             assert_eq!((status.code(), status.message()), (code, expected));
-            assert_clean(&status);
+            common::assert_clean_status(&status, &["nothing", "DROP"]);
         }
 
         // Still serving, and a key of two segments works.
@@ -359,6 +330,7 @@ fn bad_keys_tickets_and_actions_are_refused_by_name_and_the_server_serves_on() {
             .await
             .expect("schema");
         assert_eq!(schema.field(0).name(), "n");
+        drop(client);
         server.stop().await;
     });
 }
@@ -373,7 +345,7 @@ fn concurrent_uploads_and_reads_see_only_whole_datasets() {
     common::block_on(&runtime, "the concurrency test", async {
         const BATCHES: usize = 8;
         const ROWS: usize = 10_000;
-        let server = TestServer::start(1 << 30).await;
+        let server = TestServer::start(serve).await;
         let mut client = server.client().await;
         put(&mut client, &["race"], vec![ints(-1, ROWS); BATCHES])
             .await
@@ -398,30 +370,28 @@ fn concurrent_uploads_and_reads_see_only_whole_datasets() {
         }
         let values = get(&mut client, "race").await.expect("the dataset");
         assert!((0..8).contains(&values[0]) && values.iter().all(|v| *v == values[0]));
+        drop(client);
         server.stop().await;
     });
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn a_pyarrow_client_puts_describes_gets_lists_and_deletes() {
-    let test = "the pyarrow client against the key-value server";
-    let python = match common::python("import pyarrow.flight") {
-        Ok(python) => python,
-        Err(why) => return common::unavailable(test, &why).unwrap_or(()),
-    };
     let runtime = common::runtime();
-    let server = common::block_on(&runtime, "start", TestServer::start(1 << 30));
-    let mut client = std::process::Command::new(python);
-    let url = server.url.replace("http://", "grpc://");
-    client.arg(common::script("key_value_client.py")).arg(url);
-    let output = common::run_with_timeout(client, common::TIMEOUT).expect("the client runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let server = common::block_on(&runtime, "starting the server", TestServer::start(serve));
+    let url = server.grpc_url();
+    let client = ChildProcess::python(
+        &common::python(),
+        "key_value_client.py",
+        &[OsStr::new(&url)],
     );
+    let finished = client.wait(common::TIMEOUT);
+    assert!(finished.success(), "{}", finished.report());
+    let stdout = finished.stdout;
     let expected = "put 2 batches\n\
         info: [b'profiles'] n: string rows=6 endpoints=1 locations=0\n\
         get: ['Ronald', 'David', 'Francisco', 'Manuel', 'Felipe', 'JJ']\n\
@@ -431,5 +401,5 @@ fn a_pyarrow_client_puts_describes_gets_lists_and_deletes() {
         list: []\n\
         after delete: ArrowKeyError: Flight returned not found error, with message: no dataset under \"profiles\"\n";
     assert_eq!(stdout, expected.replace(" n: string", " name: string"));
-    common::block_on(&runtime, "stop", server.stop());
+    common::block_on(&runtime, "stopping the server", server.stop());
 }

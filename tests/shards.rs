@@ -4,18 +4,26 @@
 //! endpoints too.
 
 mod common;
+#[allow(dead_code)]
+#[path = "../examples/shard_client.rs"]
+mod shard_client;
+#[allow(dead_code)]
+#[path = "../examples/shard_server.rs"]
+mod shard_server;
+
+use std::ffi::OsStr;
 
 use arrow_flight::{FlightClient, FlightDescriptor, FlightEndpoint, Ticket};
-use flight_cookbook::shard_client::{fetch, fetch_all};
-use flight_cookbook::shard_server::{Layout, serve, serve_shard};
+use common::{ChildProcess, Shutdown, TestServer};
 use futures::TryStreamExt;
+use shard_client::{fetch, fetch_all};
+use shard_server::{Layout, serve, serve_shard};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::transport::Channel;
 
 /// `count` shards of `rows` rows, each on a server of its own.
-async fn cluster(count: usize, rows: usize) -> (Vec<String>, Vec<oneshot::Sender<()>>) {
+async fn cluster(count: usize, rows: usize) -> Vec<TestServer> {
     let mut listeners = Vec::new();
     for _ in 0..count {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
@@ -24,23 +32,22 @@ async fn cluster(count: usize, rows: usize) -> (Vec<String>, Vec<oneshot::Sender
         .iter()
         .map(|l| format!("grpc://{}", l.local_addr().expect("address")))
         .collect();
-    let layout = Layout {
-        rows,
-        shards: shards.clone(),
-    };
-    let mut stops = Vec::new();
+    let layout = Layout { rows, shards };
+    let mut servers = Vec::new();
     for (shard, listener) in listeners.into_iter().enumerate() {
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tokio::spawn(serve_shard(listener, shard, layout.clone(), async {
-            let _ = stopped.await;
-        }));
+        let layout = layout.clone();
+        let serve = move |listener: TcpListener, shutdown: Shutdown| {
+            serve_shard(listener, shard, layout, shutdown)
+        };
+        servers.push(TestServer::start_on(listener, serve).await);
     }
-    let urls = shards
-        .iter()
-        .map(|u| u.replacen("grpc://", "http://", 1))
-        .collect();
-    (urls, stops)
+    servers
+}
+
+async fn stop(servers: Vec<TestServer>) {
+    for server in servers {
+        server.stop().await;
+    }
 }
 
 async fn client(url: &str) -> FlightClient {
@@ -61,7 +68,8 @@ fn every_server_describes_all_shards_and_the_parts_come_back_in_order() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the cluster test", async {
         // 3 shards of an odd number of rows: shares of 33 333 and 33 334.
-        let (urls, _stops) = cluster(3, 100_001).await;
+        let servers = cluster(3, 100_001).await;
+        let urls: Vec<String> = servers.iter().map(TestServer::url).collect();
         for url in &urls {
             let info = client(url)
                 .await
@@ -93,6 +101,7 @@ fn every_server_describes_all_shards_and_the_parts_come_back_in_order() {
                 .collect();
             assert_eq!(ids, (0..100_001).collect::<Vec<i64>>());
         }
+        stop(servers).await;
     });
 }
 
@@ -100,7 +109,8 @@ fn every_server_describes_all_shards_and_the_parts_come_back_in_order() {
 fn wrong_bad_and_unknown_requests_get_clean_errors() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the error test", async {
-        let (urls, _stops) = cluster(2, 1000).await;
+        let servers = cluster(2, 1000).await;
+        let urls: Vec<String> = servers.iter().map(TestServer::url).collect();
         let mut first = client(&urls[0]).await;
 
         let status = |e: arrow_flight::error::FlightError| match e {
@@ -162,6 +172,8 @@ fn wrong_bad_and_unknown_requests_get_clean_errors() {
             .await
             .expect("batches");
         assert_eq!(parts.iter().map(|b| b.num_rows()).sum::<usize>(), 500);
+        drop(first);
+        stop(servers).await;
     });
 }
 
@@ -169,12 +181,8 @@ fn wrong_bad_and_unknown_requests_get_clean_errors() {
 fn the_one_process_cluster_stops_both_shards() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the demo cluster test", async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let server = TestServer::start(serve).await;
+        let url = server.url();
         let info = client(&url)
             .await
             .get_flight_info(numbers())
@@ -188,38 +196,30 @@ fn the_one_process_cluster_stops_both_shards() {
             batches.iter().map(|b| b.num_rows()).sum::<usize>(),
             1_000_000
         );
-        let _ = stop.send(());
-        task.await.expect("task").expect("clean stop");
+        server.stop().await;
         let refused = Channel::from_shared(second).expect("url").connect().await;
         assert!(refused.is_err(), "shard 1 still serves");
     });
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn a_pyarrow_client_follows_the_endpoints() {
-    let test = "the pyarrow client of the shards";
-    let python = match common::python("import pyarrow.flight") {
-        Ok(python) => python,
-        Err(why) => return common::unavailable(test, &why).unwrap_or(()),
-    };
     let runtime = common::runtime();
-    let (urls, _stops) = common::block_on(&runtime, "start", cluster(2, 1_000_000));
-    let mut command = std::process::Command::new(python);
-    command
-        .arg(common::script("shard_client.py"))
-        .arg(urls[1].replacen("http://", "grpc://", 1));
-    let output = common::run_with_timeout(command, common::TIMEOUT).expect("the client runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let servers = common::block_on(&runtime, "starting the shards", cluster(2, 1_000_000));
+    let url = servers[1].grpc_url();
+    let client = ChildProcess::python(&common::python(), "shard_client.py", &[OsStr::new(&url)]);
+    let finished = client.wait(common::TIMEOUT);
+    assert!(finished.success(), "{}", finished.report());
     assert_eq!(
-        stdout,
+        finished.stdout,
         "1000000 rows in 2 endpoints, ordered=True\n\
          numbers/0: 500000 rows\n\
          numbers/1: 500000 rows\n\
          1000000 rows, ids in order: True\n"
     );
+    common::block_on(&runtime, "stopping the shards", stop(servers));
 }

@@ -3,9 +3,13 @@
 //! status, concurrent calls keep their own traces, and calls with no or a
 //! malformed `traceparent` get a new trace instead of an error.
 
+mod common;
+#[allow(dead_code)]
+#[path = "../examples/tracing_echo.rs"]
+mod tracing_echo;
+
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -13,10 +17,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use flight_cookbook::tracing_echo::{
-    ClientTracing, ClientTracingLayer, EchoServer, MemoryExporter, ServerTracingLayer,
-    configure_tracing,
-};
+use common::{Shutdown, TestServer, within};
 use futures::TryStreamExt;
 use futures::stream::{self, BoxStream};
 use opentelemetry::trace::{
@@ -26,89 +27,75 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, Value};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tokio::sync::mpsc;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tower::Layer;
-
-const STEP: Duration = Duration::from_secs(30);
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {STEP:?}"))
-}
+use tracing_echo::{
+    ClientTracing, ClientTracingLayer, MemoryExporter, ServerTracingLayer, configure_tracing,
+    method_name, serve,
+};
 
 /// A traced server on a free port, with its own exporter.
-struct Fixture {
+struct Traced {
     exporter: MemoryExporter,
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    server: TestServer,
 }
 
-impl Fixture {
-    async fn start<T: FlightService>(service: T) -> Fixture {
+impl Traced {
+    /// The recipe's server: its echo service, traced.
+    async fn echo() -> Traced {
+        Traced::start(serve).await
+    }
+
+    /// `service` with the recipe's server layer, as `serve` adds it.
+    async fn service<T: FlightService>(service: T) -> Traced {
+        Traced::start(|listener, tracer, shutdown| {
+            Server::builder()
+                .layer(ServerTracingLayer::new(tracer))
+                .add_service(FlightServiceServer::new(service))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        })
+        .await
+    }
+
+    async fn start<S, F>(serve: S) -> Traced
+    where
+        S: FnOnce(TcpListener, SdkTracer, Shutdown) -> F,
+        F: Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+    {
         let exporter = MemoryExporter::default();
         let provider = configure_tracing(exporter.clone());
         let tracer = provider.tracer("tests");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .layer(ServerTracingLayer::new(tracer.clone()))
-                .add_service(FlightServiceServer::new(service))
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-                    stopped.await.ok();
-                }),
-        );
-        Fixture {
+        let server_tracer = tracer.clone();
+        let server = TestServer::start(move |listener: TcpListener, shutdown: Shutdown| {
+            serve(listener, server_tracer, shutdown)
+        })
+        .await;
+        Traced {
             exporter,
             provider,
             tracer,
-            url,
-            stop: Some(stop),
-            server: Some(server),
+            server,
         }
-    }
-
-    async fn channel(&self) -> Channel {
-        within(
-            "connecting",
-            Channel::from_shared(self.url.clone())
-                .expect("url")
-                .connect(),
-        )
-        .await
-        .expect("connect")
     }
 
     /// A client whose calls are traced.
     async fn traced(&self) -> FlightServiceClient<ClientTracing<Channel>> {
         let layer = ClientTracingLayer::new(self.tracer.clone());
-        FlightServiceClient::new(layer.layer(self.channel().await))
+        FlightServiceClient::new(layer.layer(self.server.channel().await))
     }
 
     /// A client that sends no trace context.
     async fn plain(&self) -> FlightServiceClient<Channel> {
-        FlightServiceClient::new(self.channel().await)
+        FlightServiceClient::new(self.server.channel().await)
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            stop.send(()).ok();
-        }
-        if let Some(server) = self.server.take() {
-            within("stopping the server", server)
-                .await
-                .expect("server task")
-                .expect("server");
-        }
+    async fn stop(self) {
+        self.server.stop().await;
         self.provider.shutdown().expect("provider shutdown");
     }
 }
@@ -277,7 +264,7 @@ fn data(n: u8) -> FlightData {
 #[tokio::test]
 async fn a_streamed_response_ends_its_spans_only_when_the_stream_ends() {
     let (streamer, items) = Streamer::new();
-    let fixture = Fixture::start(streamer).await;
+    let fixture = Traced::service(streamer).await;
     let mut client = fixture.traced().await;
 
     let mut stream = within("do_get", client.do_get(Ticket::new("t")))
@@ -311,13 +298,14 @@ async fn a_streamed_response_ends_its_spans_only_when_the_stream_ends() {
     assert_eq!(server.span_kind, SpanKind::Server);
     assert_eq!(client_span.span_kind, SpanKind::Client);
     assert_child(server, client_span);
+    drop(client);
     fixture.stop().await;
 }
 
 #[tokio::test]
 async fn an_error_in_the_middle_of_a_stream_is_recorded_on_both_spans() {
     let (streamer, items) = Streamer::new();
-    let fixture = Fixture::start(streamer).await;
+    let fixture = Traced::service(streamer).await;
     let mut client = fixture.traced().await;
 
     items.send(Ok(data(1))).await.expect("send");
@@ -344,12 +332,13 @@ async fn an_error_in_the_middle_of_a_stream_is_recorded_on_both_spans() {
         Code::DataLoss,
         "the disk went away",
     );
+    drop(client);
     fixture.stop().await;
 }
 
 #[tokio::test]
 async fn a_refused_call_is_recorded_on_both_spans() {
-    let fixture = Fixture::start(EchoServer).await;
+    let fixture = Traced::echo().await;
     let mut client = fixture.traced().await;
 
     let error = within("do_get", client.do_get(Ticket::new("t")))
@@ -363,6 +352,7 @@ async fn a_refused_call_is_recorded_on_both_spans() {
     assert_error(server, Code::Unimplemented, "do_get is not offered");
     assert_error(client_span, Code::Unimplemented, "do_get is not offered");
     assert_child(server, client_span);
+    drop(client);
     fixture.stop().await;
 }
 
@@ -393,7 +383,7 @@ async fn a_call_that_cannot_reach_the_server_is_recorded_on_the_client_span() {
 
 #[tokio::test]
 async fn concurrent_calls_keep_their_own_traces() {
-    let fixture = Fixture::start(EchoServer).await;
+    let fixture = Traced::echo().await;
     let client = fixture.traced().await;
 
     let calls = (0..8).map(|i| {
@@ -441,12 +431,13 @@ async fn concurrent_calls_keep_their_own_traces() {
         assert_child(server, client_span);
     }
     assert_eq!(traces.len(), 8, "each call has its own trace");
+    drop(client);
     fixture.stop().await;
 }
 
 #[tokio::test]
 async fn a_call_without_a_traceparent_gets_a_root_server_span() {
-    let fixture = Fixture::start(EchoServer).await;
+    let fixture = Traced::echo().await;
     let mut client = fixture.plain().await;
 
     let results: Vec<_> = within("do_action", async {
@@ -467,12 +458,13 @@ async fn a_call_without_a_traceparent_gets_a_root_server_span() {
     assert_eq!(server.parent_span_id, SpanId::INVALID);
     assert_ne!(server.span_context.trace_id(), TraceId::INVALID);
     assert_eq!(server.status, SpanStatus::Ok);
+    drop(client);
     fixture.stop().await;
 }
 
 #[tokio::test]
 async fn a_malformed_traceparent_is_ignored() {
-    let fixture = Fixture::start(EchoServer).await;
+    let fixture = Traced::echo().await;
     let mut client = fixture.plain().await;
     let malformed = [
         "garbage",
@@ -531,12 +523,12 @@ async fn a_malformed_traceparent_is_ignored() {
         server.parent_span_id,
         SpanId::from_hex("00f067aa0ba902b7").expect("hex")
     );
+    drop(client);
     fixture.stop().await;
 }
 
 #[test]
 fn the_method_name_is_the_last_part_of_the_path() {
-    use flight_cookbook::tracing_echo::method_name;
     assert_eq!(
         method_name("/arrow.flight.protocol.FlightService/DoAction"),
         "DoAction"

@@ -516,3 +516,39 @@ pub fn assert_clean_status(status: &tonic::Status, sent: &[&str]) {
     assert_clean_message(status.message(), sent);
 }
 
+// Added for tests/shards.rs and tests/health.rs (helper-2).
+impl TestServer {
+    /// [`TestServer::start`] on a listener the test has bound itself: for
+    /// servers that must know their own address, or each other's, before
+    /// they start (a cluster of shards).
+    pub async fn start_on<S, F, E>(listener: TcpListener, serve: S) -> TestServer
+    where
+        S: FnOnce(TcpListener, Shutdown) -> F,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let addr = listener.local_addr().expect("the listener's address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = serve(
+            listener,
+            Box::pin(async move {
+                let _ = stopped.await;
+            }),
+        );
+        let task = tokio::spawn(async move { served.await.map_err(|e| e.to_string()) });
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Completes the server's shutdown future without waiting for the
+    /// server to stop, so that the test can watch what it does meanwhile
+    /// (a drain); [`TestServer::stop`] then waits for its end.
+    pub fn ask_to_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
