@@ -1,0 +1,405 @@
+//! Copies that cannot drift.
+//!
+//! A reader copies one program of `examples/` alone into a fresh crate, so
+//! some code stands in several programs on purpose (a tower layer, the stop
+//! on Ctrl-C or SIGTERM, the methods a server does not offer). This test
+//! keeps every copy the same as the others:
+//!
+//! 1. A section whose anchor name starts with `copy_` is a copy:
+//!    `// ANCHOR: copy_NAME` ... `// ANCHOR_END: copy_NAME`. Every section of
+//!    one such name, in whichever program, has the same text, line for line
+//!    (anchor lines inside it aside, as mdBook drops them), and the name
+//!    stands in two programs at least.
+//! 2. A stub, a method whose whole body is `Err(Status::unimplemented(..))`,
+//!    is a copy of every other stub of that method: a server answers a call
+//!    it does not offer in the same words as every other server.
+//! 3. Code repeated without that mark fails: [`MIN_RUN`] or more lines that
+//!    stand in two programs, the same but for indentation, must lie in copy
+//!    sections of one name, or in stubs, on both sides. Blank lines, lone
+//!    brackets, `use` declarations and anchor lines are not counted.
+//!
+//! Every other anchor name may stand in several programs with other code
+//! (`uses`, `main`, `serve`, `do_get`, ...: each program's own step); such
+//! sections are never compared. Adding a recipe needs no change here: code
+//! it repeats from another program goes in a `copy_` section of the same
+//! name in both, and rule 3 points at any it forgets.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::fs;
+
+/// The fewest shared lines that rule 3 reports. Shorter runs are mostly what
+/// a trait makes every implementation write alike: the signature of
+/// `http_body::Body::poll_frame` with its first line is seven.
+const MIN_RUN: usize = 8;
+
+/// The prefix of the anchor names of copies.
+const COPY: &str = "copy_";
+
+#[test]
+fn the_copies_in_the_programs_are_the_same() {
+    let dir = common::repo_root().join("examples");
+    let mut programs = Vec::new();
+    for entry in fs::read_dir(&dir).expect("examples/ can be read") {
+        let path = entry.expect("an entry of examples/").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let name = format!("examples/{}", path.file_name().unwrap_or_default().display());
+            let text = fs::read_to_string(&path).expect("a program can be read");
+            programs.push((name, text));
+        }
+    }
+    programs.sort();
+    assert!(programs.len() > 1, "no programs in {}", dir.display());
+    let problems = check(&programs);
+    assert!(
+        problems.is_empty(),
+        "{} problem(s) with copies (rules in tests/copies.rs):\n\n{}",
+        problems.len(),
+        problems.join("\n\n")
+    );
+}
+
+/// One program's copies and stubs, and its lines as rule 3 compares them.
+struct Parsed<'a> {
+    file: &'a str,
+    /// Copy sections and stubs: (group, first line, its lines with their
+    /// numbers). The group is the anchor name, or `stub NAME` for a stub.
+    groups: Vec<(String, usize, Vec<(usize, &'a str)>)>,
+    /// The lines rule 3 counts: number, text without indentation, and the
+    /// copy section or stub it lies in.
+    counted: Vec<(usize, &'a str, Option<String>)>,
+}
+
+/// Checks `programs`, (file name, text) pairs, against the three rules, and
+/// describes every problem.
+fn check(programs: &[(String, String)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let parsed: Vec<Parsed> = programs
+        .iter()
+        .map(|(file, text)| parse(file, text, &mut problems))
+        .collect();
+
+    let mut groups: BTreeMap<&str, Vec<(&str, usize, &[(usize, &str)])>> = BTreeMap::new();
+    for program in &parsed {
+        for (group, start, lines) in &program.groups {
+            groups
+                .entry(group)
+                .or_default()
+                .push((program.file, *start, lines));
+        }
+    }
+    for (group, copies) in &groups {
+        let (first_file, first_start, first) = copies[0];
+        if group.starts_with(COPY) && copies.iter().all(|(file, ..)| *file == first_file) {
+            problems.push(format!(
+                "{first_file}:{first_start}: `{group}` stands in no other program: \
+                 a copy needs its other copies (or drop the `{COPY}` prefix)"
+            ));
+        }
+        for &(file, start, lines) in &copies[1..] {
+            if !same_text(first, lines) {
+                problems.push(format!(
+                    "{first_file}:{first_start} and {file}:{start}: the copies of `{group}` \
+                     differ (make them the same):\n{}",
+                    diff(first_file, first, file, lines)
+                ));
+            }
+        }
+    }
+
+    for (i, a) in parsed.iter().enumerate() {
+        for b in &parsed[i + 1..] {
+            for (a_run, b_run) in unmarked_runs(&a.counted, &b.counted) {
+                problems.push(describe_run(a, a_run, b, b_run));
+            }
+        }
+    }
+    problems
+}
+
+fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed<'a> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut groups = Vec::new();
+    // Where each line belongs: the innermost copy section, else a stub.
+    let mut owner: Vec<Option<String>> = vec![None; lines.len()];
+
+    let mut open: Vec<(&str, usize, Vec<(usize, &str)>)> = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let number = index + 1;
+        let start = anchor(line, "ANCHOR:").filter(|name| name.starts_with(COPY));
+        let end = anchor(line, "ANCHOR_END:").filter(|name| name.starts_with(COPY));
+        if let Some(name) = start {
+            if open.iter().any(|(open_name, ..)| *open_name == name) {
+                problems.push(format!("{file}:{number}: `{name}` starts again before its end"));
+            }
+            open.push((name, number + 1, Vec::new()));
+        } else if let Some(name) = end {
+            match open.iter().rposition(|(open_name, ..)| *open_name == name) {
+                Some(at) => {
+                    let (name, start, section) = open.remove(at);
+                    groups.push((name.to_string(), start, section));
+                }
+                None => problems.push(format!("{file}:{number}: `{name}` ends but never starts")),
+            }
+        } else if !is_anchor(line) {
+            for (.., section) in &mut open {
+                section.push((number, *line));
+            }
+            owner[index] = open.last().map(|(name, ..)| name.to_string());
+        }
+    }
+    for (name, start, _) in open {
+        problems.push(format!("{file}:{}: `{name}` never ends", start - 1));
+    }
+
+    for (name, first, last) in stubs(&lines) {
+        let group = format!("stub {name}");
+        let section = (first..=last).map(|i| (i + 1, lines[i])).collect();
+        for slot in &mut owner[first..=last] {
+            slot.get_or_insert_with(|| group.clone());
+        }
+        groups.push((group, first + 1, section));
+    }
+
+    let mut counted = Vec::new();
+    let mut in_use = false;
+    for (index, line) in lines.iter().enumerate() {
+        let text = line.trim();
+        if in_use || text.starts_with("use ") || text.starts_with("pub use ") {
+            in_use = !text.ends_with(';');
+            continue;
+        }
+        let punctuation = text.chars().all(|c| "{}()[];,.?".contains(c));
+        if !punctuation && !is_anchor(line) {
+            counted.push((index + 1, text, owner[index].clone()));
+        }
+    }
+    Parsed {
+        file,
+        groups,
+        counted,
+    }
+}
+
+/// The name an `ANCHOR:` or `ANCHOR_END:` mark gives, as mdBook reads it.
+fn anchor<'a>(line: &'a str, mark: &str) -> Option<&'a str> {
+    let rest = line[line.find(mark)? + mark.len()..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+fn is_anchor(line: &str) -> bool {
+    anchor(line, "ANCHOR:").is_some() || anchor(line, "ANCHOR_END:").is_some()
+}
+
+/// The methods whose whole body is `Err(Status::unimplemented(..))`: their
+/// name, first and last line (indexes).
+fn stubs<'a>(lines: &[&'a str]) -> Vec<(&'a str, usize, usize)> {
+    let mut stubs = Vec::new();
+    for (first, line) in lines.iter().enumerate() {
+        let text = line.trim_start();
+        let Some(rest) = text.strip_prefix("async fn ") else {
+            continue;
+        };
+        let name = rest.split(['(', '<']).next().unwrap_or_default();
+        let closing = format!("{}}}", &line[..line.len() - text.len()]);
+        let Some(last) = (first..lines.len()).find(|&i| lines[i] == closing) else {
+            continue;
+        };
+        let Some(open) = (first..last).find(|&i| lines[i].ends_with('{')) else {
+            continue;
+        };
+        let body = &lines[open + 1..last];
+        if let [only] = body
+            && only.trim().starts_with("Err(Status::unimplemented(")
+        {
+            stubs.push((name, first, last));
+        }
+    }
+    stubs
+}
+
+fn same_text(a: &[(usize, &str)], b: &[(usize, &str)]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((_, x), (_, y))| x == y)
+}
+
+/// The lines in which `b` differs from `a`, found by a longest common
+/// subsequence; at most 12 of them.
+fn diff(a_file: &str, a: &[(usize, &str)], b_file: &str, b: &[(usize, &str)]) -> String {
+    let (n, m) = (a.len(), b.len());
+    let mut common = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            common[i][j] = if a[i].1 == b[j].1 {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    let mut changes = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && a[i].1 == b[j].1 {
+            (i, j) = (i + 1, j + 1);
+        } else if j == m || (i < n && common[i + 1][j] >= common[i][j + 1]) {
+            changes.push(format!("  - {a_file}:{}: {}", a[i].0, a[i].1));
+            i += 1;
+        } else {
+            changes.push(format!("  + {b_file}:{}: {}", b[j].0, b[j].1));
+            j += 1;
+        }
+    }
+    let more = changes.len().saturating_sub(12);
+    changes.truncate(12);
+    if more > 0 {
+        changes.push(format!("  ... and {more} more changed lines"));
+    }
+    changes.join("\n")
+}
+
+type Counted<'a> = [(usize, &'a str, Option<String>)];
+
+/// The runs of at least [`MIN_RUN`] counted lines that `a` and `b` share
+/// and do not both hold in the same copy section or stub: pairs of index
+/// ranges into `a` and `b`.
+fn unmarked_runs(a: &Counted, b: &Counted) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let mut at: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, (_, text, _)) in b.iter().enumerate() {
+        at.entry(text).or_default().push(j);
+    }
+    let mut runs = Vec::new();
+    // The runs that end at the previous line of `a`: end in `b` -> length.
+    let mut ending: HashMap<usize, usize> = HashMap::new();
+    for i in 0..=a.len() {
+        let mut next = HashMap::new();
+        if let Some((_, text, owner)) = a.get(i) {
+            for &j in at.get(text).into_iter().flatten() {
+                let marked = owner.is_some() && *owner == b[j].2;
+                if !marked {
+                    let length = j.checked_sub(1).and_then(|k| ending.get(&k)).unwrap_or(&0) + 1;
+                    next.insert(j, length);
+                }
+            }
+        }
+        for (&j, &length) in &ending {
+            if length >= MIN_RUN && !next.contains_key(&(j + 1)) {
+                runs.push((i - length..i, j + 1 - length..j + 1));
+            }
+        }
+        ending = next;
+    }
+    runs.sort_by_key(|(a_run, _)| a_run.start);
+    runs
+}
+
+fn describe_run(
+    a: &Parsed,
+    a_run: std::ops::Range<usize>,
+    b: &Parsed,
+    b_run: std::ops::Range<usize>,
+) -> String {
+    let lines = |p: &Parsed, run: &std::ops::Range<usize>| {
+        format!("{}:{}-{}", p.file, p.counted[run.start].0, p.counted[run.end - 1].0)
+    };
+    let mut text = format!(
+        "{} and {}: {} lines are the same but not marked as one copy: put them \
+         between `// ANCHOR: {COPY}NAME` and `// ANCHOR_END: {COPY}NAME` in both \
+         (one NAME), or make them differ",
+        lines(a, &a_run),
+        lines(b, &b_run),
+        a_run.len()
+    );
+    let owners: Vec<&str> = [&a.counted[a_run.start].2, &b.counted[b_run.start].2]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    if !owners.is_empty() {
+        let _ = write!(text, "; one side lies in `{}`", owners.join("` and `"));
+    }
+    let _ = write!(text, ":\n  {}", a.counted[a_run.start].1);
+    text
+}
+
+// The checker on programs of a few lines, to show that it fails when it
+// should.
+
+fn program(name: &str, text: &str) -> (String, String) {
+    (name.to_string(), text.to_string())
+}
+
+const LAYER: &str = "\
+// ANCHOR: copy_layer
+struct Layer;
+fn of() -> &'static str {
+    \"no layer\"
+}
+// ANCHOR_END: copy_layer
+";
+
+#[test]
+fn equal_copies_pass_and_other_anchors_may_differ() {
+    let a = format!("// ANCHOR: main\nfn main() {{}}\n// ANCHOR_END: main\n{LAYER}");
+    let b = format!("{LAYER}// ANCHOR: main\nfn main() {{ run(); }}\n// ANCHOR_END: main\n");
+    let problems = check(&[program("a.rs", &a), program("b.rs", &b)]);
+    assert_eq!(problems, Vec::<String>::new());
+}
+
+#[test]
+fn a_changed_copy_fails_naming_both_places() {
+    let changed = LAYER.replace("no layer", "no Layer");
+    let b = format!("fn main() {{}}\n{changed}");
+    let problems = check(&[program("a.rs", LAYER), program("b.rs", &b)]);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let problem = &problems[0];
+    assert!(problem.starts_with("a.rs:2 and b.rs:3: the copies of `copy_layer` differ"));
+    assert!(problem.contains("- a.rs:4:     \"no layer\""), "{problem}");
+    assert!(problem.contains("+ b.rs:5:     \"no Layer\""), "{problem}");
+}
+
+#[test]
+fn a_lone_or_unclosed_copy_fails() {
+    let lone = check(&[program("a.rs", LAYER), program("b.rs", "fn main() {}\n")]);
+    assert_eq!(lone.len(), 1, "{lone:#?}");
+    assert!(lone[0].contains("stands in no other program"), "{lone:#?}");
+
+    let unclosed = LAYER.replace("// ANCHOR_END: copy_layer\n", "");
+    let problems = check(&[program("a.rs", LAYER), program("b.rs", &unclosed)]);
+    assert!(problems.iter().any(|p| p == "b.rs:1: `copy_layer` never ends"), "{problems:#?}");
+}
+
+#[test]
+fn a_changed_stub_fails() {
+    let stub = "impl S {\n    async fn do_get(\n        &self,\n    ) -> Result<(), Status> {\n        \
+                Err(Status::unimplemented(\"do_get is not offered\"))\n    }\n}\n";
+    let other = stub.replace("is not offered", "is not supported");
+    assert_eq!(check(&[program("a.rs", stub), program("b.rs", stub)]), Vec::<String>::new());
+    let problems = check(&[program("a.rs", stub), program("b.rs", &other)]);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].starts_with("a.rs:2 and b.rs:2: the copies of `stub do_get`"));
+}
+
+#[test]
+fn repeated_code_outside_copies_fails() {
+    let body: String = (1..=MIN_RUN).map(|i| format!("    step({i});\n")).collect();
+    let a = format!("fn a() {{\n{body}}}\n");
+    let b = format!("// other\nfn b() {{\n{body}}}\n");
+    let problems = check(&[program("a.rs", &a), program("b.rs", &b)]);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let expected = format!("a.rs:2-{} and b.rs:3-{}: {MIN_RUN} lines", MIN_RUN + 1, MIN_RUN + 2);
+    assert!(problems[0].starts_with(&expected), "{problems:#?}");
+
+    // One line fewer is not reported.
+    let shorter = b.replace("    step(1);\n", "");
+    assert_eq!(check(&[program("a.rs", &a), program("b.rs", &shorter)]), Vec::<String>::new());
+
+    // Marked in one program only: still reported, with the name to use.
+    let marked = format!("// ANCHOR: copy_steps\n{body}// ANCHOR_END: copy_steps\n");
+    let problems = check(&[program("a.rs", &a), program("b.rs", &marked)]);
+    assert!(problems.iter().any(|p| p.contains("one side lies in `copy_steps`")), "{problems:#?}");
+}
