@@ -8,8 +8,9 @@
 //! 1. A section whose anchor name starts with `copy_` is a copy:
 //!    `// ANCHOR: copy_NAME` ... `// ANCHOR_END: copy_NAME`. Every section of
 //!    one such name, in whichever program, has the same text, line for line
-//!    (anchor lines inside it aside, as mdBook drops them), and the name
-//!    stands in two programs at least.
+//!    (anchor lines inside it aside, as mdBook drops them, and indented as
+//!    deep as the section's place needs), and the name stands in two
+//!    programs at least.
 //! 2. A stub, a method whose whole body is `Err(Status::unimplemented(..))`,
 //!    is a copy of every other stub of that method: a server answers a call
 //!    it does not offer in the same words as every other server.
@@ -26,7 +27,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 use std::fs;
 
@@ -45,7 +46,10 @@ fn the_copies_in_the_programs_are_the_same() {
     for entry in fs::read_dir(&dir).expect("examples/ can be read") {
         let path = entry.expect("an entry of examples/").path();
         if path.extension().is_some_and(|e| e == "rs") {
-            let name = format!("examples/{}", path.file_name().unwrap_or_default().display());
+            let name = format!(
+                "examples/{}",
+                path.file_name().unwrap_or_default().display()
+            );
             let text = fs::read_to_string(&path).expect("a program can be read");
             programs.push((name, text));
         }
@@ -61,12 +65,23 @@ fn the_copies_in_the_programs_are_the_same() {
     );
 }
 
+/// Lines with their numbers.
+type Lines<'a> = Vec<(usize, &'a str)>;
+
+/// A copy section or a stub.
+struct Section<'a> {
+    /// The anchor name, or `stub NAME` for a stub of method NAME.
+    group: String,
+    file: &'a str,
+    /// The number of its first line.
+    start: usize,
+    lines: Lines<'a>,
+}
+
 /// One program's copies and stubs, and its lines as rule 3 compares them.
 struct Parsed<'a> {
     file: &'a str,
-    /// Copy sections and stubs: (group, first line, its lines with their
-    /// numbers). The group is the anchor name, or `stub NAME` for a stub.
-    groups: Vec<(String, usize, Vec<(usize, &'a str)>)>,
+    sections: Vec<Section<'a>>,
     /// The lines rule 3 counts: number, text without indentation, and the
     /// copy section or stub it lies in.
     counted: Vec<(usize, &'a str, Option<String>)>,
@@ -81,65 +96,114 @@ fn check(programs: &[(String, String)]) -> Vec<String> {
         .map(|(file, text)| parse(file, text, &mut problems))
         .collect();
 
-    let mut groups: BTreeMap<&str, Vec<(&str, usize, &[(usize, &str)])>> = BTreeMap::new();
-    for program in &parsed {
-        for (group, start, lines) in &program.groups {
-            groups
-                .entry(group)
-                .or_default()
-                .push((program.file, *start, lines));
-        }
+    let mut groups: BTreeMap<&str, Vec<&Section>> = BTreeMap::new();
+    for section in parsed.iter().flat_map(|program| &program.sections) {
+        groups.entry(&section.group).or_default().push(section);
     }
     for (group, copies) in &groups {
-        let (first_file, first_start, first) = copies[0];
-        if group.starts_with(COPY) && copies.iter().all(|(file, ..)| *file == first_file) {
+        let first = copies[0];
+        let (first_file, first_start) = (first.file, first.start);
+        if group.starts_with(COPY) && copies.iter().all(|copy| copy.file == first_file) {
             problems.push(format!(
                 "{first_file}:{first_start}: `{group}` stands in no other program: \
                  a copy needs its other copies (or drop the `{COPY}` prefix)"
             ));
         }
-        for &(file, start, lines) in &copies[1..] {
-            if !same_text(first, lines) {
+        for copy in &copies[1..] {
+            if !same_text(&first.lines, &copy.lines) {
                 problems.push(format!(
-                    "{first_file}:{first_start} and {file}:{start}: the copies of `{group}` \
+                    "{first_file}:{first_start} and {}:{}: the copies of `{group}` \
                      differ (make them the same):\n{}",
-                    diff(first_file, first, file, lines)
+                    copy.file,
+                    copy.start,
+                    diff(first, copy)
                 ));
             }
         }
     }
 
+    // The same lines repeated in several programs make one problem.
+    let mut repeated: BTreeMap<Vec<&str>, BTreeSet<Place>> = BTreeMap::new();
     for (i, a) in parsed.iter().enumerate() {
         for b in &parsed[i + 1..] {
             for (a_run, b_run) in unmarked_runs(&a.counted, &b.counted) {
-                problems.push(describe_run(a, a_run, b, b_run));
+                let text = a.counted[a_run.clone()].iter().map(|(_, text, _)| *text);
+                let places = repeated.entry(text.collect()).or_default();
+                places.insert(place(a, a_run));
+                places.insert(place(b, b_run));
             }
         }
+    }
+    for (text, places) in repeated {
+        let mut marked = Vec::new();
+        let places: Vec<String> = places
+            .into_iter()
+            .map(|(file, first, last, owner)| {
+                if let Some(owner) = owner {
+                    marked.push(format!("`{owner}` in {file}"));
+                }
+                format!("{file}:{first}-{last}")
+            })
+            .collect();
+        let mut problem = format!(
+            "{}: the same {} lines, not marked as one copy: put them between \
+             `// ANCHOR: {COPY}NAME` and `// ANCHOR_END: {COPY}NAME` in each (one NAME), \
+             or make them differ",
+            places.join(", "),
+            text.len()
+        );
+        if !marked.is_empty() {
+            let _ = write!(problem, "; they start in {}", marked.join(", "));
+        }
+        let _ = write!(
+            problem,
+            ":\n  {}\n  ...\n  {}",
+            text[0],
+            text[text.len() - 1]
+        );
+        problems.push(problem);
     }
     problems
 }
 
+/// A run of lines in a program: its file, first and last line, and the
+/// copy section or stub that its first line lies in.
+type Place<'a> = (&'a str, usize, usize, Option<String>);
+
+fn place<'a>(program: &Parsed<'a>, run: std::ops::Range<usize>) -> Place<'a> {
+    let first = &program.counted[run.start];
+    let last = &program.counted[run.end - 1];
+    (program.file, first.0, last.0, first.2.clone())
+}
+
 fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed<'a> {
     let lines: Vec<&str> = text.lines().collect();
-    let mut groups = Vec::new();
+    let mut sections = Vec::new();
     // Where each line belongs: the innermost copy section, else a stub.
     let mut owner: Vec<Option<String>> = vec![None; lines.len()];
 
-    let mut open: Vec<(&str, usize, Vec<(usize, &str)>)> = Vec::new();
+    let mut open: Vec<(&str, usize, Lines)> = Vec::new();
     for (index, line) in lines.iter().enumerate() {
         let number = index + 1;
         let start = anchor(line, "ANCHOR:").filter(|name| name.starts_with(COPY));
         let end = anchor(line, "ANCHOR_END:").filter(|name| name.starts_with(COPY));
         if let Some(name) = start {
             if open.iter().any(|(open_name, ..)| *open_name == name) {
-                problems.push(format!("{file}:{number}: `{name}` starts again before its end"));
+                problems.push(format!(
+                    "{file}:{number}: `{name}` starts again before its end"
+                ));
             }
             open.push((name, number + 1, Vec::new()));
         } else if let Some(name) = end {
             match open.iter().rposition(|(open_name, ..)| *open_name == name) {
                 Some(at) => {
-                    let (name, start, section) = open.remove(at);
-                    groups.push((name.to_string(), start, section));
+                    let (name, start, lines) = open.remove(at);
+                    sections.push(Section {
+                        group: name.to_string(),
+                        file,
+                        start,
+                        lines: dedent(lines),
+                    });
                 }
                 None => problems.push(format!("{file}:{number}: `{name}` ends but never starts")),
             }
@@ -156,11 +220,15 @@ fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed
 
     for (name, first, last) in stubs(&lines) {
         let group = format!("stub {name}");
-        let section = (first..=last).map(|i| (i + 1, lines[i])).collect();
         for slot in &mut owner[first..=last] {
             slot.get_or_insert_with(|| group.clone());
         }
-        groups.push((group, first + 1, section));
+        sections.push(Section {
+            group,
+            file,
+            start: first + 1,
+            lines: dedent((first..=last).map(|i| (i + 1, lines[i])).collect()),
+        });
     }
 
     let mut counted = Vec::new();
@@ -178,7 +246,7 @@ fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed
     }
     Parsed {
         file,
-        groups,
+        sections,
         counted,
     }
 }
@@ -223,13 +291,31 @@ fn stubs<'a>(lines: &[&'a str]) -> Vec<(&'a str, usize, usize)> {
     stubs
 }
 
+/// The lines without the indentation they all share, so that a copy may
+/// stand deeper in one program than in another.
+fn dedent<'a>(lines: Lines<'a>) -> Lines<'a> {
+    fn indent(line: &str) -> usize {
+        line.len() - line.trim_start().len()
+    }
+    let shared = lines
+        .iter()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(_, line)| indent(line))
+        .min()
+        .unwrap_or(0);
+    let cut = |line: &'a str| line.get(shared.min(indent(line))..).unwrap_or_default();
+    lines.into_iter().map(|(n, line)| (n, cut(line))).collect()
+}
+
 fn same_text(a: &[(usize, &str)], b: &[(usize, &str)]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|((_, x), (_, y))| x == y)
 }
 
-/// The lines in which `b` differs from `a`, found by a longest common
-/// subsequence; at most 12 of them.
-fn diff(a_file: &str, a: &[(usize, &str)], b_file: &str, b: &[(usize, &str)]) -> String {
+/// The lines in which copy `b` differs from copy `a`, found by a longest
+/// common subsequence; at most 12 of them.
+fn diff(a: &Section, b: &Section) -> String {
+    let (a_file, b_file) = (a.file, b.file);
+    let (a, b) = (&a.lines, &b.lines);
     let (n, m) = (a.len(), b.len());
     let mut common = vec![vec![0usize; m + 1]; n + 1];
     for i in (0..n).rev() {
@@ -267,7 +353,10 @@ type Counted<'a> = [(usize, &'a str, Option<String>)];
 /// The runs of at least [`MIN_RUN`] counted lines that `a` and `b` share
 /// and do not both hold in the same copy section or stub: pairs of index
 /// ranges into `a` and `b`.
-fn unmarked_runs(a: &Counted, b: &Counted) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+fn unmarked_runs(
+    a: &Counted,
+    b: &Counted,
+) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
     let mut at: HashMap<&str, Vec<usize>> = HashMap::new();
     for (j, (_, text, _)) in b.iter().enumerate() {
         at.entry(text).or_default().push(j);
@@ -295,35 +384,6 @@ fn unmarked_runs(a: &Counted, b: &Counted) -> Vec<(std::ops::Range<usize>, std::
     }
     runs.sort_by_key(|(a_run, _)| a_run.start);
     runs
-}
-
-fn describe_run(
-    a: &Parsed,
-    a_run: std::ops::Range<usize>,
-    b: &Parsed,
-    b_run: std::ops::Range<usize>,
-) -> String {
-    let lines = |p: &Parsed, run: &std::ops::Range<usize>| {
-        format!("{}:{}-{}", p.file, p.counted[run.start].0, p.counted[run.end - 1].0)
-    };
-    let mut text = format!(
-        "{} and {}: {} lines are the same but not marked as one copy: put them \
-         between `// ANCHOR: {COPY}NAME` and `// ANCHOR_END: {COPY}NAME` in both \
-         (one NAME), or make them differ",
-        lines(a, &a_run),
-        lines(b, &b_run),
-        a_run.len()
-    );
-    let owners: Vec<&str> = [&a.counted[a_run.start].2, &b.counted[b_run.start].2]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
-    if !owners.is_empty() {
-        let _ = write!(text, "; one side lies in `{}`", owners.join("` and `"));
-    }
-    let _ = write!(text, ":\n  {}", a.counted[a_run.start].1);
-    text
 }
 
 // The checker on programs of a few lines, to show that it fails when it
@@ -370,7 +430,12 @@ fn a_lone_or_unclosed_copy_fails() {
 
     let unclosed = LAYER.replace("// ANCHOR_END: copy_layer\n", "");
     let problems = check(&[program("a.rs", LAYER), program("b.rs", &unclosed)]);
-    assert!(problems.iter().any(|p| p == "b.rs:1: `copy_layer` never ends"), "{problems:#?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "b.rs:1: `copy_layer` never ends"),
+        "{problems:#?}"
+    );
 }
 
 #[test]
@@ -378,7 +443,10 @@ fn a_changed_stub_fails() {
     let stub = "impl S {\n    async fn do_get(\n        &self,\n    ) -> Result<(), Status> {\n        \
                 Err(Status::unimplemented(\"do_get is not offered\"))\n    }\n}\n";
     let other = stub.replace("is not offered", "is not supported");
-    assert_eq!(check(&[program("a.rs", stub), program("b.rs", stub)]), Vec::<String>::new());
+    assert_eq!(
+        check(&[program("a.rs", stub), program("b.rs", stub)]),
+        Vec::<String>::new()
+    );
     let problems = check(&[program("a.rs", stub), program("b.rs", &other)]);
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(problems[0].starts_with("a.rs:2 and b.rs:2: the copies of `stub do_get`"));
@@ -391,15 +459,27 @@ fn repeated_code_outside_copies_fails() {
     let b = format!("// other\nfn b() {{\n{body}}}\n");
     let problems = check(&[program("a.rs", &a), program("b.rs", &b)]);
     assert_eq!(problems.len(), 1, "{problems:#?}");
-    let expected = format!("a.rs:2-{} and b.rs:3-{}: {MIN_RUN} lines", MIN_RUN + 1, MIN_RUN + 2);
+    let expected = format!(
+        "a.rs:2-{}, b.rs:3-{}: the same {MIN_RUN} lines",
+        MIN_RUN + 1,
+        MIN_RUN + 2
+    );
     assert!(problems[0].starts_with(&expected), "{problems:#?}");
 
     // One line fewer is not reported.
     let shorter = b.replace("    step(1);\n", "");
-    assert_eq!(check(&[program("a.rs", &a), program("b.rs", &shorter)]), Vec::<String>::new());
+    assert_eq!(
+        check(&[program("a.rs", &a), program("b.rs", &shorter)]),
+        Vec::<String>::new()
+    );
 
     // Marked in one program only: still reported, with the name to use.
     let marked = format!("// ANCHOR: copy_steps\n{body}// ANCHOR_END: copy_steps\n");
     let problems = check(&[program("a.rs", &a), program("b.rs", &marked)]);
-    assert!(problems.iter().any(|p| p.contains("one side lies in `copy_steps`")), "{problems:#?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("they start in `copy_steps` in b.rs")),
+        "{problems:#?}"
+    );
 }
