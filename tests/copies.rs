@@ -6,34 +6,36 @@
 //! keeps every copy the same as the others:
 //!
 //! 1. A section whose anchor name starts with `copy_` is a copy:
-//!    `// ANCHOR: copy_NAME` ... `// ANCHOR_END: copy_NAME`. Every section of
-//!    one such name, in whichever program, has the same text, line for line
-//!    (anchor lines inside it aside, as mdBook drops them, and indented as
-//!    deep as the section's place needs), and the name stands in two
-//!    programs at least.
+//!    `// ANCHOR: copy_NAME` ... `// ANCHOR_END: copy_NAME`. All sections of
+//!    one such name, in whichever programs, have the same text line for
+//!    line, and the name stands in two programs at least. Anchor lines inside
+//!    a copy do not count (mdBook drops them), nor the indentation that all
+//!    of its lines share (a copy may stand deeper in one program).
 //! 2. A stub, a method whose whole body is `Err(Status::unimplemented(..))`,
 //!    is a copy of every other stub of that method: a server answers a call
 //!    it does not offer in the same words as every other server.
-//! 3. Code repeated without that mark fails: [`MIN_RUN`] or more lines that
-//!    stand in two programs, the same but for indentation, must lie in copy
-//!    sections of one name, or in stubs, on both sides. Blank lines, lone
+//! 3. Repeated code must be marked: lines that stand in two programs, the
+//!    same but for indentation, must lie in copies of one name (or stubs of
+//!    one method) on both sides, when they are [`MIN_RUN`] lines or more, or
+//!    the whole of a copy (a copy found again unmarked). Blank lines, lone
 //!    brackets, `use` declarations and anchor lines are not counted.
 //!
 //! Every other anchor name may stand in several programs with other code
 //! (`uses`, `main`, `serve`, `do_get`, ...: each program's own step); such
 //! sections are never compared. Adding a recipe needs no change here: code
 //! it repeats from another program goes in a `copy_` section of the same
-//! name in both, and rule 3 points at any it forgets.
+//! name in both, and rule 3 points at any that it forgets.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 use std::fs;
+use std::ops::Range;
 
-/// The fewest shared lines that rule 3 reports. Shorter runs are mostly what
-/// a trait makes every implementation write alike: the signature of
-/// `http_body::Body::poll_frame` with its first line is seven.
+/// The fewest shared lines, outside copies, that rule 3 reports. Shorter
+/// runs are mostly what a trait makes every implementation write alike: the
+/// signature of `http_body::Body::poll_frame` and its first line are seven.
 const MIN_RUN: usize = 8;
 
 /// The prefix of the anchor names of copies.
@@ -46,12 +48,9 @@ fn the_copies_in_the_programs_are_the_same() {
     for entry in fs::read_dir(&dir).expect("examples/ can be read") {
         let path = entry.expect("an entry of examples/").path();
         if path.extension().is_some_and(|e| e == "rs") {
-            let name = format!(
-                "examples/{}",
-                path.file_name().unwrap_or_default().display()
-            );
+            let name = path.file_name().unwrap_or_default().display();
             let text = fs::read_to_string(&path).expect("a program can be read");
-            programs.push((name, text));
+            programs.push((format!("examples/{name}"), text));
         }
     }
     programs.sort();
@@ -59,7 +58,7 @@ fn the_copies_in_the_programs_are_the_same() {
     let problems = check(&programs);
     assert!(
         problems.is_empty(),
-        "{} problem(s) with copies (rules in tests/copies.rs):\n\n{}",
+        "{} problem(s) with copies (the rules are in tests/copies.rs):\n\n{}",
         problems.len(),
         problems.join("\n\n")
     );
@@ -70,7 +69,7 @@ type Lines<'a> = Vec<(usize, &'a str)>;
 
 /// A copy section or a stub.
 struct Section<'a> {
-    /// The anchor name, or `stub NAME` for a stub of method NAME.
+    /// The anchor name, or `stub NAME` for a stub of the method NAME.
     group: String,
     file: &'a str,
     /// The number of its first line.
@@ -78,13 +77,25 @@ struct Section<'a> {
     lines: Lines<'a>,
 }
 
+/// A copy section or stub that a line lies in: its group and first line.
+type Owner = Option<(String, usize)>;
+
+/// A line as rule 3 compares it.
+struct Counted<'a> {
+    number: usize,
+    /// Without its indentation.
+    text: &'a str,
+    /// The innermost copy section it lies in, else the stub.
+    owner: Owner,
+}
+
 /// One program's copies and stubs, and its lines as rule 3 compares them.
 struct Parsed<'a> {
     file: &'a str,
     sections: Vec<Section<'a>>,
-    /// The lines rule 3 counts: number, text without indentation, and the
-    /// copy section or stub it lies in.
-    counted: Vec<(usize, &'a str, Option<String>)>,
+    counted: Vec<Counted<'a>>,
+    /// How many counted lines each copy section and stub has.
+    sizes: HashMap<(String, usize), usize>,
 }
 
 /// Checks `programs`, (file name, text) pairs, against the three rules, and
@@ -102,21 +113,26 @@ fn check(programs: &[(String, String)]) -> Vec<String> {
     }
     for (group, copies) in &groups {
         let first = copies[0];
-        let (first_file, first_start) = (first.file, first.start);
-        if group.starts_with(COPY) && copies.iter().all(|copy| copy.file == first_file) {
+        if group.starts_with(COPY) && copies.iter().all(|copy| copy.file == first.file) {
             problems.push(format!(
-                "{first_file}:{first_start}: `{group}` stands in no other program: \
-                 a copy needs its other copies (or drop the `{COPY}` prefix)"
+                "{}:{}: `{group}` stands in no other program: a copy needs its other \
+                 copies (or drop the `{COPY}` prefix)",
+                first.file, first.start
             ));
         }
-        for copy in &copies[1..] {
-            if !same_text(&first.lines, &copy.lines) {
+        // Each copy is compared with the text that most copies have.
+        let agreeing = |a: &Section| copies.iter().filter(|b| same_text(a, b)).count();
+        let most = copies.iter().rev().max_by_key(|copy| agreeing(copy));
+        let most = most.copied().unwrap_or(first);
+        for copy in copies {
+            if !same_text(most, copy) {
                 problems.push(format!(
-                    "{first_file}:{first_start} and {}:{}: the copies of `{group}` \
-                     differ (make them the same):\n{}",
+                    "{}:{} and {}:{}: the copies of `{group}` differ (make them the same):\n{}",
+                    most.file,
+                    most.start,
                     copy.file,
                     copy.start,
-                    diff(first, copy)
+                    diff(most, copy)
                 ));
             }
         }
@@ -126,8 +142,8 @@ fn check(programs: &[(String, String)]) -> Vec<String> {
     let mut repeated: BTreeMap<Vec<&str>, BTreeSet<Place>> = BTreeMap::new();
     for (i, a) in parsed.iter().enumerate() {
         for b in &parsed[i + 1..] {
-            for (a_run, b_run) in unmarked_runs(&a.counted, &b.counted) {
-                let text = a.counted[a_run.clone()].iter().map(|(_, text, _)| *text);
+            for (a_run, b_run) in unmarked_runs(a, b) {
+                let text = a.counted[a_run.clone()].iter().map(|line| line.text);
                 let places = repeated.entry(text.collect()).or_default();
                 places.insert(place(a, a_run));
                 places.insert(place(b, b_run));
@@ -139,8 +155,8 @@ fn check(programs: &[(String, String)]) -> Vec<String> {
         let places: Vec<String> = places
             .into_iter()
             .map(|(file, first, last, owner)| {
-                if let Some(owner) = owner {
-                    marked.push(format!("`{owner}` in {file}"));
+                if let Some((group, _)) = owner {
+                    marked.push(format!("`{group}` in {file}"));
                 }
                 format!("{file}:{first}-{last}")
             })
@@ -155,32 +171,17 @@ fn check(programs: &[(String, String)]) -> Vec<String> {
         if !marked.is_empty() {
             let _ = write!(problem, "; they start in {}", marked.join(", "));
         }
-        let _ = write!(
-            problem,
-            ":\n  {}\n  ...\n  {}",
-            text[0],
-            text[text.len() - 1]
-        );
+        let (first, last) = (text[0], text[text.len() - 1]);
+        let _ = write!(problem, ":\n  {first}\n  ...\n  {last}");
         problems.push(problem);
     }
     problems
 }
 
-/// A run of lines in a program: its file, first and last line, and the
-/// copy section or stub that its first line lies in.
-type Place<'a> = (&'a str, usize, usize, Option<String>);
-
-fn place<'a>(program: &Parsed<'a>, run: std::ops::Range<usize>) -> Place<'a> {
-    let first = &program.counted[run.start];
-    let last = &program.counted[run.end - 1];
-    (program.file, first.0, last.0, first.2.clone())
-}
-
 fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed<'a> {
     let lines: Vec<&str> = text.lines().collect();
     let mut sections = Vec::new();
-    // Where each line belongs: the innermost copy section, else a stub.
-    let mut owner: Vec<Option<String>> = vec![None; lines.len()];
+    let mut owner: Vec<Owner> = vec![None; lines.len()];
 
     let mut open: Vec<(&str, usize, Lines)> = Vec::new();
     for (index, line) in lines.iter().enumerate() {
@@ -211,7 +212,9 @@ fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed
             for (.., section) in &mut open {
                 section.push((number, *line));
             }
-            owner[index] = open.last().map(|(name, ..)| name.to_string());
+            owner[index] = open
+                .last()
+                .map(|(name, start, _)| (name.to_string(), *start));
         }
     }
     for (name, start, _) in open {
@@ -221,7 +224,7 @@ fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed
     for (name, first, last) in stubs(&lines) {
         let group = format!("stub {name}");
         for slot in &mut owner[first..=last] {
-            slot.get_or_insert_with(|| group.clone());
+            slot.get_or_insert_with(|| (group.clone(), first + 1));
         }
         sections.push(Section {
             group,
@@ -232,6 +235,7 @@ fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed
     }
 
     let mut counted = Vec::new();
+    let mut sizes = HashMap::new();
     let mut in_use = false;
     for (index, line) in lines.iter().enumerate() {
         let text = line.trim();
@@ -240,14 +244,23 @@ fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed
             continue;
         }
         let punctuation = text.chars().all(|c| "{}()[];,.?".contains(c));
-        if !punctuation && !is_anchor(line) {
-            counted.push((index + 1, text, owner[index].clone()));
+        if punctuation || is_anchor(line) {
+            continue;
         }
+        if let Some(owner) = &owner[index] {
+            *sizes.entry(owner.clone()).or_insert(0) += 1;
+        }
+        counted.push(Counted {
+            number: index + 1,
+            text,
+            owner: owner[index].clone(),
+        });
     }
     Parsed {
         file,
         sections,
         counted,
+        sizes,
     }
 }
 
@@ -281,8 +294,7 @@ fn stubs<'a>(lines: &[&'a str]) -> Vec<(&'a str, usize, usize)> {
         let Some(open) = (first..last).find(|&i| lines[i].ends_with('{')) else {
             continue;
         };
-        let body = &lines[open + 1..last];
-        if let [only] = body
+        if let [only] = &lines[open + 1..last]
             && only.trim().starts_with("Err(Status::unimplemented(")
         {
             stubs.push((name, first, last));
@@ -291,8 +303,7 @@ fn stubs<'a>(lines: &[&'a str]) -> Vec<(&'a str, usize, usize)> {
     stubs
 }
 
-/// The lines without the indentation they all share, so that a copy may
-/// stand deeper in one program than in another.
+/// The lines without the indentation that they all share.
 fn dedent<'a>(lines: Lines<'a>) -> Lines<'a> {
     fn indent(line: &str) -> usize {
         line.len() - line.trim_start().len()
@@ -307,7 +318,8 @@ fn dedent<'a>(lines: Lines<'a>) -> Lines<'a> {
     lines.into_iter().map(|(n, line)| (n, cut(line))).collect()
 }
 
-fn same_text(a: &[(usize, &str)], b: &[(usize, &str)]) -> bool {
+fn same_text(a: &Section, b: &Section) -> bool {
+    let (a, b) = (&a.lines, &b.lines);
     a.len() == b.len() && a.iter().zip(b).all(|((_, x), (_, y))| x == y)
 }
 
@@ -348,42 +360,64 @@ fn diff(a: &Section, b: &Section) -> String {
     changes.join("\n")
 }
 
-type Counted<'a> = [(usize, &'a str, Option<String>)];
-
-/// The runs of at least [`MIN_RUN`] counted lines that `a` and `b` share
-/// and do not both hold in the same copy section or stub: pairs of index
-/// ranges into `a` and `b`.
-fn unmarked_runs(
-    a: &Counted,
-    b: &Counted,
-) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+/// The runs of counted lines that `a` and `b` share without lying in copies
+/// of one name on both sides, which rule 3 reports: pairs of index ranges
+/// into their counted lines.
+fn unmarked_runs(a: &Parsed, b: &Parsed) -> Vec<(Range<usize>, Range<usize>)> {
     let mut at: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (j, (_, text, _)) in b.iter().enumerate() {
-        at.entry(text).or_default().push(j);
+    for (j, line) in b.counted.iter().enumerate() {
+        at.entry(line.text).or_default().push(j);
     }
+    let reported = |a_run: &Range<usize>, b_run: &Range<usize>| {
+        a_run.len() >= MIN_RUN || holds_a_whole_copy(a, a_run) || holds_a_whole_copy(b, b_run)
+    };
     let mut runs = Vec::new();
     // The runs that end at the previous line of `a`: end in `b` -> length.
     let mut ending: HashMap<usize, usize> = HashMap::new();
-    for i in 0..=a.len() {
+    for i in 0..=a.counted.len() {
         let mut next = HashMap::new();
-        if let Some((_, text, owner)) = a.get(i) {
-            for &j in at.get(text).into_iter().flatten() {
-                let marked = owner.is_some() && *owner == b[j].2;
-                if !marked {
-                    let length = j.checked_sub(1).and_then(|k| ending.get(&k)).unwrap_or(&0) + 1;
-                    next.insert(j, length);
+        if let Some(line) = a.counted.get(i) {
+            for &j in at.get(line.text).into_iter().flatten() {
+                let same_copy = match (&line.owner, &b.counted[j].owner) {
+                    (Some((x, _)), Some((y, _))) => x == y,
+                    _ => false,
+                };
+                if !same_copy {
+                    let before = j.checked_sub(1).and_then(|k| ending.get(&k));
+                    next.insert(j, before.unwrap_or(&0) + 1);
                 }
             }
         }
         for (&j, &length) in &ending {
-            if length >= MIN_RUN && !next.contains_key(&(j + 1)) {
-                runs.push((i - length..i, j + 1 - length..j + 1));
+            let (a_run, b_run) = (i - length..i, j + 1 - length..j + 1);
+            if !next.contains_key(&(j + 1)) && reported(&a_run, &b_run) {
+                runs.push((a_run, b_run));
             }
         }
         ending = next;
     }
     runs.sort_by_key(|(a_run, _)| a_run.start);
     runs
+}
+
+/// Whether `run` holds every counted line of a copy section or stub.
+fn holds_a_whole_copy(program: &Parsed, run: &Range<usize>) -> bool {
+    let mut held: HashMap<&(String, usize), usize> = HashMap::new();
+    for owner in program.counted[run.clone()].iter().flat_map(|l| &l.owner) {
+        *held.entry(owner).or_insert(0) += 1;
+    }
+    held.iter()
+        .any(|(owner, n)| program.sizes.get(*owner) == Some(n))
+}
+
+/// A run of lines in a program: its file, first and last line, and the
+/// copy section or stub that its first line lies in.
+type Place<'a> = (&'a str, usize, usize, Owner);
+
+fn place<'a>(program: &Parsed<'a>, run: Range<usize>) -> Place<'a> {
+    let first = &program.counted[run.start];
+    let last = &program.counted[run.end - 1];
+    (program.file, first.number, last.number, first.owner.clone())
 }
 
 // The checker on programs of a few lines, to show that it fails when it
@@ -406,7 +440,12 @@ fn of() -> &'static str {
 fn equal_copies_pass_and_other_anchors_may_differ() {
     let a = format!("// ANCHOR: main\nfn main() {{}}\n// ANCHOR_END: main\n{LAYER}");
     let b = format!("{LAYER}// ANCHOR: main\nfn main() {{ run(); }}\n// ANCHOR_END: main\n");
-    let problems = check(&[program("a.rs", &a), program("b.rs", &b)]);
+    let indented = format!("mod m {{\n{}}}\n", LAYER.replace('\n', "\n    "));
+    let problems = check(&[
+        program("a.rs", &a),
+        program("b.rs", &b),
+        program("c.rs", &indented),
+    ]);
     assert_eq!(problems, Vec::<String>::new());
 }
 
@@ -414,10 +453,17 @@ fn equal_copies_pass_and_other_anchors_may_differ() {
 fn a_changed_copy_fails_naming_both_places() {
     let changed = LAYER.replace("no layer", "no Layer");
     let b = format!("fn main() {{}}\n{changed}");
-    let problems = check(&[program("a.rs", LAYER), program("b.rs", &b)]);
+    let problems = check(&[
+        program("a.rs", LAYER),
+        program("b.rs", &b),
+        program("c.rs", LAYER),
+    ]);
     assert_eq!(problems.len(), 1, "{problems:#?}");
     let problem = &problems[0];
-    assert!(problem.starts_with("a.rs:2 and b.rs:3: the copies of `copy_layer` differ"));
+    assert!(
+        problem.starts_with("a.rs:2 and b.rs:3: the copies of `copy_layer` differ"),
+        "{problem}"
+    );
     assert!(problem.contains("- a.rs:4:     \"no layer\""), "{problem}");
     assert!(problem.contains("+ b.rs:5:     \"no Layer\""), "{problem}");
 }
@@ -430,12 +476,8 @@ fn a_lone_or_unclosed_copy_fails() {
 
     let unclosed = LAYER.replace("// ANCHOR_END: copy_layer\n", "");
     let problems = check(&[program("a.rs", LAYER), program("b.rs", &unclosed)]);
-    assert!(
-        problems
-            .iter()
-            .any(|p| p == "b.rs:1: `copy_layer` never ends"),
-        "{problems:#?}"
-    );
+    let never_ends = "b.rs:1: `copy_layer` never ends";
+    assert!(problems.iter().any(|p| p == never_ends), "{problems:#?}");
 }
 
 #[test]
@@ -443,13 +485,12 @@ fn a_changed_stub_fails() {
     let stub = "impl S {\n    async fn do_get(\n        &self,\n    ) -> Result<(), Status> {\n        \
                 Err(Status::unimplemented(\"do_get is not offered\"))\n    }\n}\n";
     let other = stub.replace("is not offered", "is not supported");
-    assert_eq!(
-        check(&[program("a.rs", stub), program("b.rs", stub)]),
-        Vec::<String>::new()
-    );
+    let same = check(&[program("a.rs", stub), program("b.rs", stub)]);
+    assert_eq!(same, Vec::<String>::new());
     let problems = check(&[program("a.rs", stub), program("b.rs", &other)]);
     assert_eq!(problems.len(), 1, "{problems:#?}");
-    assert!(problems[0].starts_with("a.rs:2 and b.rs:2: the copies of `stub do_get`"));
+    let expected = "a.rs:2 and b.rs:2: the copies of `stub do_get` differ";
+    assert!(problems[0].starts_with(expected), "{problems:#?}");
 }
 
 #[test]
@@ -459,27 +500,39 @@ fn repeated_code_outside_copies_fails() {
     let b = format!("// other\nfn b() {{\n{body}}}\n");
     let problems = check(&[program("a.rs", &a), program("b.rs", &b)]);
     assert_eq!(problems.len(), 1, "{problems:#?}");
-    let expected = format!(
-        "a.rs:2-{}, b.rs:3-{}: the same {MIN_RUN} lines",
-        MIN_RUN + 1,
-        MIN_RUN + 2
-    );
+    let (a_end, b_end) = (MIN_RUN + 1, MIN_RUN + 2);
+    let expected = format!("a.rs:2-{a_end}, b.rs:3-{b_end}: the same {MIN_RUN} lines");
     assert!(problems[0].starts_with(&expected), "{problems:#?}");
 
     // One line fewer is not reported.
     let shorter = b.replace("    step(1);\n", "");
-    assert_eq!(
-        check(&[program("a.rs", &a), program("b.rs", &shorter)]),
-        Vec::<String>::new()
-    );
+    let problems = check(&[program("a.rs", &a), program("b.rs", &shorter)]);
+    assert_eq!(problems, Vec::<String>::new());
+}
 
-    // Marked in one program only: still reported, with the name to use.
-    let marked = format!("// ANCHOR: copy_steps\n{body}// ANCHOR_END: copy_steps\n");
-    let problems = check(&[program("a.rs", &a), program("b.rs", &marked)]);
+#[test]
+fn a_copy_found_again_unmarked_fails_whatever_its_size() {
+    // Two marked copies of three lines, and a third copy left unmarked.
+    let unmarked = "fn main() {}\nstruct Layer;\nfn of() -> &'static str {\n    \"no layer\"\n}\n";
+    let problems = check(&[
+        program("a.rs", LAYER),
+        program("b.rs", LAYER),
+        program("c.rs", unmarked),
+    ]);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let expected = "a.rs:2-4, b.rs:2-4, c.rs:2-4: the same 3 lines, not marked as one copy";
+    assert!(problems[0].starts_with(expected), "{problems:#?}");
     assert!(
-        problems
-            .iter()
-            .any(|p| p.contains("they start in `copy_steps` in b.rs")),
+        problems[0].contains("they start in `copy_layer` in a.rs, `copy_layer` in b.rs"),
         "{problems:#?}"
     );
+
+    // A part of a copy elsewhere is not one.
+    let part = "struct Layer;\nfn other() {}\n";
+    let problems = check(&[
+        program("a.rs", LAYER),
+        program("b.rs", LAYER),
+        program("c.rs", part),
+    ]);
+    assert_eq!(problems, Vec::<String>::new());
 }
