@@ -30,6 +30,7 @@ use tower::{Layer, Service};
 // ANCHOR: echo
 /// A Flight service whose only real call is `do_action`: it answers with
 /// two results, the action's type and the action's body.
+// ANCHOR: copy_echo_server
 pub struct EchoServer;
 
 #[tonic::async_trait]
@@ -45,6 +46,7 @@ impl FlightService for EchoServer {
             [action.r#type.into(), action.body].map(|body| Ok(arrow_flight::Result { body }));
         Ok(Response::new(Box::pin(stream::iter(results))))
     }
+    // ANCHOR_END: copy_echo_server
     // ANCHOR_END: echo
 
     // ANCHOR: handshake
@@ -258,6 +260,7 @@ impl Authenticator {
                 "Basic credentials must have the form user:password",
             ));
         };
+        // ANCHOR: copy_check_password
         let expected = self.passwords.get(user);
         let same = password
             .as_bytes()
@@ -265,6 +268,7 @@ impl Authenticator {
         if expected.is_none() || password.is_empty() || !bool::from(same) {
             return Err(Status::unauthenticated("Unknown user or invalid password"));
         }
+        // ANCHOR_END: copy_check_password
         let token = self.tokens().issue(user);
         HeaderValue::try_from(format!("Bearer {token}"))
             .map_err(|_| Status::internal("the new token is not a valid header value"))
@@ -375,6 +379,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
     let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8816")).await?;
 
+    // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
@@ -383,6 +388,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = terminate.recv() => {}
         }
     };
+    // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
     serve(listener, stop).await?;
     Ok(())

@@ -63,7 +63,11 @@ pub async fn running_totals(client: &mut FlightClient) -> Result<(), Box<dyn Err
 // ANCHOR_END: exchange
 
 // ANCHOR: metadata
+// ANCHOR: copy_encode_with_metadata
 /// Encodes `batches` as Flight data, each batch with its own app_metadata.
+/// Every batch gets an encoder of its own, whose first message, the schema,
+/// is sent only once; the batch's messages (more than one if the encoder
+/// splits it) all carry its metadata.
 pub fn encode_with_metadata(
     descriptor: Option<FlightDescriptor>,
     batches: impl Stream<Item = (RecordBatch, Vec<u8>)>,
@@ -81,6 +85,7 @@ pub fn encode_with_metadata(
             })
     })
 }
+// ANCHOR_END: copy_encode_with_metadata
 // ANCHOR_END: metadata
 
 // ANCHOR: put

@@ -157,6 +157,7 @@ fn dataset_name(descriptor: Option<FlightDescriptor>) -> Result<String, Status> 
 // ANCHOR_END: upload
 
 // ANCHOR: metadata
+// ANCHOR: copy_encode_with_metadata
 /// Encodes `batches` as Flight data, each batch with its own app_metadata.
 /// Every batch gets an encoder of its own, whose first message, the schema,
 /// is sent only once; the batch's messages (more than one if the encoder
@@ -178,6 +179,7 @@ pub fn encode_with_metadata(
             })
     })
 }
+// ANCHOR_END: copy_encode_with_metadata
 // ANCHOR_END: metadata
 
 #[tonic::async_trait]
@@ -318,6 +320,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
     let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8820")).await?;
 
+    // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
@@ -326,6 +329,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = terminate.recv() => {}
         }
     };
+    // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
     serve(listener, stop).await?;
     Ok(())

@@ -305,6 +305,7 @@ impl SqlServer {
                 "Basic credentials must be user:password in base64",
             ));
         };
+        // ANCHOR: copy_check_password
         let expected = self.passwords.get(user);
         let same = password
             .as_bytes()
@@ -312,6 +313,7 @@ impl SqlServer {
         if expected.is_none() || password.is_empty() || !bool::from(same) {
             return Err(Status::unauthenticated("Unknown user or invalid password"));
         }
+        // ANCHOR_END: copy_check_password
         let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if tokens.by_age.len() >= MAX_TOKENS {
@@ -469,6 +471,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
     let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8819")).await?;
 
+    // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
@@ -477,6 +480,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = terminate.recv() => {}
         }
     };
+    // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
     serve(listener, stop).await?;
     Ok(())

@@ -301,27 +301,34 @@ impl FlightService for KeyValueService {
 }
 
 // ANCHOR: end_of_stream
-/// Whether the client ended its upload itself: tonic reports a stream the
-/// client broke off midway as one that ended normally.
+// ANCHOR: copy_end_of_stream
+/// Whether the client ended its request stream itself. tonic reports a
+/// stream that the client cancelled midway as a stream that ended normally,
+/// so a service cannot tell a cut-off upload from a complete one without it.
 #[derive(Clone, Debug, Default)]
 pub struct EndOfStream(Arc<AtomicBool>);
 
 impl EndOfStream {
-    fn of<T>(request: &Request<T>) -> Result<Self, Status> {
-        let mark = request.extensions().get().cloned();
-        mark.ok_or_else(|| Status::internal("the server has no EndOfStreamLayer"))
+    /// The mark of a call, put there by [`EndOfStreamLayer`].
+    pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
+        request.extensions().get().cloned().ok_or_else(|| {
+            Status::internal("uploads are refused: the server has no EndOfStreamLayer")
+        })
     }
 
-    fn check(&self) -> Result<(), Status> {
-        match self.0.load(Ordering::Acquire) {
-            true => Ok(()),
-            false => Err(Status::cancelled("the upload was cut off before its end")),
+    /// `Ok` if the client ended the stream, `Cancelled` if it broke it off.
+    pub fn check(&self) -> Result<(), Status> {
+        if self.0.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Status::cancelled("the upload was cut off before its end"))
         }
     }
 }
 
-/// Gives every call an [`EndOfStream`], set when the request body reaches
-/// the client's end-of-stream mark.
+/// A tower layer that gives every call an [`EndOfStream`], set when the
+/// request body reaches the client's end-of-stream mark, and not when it
+/// breaks off with an error.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EndOfStreamLayer;
 
@@ -338,7 +345,10 @@ pub struct WatchEndOfStream<S> {
     inner: S,
 }
 
-impl<S: Service<http::Request<Body>>> Service<http::Request<Body>> for WatchEndOfStream<S> {
+impl<S> Service<http::Request<Body>> for WatchEndOfStream<S>
+where
+    S: Service<http::Request<Body>>,
+{
     type Response = S::Response;
     type Error = S::Error;
     type Future = S::Future;
@@ -376,6 +386,7 @@ impl http_body::Body for WatchedBody {
         Poll::Ready(frame)
     }
 }
+// ANCHOR_END: copy_end_of_stream
 // ANCHOR_END: end_of_stream
 
 // ANCHOR: serve
@@ -397,6 +408,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
     let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:33333")).await?;
 
+    // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
@@ -405,6 +417,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = terminate.recv() => {}
         }
     };
+    // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
     serve(listener, stop).await?;
     Ok(())

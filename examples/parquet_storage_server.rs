@@ -38,6 +38,7 @@ use tower::{Layer, Service};
 // ANCHOR_END: uses
 
 // ANCHOR: names
+// ANCHOR: copy_dataset_names
 /// The longest dataset name accepted, in bytes: the longest file name that
 /// common file systems allow.
 pub const MAX_NAME_LEN: usize = 255;
@@ -83,9 +84,11 @@ pub fn name_from_bytes(bytes: &[u8]) -> Result<String, Status> {
     String::from_utf8(bytes.to_vec())
         .map_err(|_| Status::invalid_argument("a dataset name must be UTF-8 text"))
 }
+// ANCHOR_END: copy_dataset_names
 // ANCHOR_END: names
 
 // ANCHOR: errors
+// ANCHOR: copy_dataset_errors
 /// A name as error messages show it: quoted, and cut short if it is long.
 pub fn shown(name: &str) -> String {
     let short: String = name.chars().take(64).collect();
@@ -174,9 +177,11 @@ fn bad_upload(name: &str, error: FlightError) -> Status {
         )),
     }
 }
+// ANCHOR_END: copy_dataset_errors
 // ANCHOR_END: errors
 
 // ANCHOR: repository
+// ANCHOR: copy_repository
 /// The folder that holds the datasets, one Parquet file each, named after
 /// its dataset. Every path the server touches comes from here.
 #[derive(Clone, Debug)]
@@ -204,6 +209,7 @@ impl Repository {
         check_name(name)?;
         Ok(self.dir.join(name))
     }
+    // ANCHOR_END: copy_repository
 
     /// Opens the dataset `name` for reading. A dataset is a regular file:
     /// a symbolic link, which could point anywhere, is not one.
@@ -298,6 +304,7 @@ fn flight_info(
     let file = repository.open(name)?;
     let size = file.metadata().map_err(|e| io_error(name, e))?.len();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(name, e))?;
+    // ANCHOR: copy_describe_dataset
     let rows = reader.metadata().file_metadata().num_rows();
 
     let mut endpoint = FlightEndpoint::new().with_ticket(Ticket::new(name.to_string()));
@@ -312,6 +319,7 @@ fn flight_info(
         .with_total_records(rows)
         .with_total_bytes(i64::try_from(size).unwrap_or(i64::MAX));
     Ok(info)
+    // ANCHOR_END: copy_describe_dataset
 }
 
 /// The server's own address, as the client reached it: `grpc://HOST:PORT`.
@@ -322,6 +330,7 @@ fn location(local_addr: Option<SocketAddr>) -> Option<String> {
 
 #[tonic::async_trait]
 impl FlightService for ParquetStorageService {
+    // ANCHOR: copy_stream_types
     type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
     type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
     type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
@@ -329,6 +338,7 @@ impl FlightService for ParquetStorageService {
     type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
     type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
     type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+    // ANCHOR_END: copy_stream_types
 
     // ANCHOR: list_flights
     async fn list_flights(
@@ -368,6 +378,7 @@ impl FlightService for ParquetStorageService {
     // ANCHOR_END: list_flights
 
     // ANCHOR: do_put
+    // ANCHOR: copy_do_put_start
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
@@ -380,6 +391,7 @@ impl FlightService for ParquetStorageService {
             .ok_or_else(|| Status::invalid_argument("the upload is empty"))?;
         let name = dataset_name(first.flight_descriptor.as_ref())?;
         check_name(&name)?;
+        // ANCHOR_END: copy_do_put_start
 
         // Receive the whole table before writing anything.
         let mut batches =
@@ -428,6 +440,7 @@ impl FlightService for ParquetStorageService {
     // ANCHOR_END: do_get
 
     // ANCHOR: actions
+    // ANCHOR: copy_drop_dataset
     async fn list_actions(
         &self,
         _request: Request<Empty>,
@@ -457,6 +470,7 @@ impl FlightService for ParquetStorageService {
             .map_err(|e| io_error(&name, e))?;
         Ok(Response::new(stream::empty().boxed()))
     }
+    // ANCHOR_END: copy_drop_dataset
     // ANCHOR_END: actions
 
     async fn handshake(
@@ -490,6 +504,7 @@ impl FlightService for ParquetStorageService {
 
 // ANCHOR: do_put
 
+// ANCHOR: copy_arrow_messages
 /// The messages of an upload that carry Arrow data, `first` included. A
 /// message without an IPC header carries only a descriptor or metadata.
 fn arrow_messages(
@@ -501,9 +516,11 @@ fn arrow_messages(
         .try_filter(|data| future::ready(!data.data_header.is_empty()))
         .map_err(FlightError::from)
 }
+// ANCHOR_END: copy_arrow_messages
 // ANCHOR_END: do_put
 
 // ANCHOR: end_of_stream
+// ANCHOR: copy_end_of_stream
 /// Whether the client ended its request stream itself. tonic reports a
 /// stream that the client cancelled midway as a stream that ended normally,
 /// so a service cannot tell a cut-off upload from a complete one without it.
@@ -588,6 +605,7 @@ impl http_body::Body for WatchedBody {
         Poll::Ready(frame)
     }
 }
+// ANCHOR_END: copy_end_of_stream
 // ANCHOR_END: end_of_stream
 
 // ANCHOR: serve
@@ -599,6 +617,7 @@ pub async fn serve_repository(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let service = ParquetStorageService::new(repository);
+    // ANCHOR: copy_nodelay_server
     // Without TCP_NODELAY, the server's small flow-control frames wait for
     // the client's delayed acknowledgements, and uploads crawl.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -607,8 +626,10 @@ pub async fn serve_repository(
         .add_service(FlightServiceServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+    // ANCHOR_END: copy_nodelay_server
 }
 
+// ANCHOR: copy_serve_temp_repository
 /// Serves a new, empty repository in a temporary folder, and removes the
 /// folder once the server has stopped.
 pub async fn serve(
@@ -620,7 +641,9 @@ pub async fn serve(
     dir.close()?;
     Ok(())
 }
+// ANCHOR_END: copy_serve_temp_repository
 
+// ANCHOR: copy_options
 /// The command line: `[ADDR] [--repo DIR]`.
 pub fn options(mut args: impl Iterator<Item = String>) -> Result<(String, PathBuf), String> {
     let mut addr = "127.0.0.1:8815".to_string();
@@ -634,6 +657,7 @@ pub fn options(mut args: impl Iterator<Item = String>) -> Result<(String, PathBu
     }
     Ok((addr, repo))
 }
+// ANCHOR_END: copy_options
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -643,6 +667,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&addr).await?;
 
     // Catch the signals before saying that the server is up.
+    // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
@@ -651,6 +676,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = terminate.recv() => {}
         }
     };
+    // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
     serve_repository(listener, repository, stop).await?;
     Ok(())

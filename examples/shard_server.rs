@@ -278,6 +278,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listener = TcpListener::bind(addr.map_or("127.0.0.1:8822", |a| a.as_str())).await?;
     let shard = options(&args)?;
 
+    // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
@@ -286,6 +287,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             _ = terminate.recv() => {}
         }
     };
+    // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
     match shard {
         Some((shard, layout)) => serve_shard(listener, shard, layout, stop).await,

@@ -251,6 +251,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tls = tls_config(&read(&cert)?, &read(&key)?, client_ca.as_deref());
     let listener = TcpListener::bind(addr).await?;
 
+    // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
@@ -259,6 +260,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = terminate.recv() => {}
         }
     };
+    // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc+tls://{}", listener.local_addr()?);
     serve_tls(listener, tls, stop).await?;
     Ok(())

@@ -336,6 +336,7 @@ pub fn configure_tracing(exporter: MemoryExporter) -> SdkTracerProvider {
 // ANCHOR: echo
 /// The echo service of the authentication recipe: `do_action` answers with
 /// the action's type and body; the other methods are not offered.
+// ANCHOR: copy_echo_server
 pub struct EchoServer;
 
 #[tonic::async_trait]
@@ -351,6 +352,7 @@ impl FlightService for EchoServer {
             [action.r#type.into(), action.body].map(|body| Ok(arrow_flight::Result { body }));
         Ok(Response::new(Box::pin(stream::iter(results))))
     }
+    // ANCHOR_END: copy_echo_server
 
     type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
     type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
