@@ -307,9 +307,12 @@ pub fn test_code(snippet: &Snippet, sources: &Sources) -> Result<String, String>
     } = snippet;
     let at = |what: &str| format!("{chapter}:{}: {what}", block.line);
     if !attributes.runs() {
-        if block.expected.is_some() {
-            return Err(at("an expected output follows a block that does not run \
-                 (no_run or ignore), so nothing would check it"));
+        if let Some(expected) = &block.expected {
+            return Err(format!(
+                "{chapter}:{}: an expected output follows a block that does not run \
+                 (no_run or ignore), so nothing would check it",
+                expected.line
+            ));
         }
         return Ok(expanded.code.clone());
     }
