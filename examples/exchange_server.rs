@@ -71,7 +71,7 @@ fn int64_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array
     let Some(column) = batch.column_by_name(name) else {
         let schema = batch.schema();
         let names: Vec<_> = schema.fields().iter().map(|f| f.name()).collect();
-        let message = format!("the input has no column {name:?}; its columns: {names:?}");
+        let message = format!("a batch needs an Int64 column {name:?}; this one has {names:?}");
         return Err(Status::invalid_argument(message));
     };
     column.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {

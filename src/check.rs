@@ -217,13 +217,12 @@ fn align<'a>(old: &[&'a str], new: &[&'a str], excerpt: bool) -> Vec<(Option<&'a
         for j in (0..=m).rev() {
             cost[i][j] = match (i == n, j == m) {
                 (true, _) if excerpt => 0,
-                (true, _) => m - j,
-                (false, true) => cost[i + 1][j] + usize::from(old[i] != "..."),
+                (true, _) => ADD * (m - j),
+                (false, true) => cost[i + 1][j] + if old[i] == "..." { 0 } else { DROP },
                 _ if old[i] == "..." => cost[i + 1][j].min(cost[i][j + 1]),
-                _ => {
-                    let same = if matches(old[i], new[j], false) { 0 } else { 1 };
-                    (cost[i + 1][j + 1] + same).min(1 + cost[i + 1][j].min(cost[i][j + 1]))
-                }
+                _ => (cost[i + 1][j + 1] + distance(old[i], new[j]))
+                    .min(DROP + cost[i + 1][j])
+                    .min(ADD + cost[i][j + 1]),
             };
         }
     }
@@ -242,10 +241,10 @@ fn align<'a>(old: &[&'a str], new: &[&'a str], excerpt: bool) -> Vec<(Option<&'a
         } else if old[i] == "..." {
             rows.push((Some(old[i]), Some(new[j])));
             j += 1;
-        } else if cost[i][j] == cost[i + 1][j + 1] + usize::from(!matches(old[i], new[j], false)) {
+        } else if cost[i][j] == cost[i + 1][j + 1] + distance(old[i], new[j]) {
             rows.push((Some(old[i]), Some(new[j])));
             (i, j) = (i + 1, j + 1);
-        } else if cost[i][j] == 1 + cost[i + 1][j] {
+        } else if cost[i][j] == DROP + cost[i + 1][j] {
             rows.push((Some(old[i]), None));
             i += 1;
         } else {
@@ -254,6 +253,25 @@ fn align<'a>(old: &[&'a str], new: &[&'a str], excerpt: bool) -> Vec<(Option<&'a
         }
     }
     rows
+}
+
+/// What adding a printed line, and leaving out an expected one, cost in
+/// [`align`]; putting one in the other's place costs between the two.
+const ADD: usize = 200;
+const DROP: usize = 300;
+
+/// What putting `new` in the place of `old` costs: nothing if it matches,
+/// else more than a gap (less than two), the less the more they have in
+/// common at their start and end.
+fn distance(old: &str, new: &str) -> usize {
+    if matches(old, new, false) {
+        return 0;
+    }
+    let same = |a: &mut dyn Iterator<Item = (char, char)>| a.take_while(|(x, y)| x == y).count();
+    let start = same(&mut old.chars().zip(new.chars()));
+    let end = same(&mut old.chars().rev().zip(new.chars().rev()));
+    let longest = old.chars().count().max(new.chars().count()).max(1);
+    ADD + 100 - 99 * (start + end).min(longest) / longest
 }
 
 /// The expected output that `printed` calls for: the old lines where they

@@ -300,7 +300,7 @@ fn bad_exchanges_get_invalid_argument_naming_the_problem() {
         assert_eq!(missing.code(), Code::InvalidArgument, "{missing:?}");
         assert_eq!(
             missing.message(),
-            r#"the input has no column "value"; its columns: ["name"]"#
+            r#"a batch needs an Int64 column "value"; this one has ["name"]"#
         );
 
         let wrong_type = status(exchange(&channel, vec![batch("value", names)]).await);

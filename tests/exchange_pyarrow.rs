@@ -63,7 +63,7 @@ fn a_pyarrow_client_exchanges_uploads_and_downloads_with_app_metadata() {
     );
     assert!(refused.starts_with("ArrowInvalid: "), "{refused}");
     assert!(
-        refused.contains(r#"the input has no column "value"; its columns: ["name"]"#),
+        refused.contains(r#"a batch needs an Int64 column "value"; this one has ["name"]"#),
         "{refused}"
     );
     block_on(&runtime, "stopping the server", server.stop());

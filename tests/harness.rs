@@ -86,6 +86,8 @@ fn bless_keeps_what_still_matches_and_writes_what_changed() {
     // An excerpt keeps to its own part of what the program printed.
     let printed = "before\nb\nc2\nafter";
     assert_eq!(check::blessed("b\nc", printed, true), "b\nc2");
+    let printed = "sent 1\nInvalidArgument: new words\nsent 2";
+    assert_eq!(check::blessed("InvalidArgument: old", printed, true), "InvalidArgument: new words");
     assert_eq!(check::blessed("x", "x", false), "x");
     assert_eq!(check::blessed("", "new", false), "new");
     assert_eq!(check::blessed("gone", "", false), "");
