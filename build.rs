@@ -63,7 +63,9 @@ fn write_copies(src: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
                         .map(|dir| root.join(dir).join(format!("{server}.rs")))
                         .find(|path| path.exists())
                         .ok_or_else(|| {
-                            at(format!("client_of={server}: no examples/{server}.rs or src/{server}.rs"))
+                            at(format!(
+                                "client_of={server}: no examples/{server}.rs or src/{server}.rs"
+                            ))
                         })?,
                 ),
                 None => None,

@@ -323,23 +323,39 @@ pub fn test_code(snippet: &Snippet, sources: &Sources) -> Result<String, String>
         l.starts_with("fn main(") || l.starts_with("async fn main(")
     });
     let Some(main) = main else {
-        return Err(at("the block runs but has no `fn main`; give it one, or mark it no_run"));
+        return Err(at(
+            "the block runs but has no `fn main`; give it one, or mark it no_run",
+        ));
     };
     let mut program = String::new();
     for (i, line) in expanded.code.lines().enumerate() {
         let renamed = format!("fn {RENAMED_MAIN}(");
-        let line = if i == main { line.replacen("fn main(", &renamed, 1) } else { line.into() };
+        let line = if i == main {
+            line.replacen("fn main(", &renamed, 1)
+        } else {
+            line.into()
+        };
         let _ = writeln!(program, "{line}");
     }
-    let mut hashes = format!("{:016x}", fnv(&fs::read(sources.harness).unwrap_or_default()));
-    let _ = writeln!(program, "#[allow(dead_code)]\n#[path = {:?}]\nmod cookbook_harness;", sources.harness);
+    let mut hashes = format!(
+        "{:016x}",
+        fnv(&fs::read(sources.harness).unwrap_or_default())
+    );
+    let _ = writeln!(
+        program,
+        "#[allow(dead_code)]\n#[path = {:?}]\nmod cookbook_harness;",
+        sources.harness
+    );
     let timeout = attributes.timeout_secs.unwrap_or(60);
     let run = match (&sources.server, attributes.server) {
         (Some((server, files)), _) => {
             for file in files {
                 let _ = write!(hashes, " {:016x}", fnv(&fs::read(file).unwrap_or_default()));
             }
-            let _ = writeln!(program, "#[allow(dead_code)]\n#[path = {server:?}]\nmod cookbook_server;");
+            let _ = writeln!(
+                program,
+                "#[allow(dead_code)]\n#[path = {server:?}]\nmod cookbook_server;"
+            );
             format!("run_client({RENAMED_MAIN}, {timeout}, cookbook_server::serve)")
         }
         (None, true) => format!("run_server({RENAMED_MAIN}, {timeout})"),
@@ -348,13 +364,24 @@ pub fn test_code(snippet: &Snippet, sources: &Sources) -> Result<String, String>
     let _ = writeln!(program, "// built from: {hashes}");
     let id = format!("{:016x}", fnv(format!("{program}{run}").as_bytes()));
     let run = run.replacen(")", &format!(", {id:?})"), 1);
-    let _ = writeln!(program, "fn main() -> std::process::ExitCode {{\n    cookbook_harness::{run}\n}}");
+    let _ = writeln!(
+        program,
+        "fn main() -> std::process::ExitCode {{\n    cookbook_harness::{run}\n}}"
+    );
     let mut code = String::new();
     let (heading, expected) = (block.heading.as_ref(), block.expected.as_ref());
     let _ = writeln!(code, "//@ id {id}");
     let _ = writeln!(code, "//@ chapter {chapter}\n//@ line {}", block.line);
-    let _ = writeln!(code, "//@ end {}\n//@ excerpt {}", block.end_line, expanded.partial);
-    let _ = writeln!(code, "//@ heading {}", heading.map_or("", |(_, h)| h.as_str()));
+    let _ = writeln!(
+        code,
+        "//@ end {}\n//@ excerpt {}",
+        block.end_line, expanded.partial
+    );
+    let _ = writeln!(
+        code,
+        "//@ heading {}",
+        heading.map_or("", |(_, h)| h.as_str())
+    );
     let _ = writeln!(code, "//@ expected_line {}", expected.map_or(0, |e| e.line));
     for line in expected.map_or("", |e| e.text.as_str()).lines() {
         let _ = writeln!(code, "//@| {line}");

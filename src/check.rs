@@ -63,7 +63,8 @@ impl Block {
 /// One lock per program: two blocks that show it run one after the other,
 /// the second with the first one's build.
 fn lock(key: &str) -> Arc<Mutex<()>> {
-    static LOCKS: LazyLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = LazyLock::new(Default::default);
+    static LOCKS: LazyLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> =
+        LazyLock::new(Default::default);
     let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
     Arc::clone(locks.entry(key.to_string()).or_default())
 }
@@ -98,9 +99,14 @@ pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
     let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
     if !tail.is_empty() {
         report.push_str("\nits last lines on stderr:\n");
-        tail.iter().rev().for_each(|l| report.push_str(&format!("    {l}\n")));
+        tail.iter()
+            .rev()
+            .for_each(|l| report.push_str(&format!("    {l}\n")));
     }
-    eprintln!("\n{}:{}: the block under \"{}\": {report}", block.chapter, block.line, block.heading);
+    eprintln!(
+        "\n{}:{}: the block under \"{}\": {report}",
+        block.chapter, block.line, block.heading
+    );
     // The report above says what is wrong; no panic message or backtrace.
     std::panic::resume_unwind(Box::new("the block's output is wrong"));
 }
@@ -109,7 +115,10 @@ pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
 /// same code with the same compiler and dependencies.
 pub fn check_snippet(root: &str, out: &str, target: &str, code: &str) {
     static STAMP: LazyLock<String> = LazyLock::new(dependencies_stamp);
-    let key = format!("{:016x}", crate::book::fnv(format!("{}{code}", *STAMP).as_bytes()));
+    let key = format!(
+        "{:016x}",
+        crate::book::fnv(format!("{}{code}", *STAMP).as_bytes())
+    );
     let mark = Path::new(out).join("checked").join(&key);
     let lock = lock(&key);
     let _only_me = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,17 +133,26 @@ pub fn check_snippet(root: &str, out: &str, target: &str, code: &str) {
 /// `target/<profile>/deps`, what a block is compiled against.
 fn dependencies_stamp() -> String {
     let out = PathBuf::from(env!("OUT_DIR"));
-    let deps = out.ancestors().nth(3).map(|p| p.join("deps")).unwrap_or_default();
+    let deps = out
+        .ancestors()
+        .nth(3)
+        .map(|p| p.join("deps"))
+        .unwrap_or_default();
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = process::Command::new(rustc).arg("-vV").output();
-    let mut stamp: String = String::from_utf8_lossy(&version.map(|o| o.stdout).unwrap_or_default()).into();
+    let mut stamp: String =
+        String::from_utf8_lossy(&version.map(|o| o.stdout).unwrap_or_default()).into();
     let mut libraries: Vec<_> = fs::read_dir(deps).into_iter().flatten().flatten().collect();
     libraries.sort_by_key(|entry| entry.file_name());
     for entry in libraries {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".rlib") || name.ends_with(".rmeta") {
             let meta = entry.metadata().ok();
-            let _ = writeln!(stamp, "{name} {:?}", meta.map(|m| (m.len(), m.modified().ok())));
+            let _ = writeln!(
+                stamp,
+                "{name} {:?}",
+                meta.map(|m| (m.len(), m.modified().ok()))
+            );
         }
     }
     stamp
@@ -188,7 +206,11 @@ pub fn side_by_side(block: &Block, actual: &str) -> String {
     };
     let rows = align(&lines(&block.expected), &lines(actual), block.excerpt);
     let width = rows.iter().map(|(e, _)| e.map_or(0, |e| e.chars().count()));
-    let width = width.chain([title.chars().count()]).max().unwrap_or(0).min(60);
+    let width = width
+        .chain([title.chars().count()])
+        .max()
+        .unwrap_or(0)
+        .min(60);
     let mut out = format!("    {title:width$} | printed\n");
     for (e, a) in rows {
         let same = match (e, a) {
@@ -210,7 +232,11 @@ pub fn side_by_side(block: &Block, actual: &str) -> String {
 /// that matches (`...` too), one put in the other's place, one left out,
 /// one added. A `...` line may stand for any number of printed lines; an
 /// excerpt may start and end anywhere in what was printed.
-fn align<'a>(old: &[&'a str], new: &[&'a str], excerpt: bool) -> Vec<(Option<&'a str>, Option<&'a str>)> {
+fn align<'a>(
+    old: &[&'a str],
+    new: &[&'a str],
+    excerpt: bool,
+) -> Vec<(Option<&'a str>, Option<&'a str>)> {
     let (n, m) = (old.len(), new.len());
     let mut cost = vec![vec![0usize; m + 1]; n + 1];
     for i in (0..=n).rev() {
@@ -298,12 +324,16 @@ fn bless(block: &Block, printed: &str) -> bool {
     if std::env::var_os("FLIGHT_COOKBOOK_BLESS").is_none() {
         return false;
     }
-    static MOVED: LazyLock<Mutex<HashMap<String, Vec<(usize, isize)>>>> =
-        LazyLock::new(Default::default);
+    type Moves = HashMap<String, Vec<(usize, isize)>>;
+    static MOVED: LazyLock<Mutex<Moves>> = LazyLock::new(Default::default);
     let mut moved = MOVED.lock().unwrap_or_else(|e| e.into_inner());
     let moves = moved.entry(block.chapter.clone()).or_default();
     let now = |line: usize| {
-        let shift: isize = moves.iter().filter(|(at, _)| *at < line).map(|(_, by)| by).sum();
+        let shift: isize = moves
+            .iter()
+            .filter(|(at, _)| *at < line)
+            .map(|(_, by)| by)
+            .sum();
         (line as isize + shift) as usize
     };
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(&block.chapter);
@@ -316,17 +346,30 @@ fn bless(block: &Block, printed: &str) -> bool {
     let (from, old_len) = if block.expected_line == 0 {
         let at = now(block.end);
         let added = ["", "```text"].map(String::from).into_iter();
-        text.splice(at..at, added.chain(new.iter().cloned()).chain(["```".into()]));
+        text.splice(
+            at..at,
+            added.chain(new.iter().cloned()).chain(["```".into()]),
+        );
         (block.end, 0)
     } else {
         let start = now(block.expected_line);
-        let len = text[start..].iter().position(|l| l.trim() == "```").unwrap_or(0);
+        let len = text[start..]
+            .iter()
+            .position(|l| l.trim() == "```")
+            .unwrap_or(0);
         text.splice(start..start + len, new.iter().cloned());
         (block.expected_line, len)
     };
-    let added = if block.expected_line == 0 { new.len() + 3 } else { new.len() };
+    let added = if block.expected_line == 0 {
+        new.len() + 3
+    } else {
+        new.len()
+    };
     moves.push((from, added as isize - old_len as isize));
     let written = fs::write(&path, text.join("\n") + "\n");
-    eprintln!("blessed {}:{}: the output under it is now what it printed", block.chapter, block.line);
+    eprintln!(
+        "blessed {}:{}: the output under it is now what it printed",
+        block.chapter, block.line
+    );
     written.is_ok()
 }

@@ -69,7 +69,8 @@ where
     };
     let run = launch(&[&url], false, timeout);
     let _ = stop.send(());
-    let stopped = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
+    let stopped =
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
     let server = match stopped {
         Ok(Ok(Ok(()))) => String::new(),
         Ok(Ok(Err(e))) => format!("the server failed: {e}"),

@@ -82,12 +82,19 @@ fn bless_keeps_what_still_matches_and_writes_what_changed() {
         check::blessed(old, printed, false),
         "token ...\nsame\nnew line\n...\nend\nadded"
     );
-    assert!(check::matches(&check::blessed(old, printed, false), printed, false));
+    assert!(check::matches(
+        &check::blessed(old, printed, false),
+        printed,
+        false
+    ));
     // An excerpt keeps to its own part of what the program printed.
     let printed = "before\nb\nc2\nafter";
     assert_eq!(check::blessed("b\nc", printed, true), "b\nc2");
     let printed = "sent 1\nInvalidArgument: new words\nsent 2";
-    assert_eq!(check::blessed("InvalidArgument: old", printed, true), "InvalidArgument: new words");
+    assert_eq!(
+        check::blessed("InvalidArgument: old", printed, true),
+        "InvalidArgument: new words"
+    );
     assert_eq!(check::blessed("x", "x", false), "x");
     assert_eq!(check::blessed("", "new", false), "new");
     assert_eq!(check::blessed("gone", "", false), "");
@@ -104,10 +111,19 @@ fn the_report_shows_expected_and_printed_side_by_side() {
     let report = check::side_by_side(&block, "same\nBearer abc\ngot\nextra\n");
     let rows: Vec<&str> = report.lines().collect();
     assert!(rows[0].contains("expected (book/src/x.md:20)"), "{report}");
-    assert!(rows[1].starts_with("    same") && rows[1].ends_with("| same"), "{report}");
+    assert!(
+        rows[1].starts_with("    same") && rows[1].ends_with("| same"),
+        "{report}"
+    );
     assert!(rows[2].starts_with("    Bearer ...") && rows[2].ends_with("| Bearer abc"));
-    assert!(rows[3].starts_with("  ✗ wanted") && rows[3].ends_with("| got"), "{report}");
-    assert!(rows[4].starts_with("  ✗ ") && rows[4].ends_with("| extra"), "{report}");
+    assert!(
+        rows[3].starts_with("  ✗ wanted") && rows[3].ends_with("| got"),
+        "{report}"
+    );
+    assert!(
+        rows[4].starts_with("  ✗ ") && rows[4].ends_with("| extra"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -118,7 +134,9 @@ fn ellipsis_matches_within_and_across_lines() {
     assert!(m("x...y...z", "x1y2z") && !m("x...y...z", "x1z2y") && !m("ab...ba", "aba"));
     let excerpt = |e, a| check::matches(e, a, true);
     assert!(excerpt("b\nc", "a\nb\nc\nd") && excerpt("a", "a\nb") && excerpt("b", "a\nb"));
-    assert!(!excerpt("b\nd", "a\nb\nc\nd") && !excerpt("ch", "echo") && excerpt("b...", "a\nbx\nc"));
+    assert!(
+        !excerpt("b\nd", "a\nb\nc\nd") && !excerpt("ch", "echo") && excerpt("b...", "a\nbx\nc")
+    );
 }
 
 #[test]
