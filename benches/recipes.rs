@@ -20,10 +20,12 @@
 //! again with `--serve MODE`, which calls the same `serve` functions as the
 //! example programs' `main`, compiled with the same (release) profile as
 //! this benchmark, so that `cargo bench` builds everything it runs and no
-//! stale example binary is measured; pyarrow's are the scripts of `tests/python`, run by
-//! `$FLIGHT_COOKBOOK_PYTHON`, else `.venv/bin/python`, else `python3`. The
-//! client is ours for every server: the functions of
-//! `examples/streaming_parquet_client.rs` and `examples/basic_auth_client.rs`.
+//! stale example binary is measured; pyarrow's are the scripts of
+//! `tests/python`, run by the Python that `recipes/build.rs` found with the
+//! packages of `tests/python/requirements.txt`. Both kinds run as
+//! `tests/common`'s `ChildProcess`. The client is ours for every server: the
+//! functions of `examples/streaming_parquet_client.rs` and
+//! `examples/basic_auth_client.rs`.
 //!
 //! Each figure is the median over the runs (5 by default); a ratio is the
 //! median of the ratios of the runs, each measured back to back. `--quick`
@@ -32,12 +34,35 @@
 //! datasets. The program exits with 0 also when a goal is missed: the table
 //! says MISSED.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_client.rs"]
+mod basic_auth_client;
+
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_server.rs"]
+mod basic_auth_server;
+
+#[allow(dead_code)]
+#[path = "../examples/parquet_storage_server.rs"]
+mod parquet_storage_server;
+
+#[allow(dead_code)]
+#[path = "../examples/streaming_parquet_client.rs"]
+mod streaming_parquet_client;
+
+#[allow(dead_code)]
+#[path = "../examples/streaming_parquet_server.rs"]
+mod streaming_parquet_server;
+
 use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,11 +70,11 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{Action, FlightClient, HandshakeRequest};
-use flight_cookbook::basic_auth_client::{TokenPair, authenticate_basic_token};
-use flight_cookbook::basic_auth_server::{self, EchoServer};
-use flight_cookbook::streaming_parquet_client::{connect, count_rows, upload_stream};
-use flight_cookbook::{parquet_storage_server, streaming_parquet_server};
+use basic_auth_client::{TokenPair, authenticate_basic_token};
+use basic_auth_server::EchoServer;
+use common::ChildProcess;
 use futures::{TryStreamExt, stream};
+use streaming_parquet_client::{connect, count_rows, upload_stream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::Request;
@@ -69,7 +94,6 @@ const POOL_BATCHES: usize = 256;
 /// Calls in flight at once, and the connections they share.
 const IN_FLIGHT: usize = 16;
 const CONNECTIONS: usize = 4;
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Options {
     quick: bool,
@@ -158,8 +182,8 @@ async fn serve(args: &[String]) -> Result<(), Error> {
 
 /// A server in a child process, and a thread that samples its RSS.
 struct ServerProcess {
-    child: Child,
-    _stdin: Option<ChildStdin>,
+    process: Option<ChildProcess>,
+    pid: u32,
     url: String,
     sampled_peak: Arc<AtomicU64>,
     sampling: Arc<AtomicBool>,
@@ -171,52 +195,20 @@ impl ServerProcess {
     fn ours(args: &[&std::ffi::OsStr]) -> Result<Self, Error> {
         let mut command = Command::new(std::env::current_exe()?);
         command.arg("--serve").args(args);
-        Self::start(command)
+        Ok(Self::start(ChildProcess::start("our server", command)))
     }
 
     /// A pyarrow server of `tests/python`.
     fn pyarrow(python: &str, script: &str, args: &[&std::ffi::OsStr]) -> Result<Self, Error> {
-        let mut command = Command::new(python);
-        command
-            .arg(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/python")
-                    .join(script),
-            )
-            .args(args);
-        Self::start(command)
+        Ok(Self::start(ChildProcess::python(python, script, args)))
     }
 
-    fn start(mut command: Command) -> Result<Self, Error> {
-        // The servers also stop when their stdin closes: if this program
-        // dies, so do they.
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (first, line) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = first.send(lines.next());
-            lines.for_each(drop);
-        });
-        let line = match line.recv_timeout(TIMEOUT) {
-            Ok(Some(Ok(line))) => line,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("the server {command:?} did not start").into());
-            }
-        };
-        let Some(addr) = line.strip_prefix("Serving on grpc://") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("unexpected first line from {command:?}: {line}").into());
-        };
-
-        let pid = child.id();
+    /// Reads where `process` serves and starts sampling its RSS. The
+    /// servers also stop when their stdin closes: if this program dies, so
+    /// do they.
+    fn start(mut process: ChildProcess) -> Self {
+        let url = format!("http://{}", process.serving_on());
+        let pid = process.id();
         let sampled_peak = Arc::new(AtomicU64::new(0));
         let sampling = Arc::new(AtomicBool::new(true));
         let sampler = {
@@ -230,14 +222,14 @@ impl ServerProcess {
                 }
             })
         };
-        Ok(ServerProcess {
-            child,
-            _stdin: stdin,
-            url: format!("http://{addr}"),
+        ServerProcess {
+            process: Some(process),
+            pid,
+            url,
             sampled_peak,
             sampling,
             sampler: Some(sampler),
-        })
+        }
     }
 
     async fn channel(&self) -> Result<Channel, Error> {
@@ -247,7 +239,7 @@ impl ServerProcess {
     /// Starts a new step: the kernel's peak and the sampled one start again
     /// from the current size.
     fn reset_peak(&self) {
-        let path = format!("/proc/{}/clear_refs", self.child.id());
+        let path = format!("/proc/{}/clear_refs", self.pid);
         if let Err(e) = std::fs::write(path, "5") {
             eprintln!("cannot reset the kernel's peak ({e}): the sampled peak counts");
         }
@@ -257,48 +249,34 @@ impl ServerProcess {
     /// The peak RSS since the last reset: the larger of the kernel's
     /// (`VmHWM`) and the one sampled every 10 ms.
     fn peak(&self) -> Result<u64, Error> {
-        let kernel = status_field(self.child.id(), "VmHWM:")?;
+        let kernel = status_field(self.pid, "VmHWM:")?;
         Ok(kernel.max(self.sampled_peak.load(Ordering::Relaxed)))
     }
 
-    /// Sends SIGTERM and waits for the server to stop, at most 10 s.
+    /// Sends SIGTERM and waits for the server to stop cleanly, at most
+    /// `common::STOP_TIMEOUT`.
     fn stop(mut self) -> Result<(), Error> {
-        self.halt()
+        self.stop_sampling();
+        let process = self.process.take().ok_or("the server was stopped before")?;
+        let finished = process.terminate();
+        match finished.success() {
+            true => Ok(()),
+            false => Err(format!("the server did not stop cleanly: {}", finished.report()).into()),
+        }
     }
 
-    fn halt(&mut self) -> Result<(), Error> {
+    fn stop_sampling(&mut self) {
         self.sampling.store(false, Ordering::Relaxed);
         if let Some(sampler) = self.sampler.take() {
             let _ = sampler.join();
-        }
-        if self.child.try_wait()?.is_some() {
-            return Err("the server had stopped by itself".into());
-        }
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return match status.success() {
-                    true => Ok(()),
-                    false => Err(format!("the server ended with {status}").into()),
-                };
-            }
-            if Instant::now() > deadline {
-                self.child.kill()?;
-                self.child.wait()?;
-                return Err("the server did not stop within 10 s".into());
-            }
-            thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
 impl Drop for ServerProcess {
+    /// Stops the sampler; the process, dropped, stops too.
     fn drop(&mut self) {
-        if self.sampler.is_some() {
-            let _ = self.halt();
-        }
+        self.stop_sampling();
     }
 }
 
@@ -318,19 +296,14 @@ fn status_field(pid: u32, field: &str) -> Result<u64, Error> {
     Ok(kb * 1024)
 }
 
-/// The Python interpreter, if it has pyarrow; the reason why not otherwise.
+/// The Python interpreter with pyarrow that the build found, and pyarrow's
+/// version; the reason why not otherwise.
 fn pyarrow() -> Result<(String, String), String> {
-    let python = match std::env::var("FLIGHT_COOKBOOK_PYTHON") {
-        Ok(python) if !python.is_empty() => python,
-        _ => {
-            let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-            match venv.exists() {
-                true => venv.display().to_string(),
-                false => "python3".to_string(),
-            }
-        }
-    };
-    let check = "import pyarrow, pyarrow.flight, pyarrow.parquet; print(pyarrow.__version__)";
+    if !cfg!(python) {
+        return Err("no Python with tests/python/requirements.txt (see recipes/build.rs)".into());
+    }
+    let python = common::python();
+    let check = "import pyarrow; print(pyarrow.__version__)";
     match Command::new(&python).args(["-c", check]).output() {
         Ok(output) if output.status.success() => {
             let version = String::from_utf8_lossy(&output.stdout).trim().to_string();

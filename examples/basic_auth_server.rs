@@ -192,14 +192,6 @@ impl TokenStore {
             _ => None,
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
 }
 // ANCHOR_END: tokens
 

@@ -658,28 +658,28 @@ pub async fn serve_repository(
     // ANCHOR_END: copy_nodelay_server
 }
 
-// ANCHOR: copy_serve_temp_repository
-/// Serves a new, empty repository in a temporary folder, and removes the
-/// folder once the server has stopped.
+// ANCHOR: copy_serve_datasets
+/// Serves the repository `datasets` in the current folder.
 pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let dir = tempfile::tempdir()?;
-    serve_repository(listener, Repository::new(dir.path())?, shutdown).await?;
-    dir.close()?;
+    let repository = Repository::new("datasets")?;
+    serve_repository(listener, repository, shutdown).await?;
     Ok(())
 }
-// ANCHOR_END: copy_serve_temp_repository
+// ANCHOR_END: copy_serve_datasets
 
 // ANCHOR: copy_options
 /// The command line: `[ADDR] [--repo DIR]`.
-pub fn options(mut args: impl Iterator<Item = String>) -> Result<(String, PathBuf), String> {
+pub fn options(
+    mut args: impl Iterator<Item = String>,
+) -> Result<(String, Option<PathBuf>), String> {
     let mut addr = "127.0.0.1:8815".to_string();
-    let mut repo = PathBuf::from("datasets");
+    let mut repo = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--repo" => repo = args.next().ok_or("--repo needs a folder")?.into(),
+            "--repo" => repo = Some(args.next().ok_or("--repo needs a folder")?.into()),
             _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
             _ => addr = arg,
         }
@@ -689,10 +689,10 @@ pub fn options(mut args: impl Iterator<Item = String>) -> Result<(String, PathBu
 // ANCHOR_END: copy_options
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (addr, repo) = options(std::env::args().skip(1))
         .map_err(|e| format!("{e}; usage: streaming_parquet_server [ADDR] [--repo DIR]"))?;
-    let repository = Repository::new(repo)?;
+    let repository = repo.map(Repository::new).transpose()?;
     let listener = TcpListener::bind(&addr).await?;
 
     // Catch the signals before saying that the server is up.
@@ -707,7 +707,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
-    serve_repository(listener, repository, stop).await?;
+    match repository {
+        Some(repository) => serve_repository(listener, repository, stop).await?,
+        None => serve(listener, stop).await?,
+    }
     Ok(())
 }
 // ANCHOR_END: serve

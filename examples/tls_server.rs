@@ -1,5 +1,6 @@
 // ANCHOR: uses
 use std::collections::HashMap;
+use std::error::Error;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -219,12 +220,34 @@ pub async fn serve_tls(
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await
 }
+
+/// The certificate and key of step 1, which `serve` uses.
+const CERT_FILE: &str = "certs/server.pem";
+const KEY_FILE: &str = "certs/server.key";
+
+/// Serves over TLS with `certs/server.pem` and `certs/server.key` of the
+/// current folder.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let tls = tls_config(&read(CERT_FILE)?, &read(KEY_FILE)?, None);
+    serve_tls(listener, tls, shutdown).await?;
+    Ok(())
+}
+
+/// The bytes of the file `path`; an error names the file.
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+}
 // ANCHOR_END: serve
 
 // ANCHOR: main
-/// `[ADDR] --tls CERTFILE KEYFILE [--client-ca CAFILE]`
-fn options(args: &[String]) -> Result<(String, [String; 2], Option<String>), String> {
-    let usage = "usage: tls_server [ADDR] --tls CERTFILE KEYFILE [--client-ca CAFILE]";
+/// `[ADDR] [--tls CERTFILE KEYFILE] [--client-ca CAFILE]`
+type Options = (String, Option<[String; 2]>, Option<String>);
+
+fn options(args: &[String]) -> Result<Options, String> {
+    let usage = "usage: tls_server [ADDR] [--tls CERTFILE KEYFILE] [--client-ca CAFILE]";
     let after = |flag: &str, n: usize| {
         let at = args.iter().position(|arg| arg == flag)?;
         Some(
@@ -236,19 +259,28 @@ fn options(args: &[String]) -> Result<(String, [String; 2], Option<String>), Str
         Some(first) if !first.starts_with("--") => first.clone(),
         _ => "127.0.0.1:5005".to_string(),
     };
-    let tls = after("--tls", 2).ok_or_else(|| usage.to_string())??;
+    let tls = after("--tls", 2).transpose()?;
     let client_ca = after("--client-ca", 1).transpose()?;
-    let tls = [tls[0].clone(), tls[1].clone()];
+    let tls = tls.map(|files| [files[0].clone(), files[1].clone()]);
     Ok((addr, tls, client_ca.map(|ca| ca[0].clone())))
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (addr, [cert, key], client_ca) = options(&args)?;
-    let read = |path: &str| std::fs::read(path).map_err(|e| format!("{path}: {e}"));
-    let client_ca = client_ca.as_deref().map(read).transpose()?;
-    let tls = tls_config(&read(&cert)?, &read(&key)?, client_ca.as_deref());
+    let (addr, files, client_ca) = options(&args)?;
+    // Without options, `serve` reads the files of step 1.
+    let tls = if files.is_none() && client_ca.is_none() {
+        None
+    } else {
+        let [cert, key] = files.unwrap_or([CERT_FILE.into(), KEY_FILE.into()]);
+        let client_ca = client_ca.as_deref().map(read).transpose()?;
+        Some(tls_config(
+            &read(&cert)?,
+            &read(&key)?,
+            client_ca.as_deref(),
+        ))
+    };
     let listener = TcpListener::bind(addr).await?;
 
     // ANCHOR: copy_stop_on_signal
@@ -262,7 +294,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc+tls://{}", listener.local_addr()?);
-    serve_tls(listener, tls, stop).await?;
+    match tls {
+        Some(tls) => serve_tls(listener, tls, stop).await?,
+        None => serve(listener, stop).await?,
+    }
     Ok(())
 }
 // ANCHOR_END: main

@@ -5,8 +5,11 @@
 
 mod common;
 
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_server.rs"]
+mod basic_auth_server;
+
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,29 +19,14 @@ use arrow_flight::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use flight_cookbook::basic_auth_server::{
-    Authenticator, MAX_AUTHORIZATION_LEN, TokenPolicy, TokenStore, serve,
-};
+use basic_auth_server::{Authenticator, MAX_AUTHORIZATION_LEN, TokenPolicy, TokenStore, serve};
+use common::{TestServer, within};
 use futures::{StreamExt, stream};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-
-/// The longest any single network step may take before the test fails.
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// Awaits `future`, failing the test if it takes longer than [`LIMIT`].
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(LIMIT, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("{what} did not finish within {LIMIT:?}"),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Helpers for the unit-level tests
@@ -131,6 +119,18 @@ fn log_in(auth: &Authenticator, user: &str, password: &str) -> String {
         .expect("the login succeeds")
         .expect("a login answers with a bearer token");
     token_of(&bearer)
+}
+
+/// An authenticator whose store holds one token, and that token: a token
+/// issued later takes its place, so that it is still valid proves that no
+/// other token was issued.
+fn authenticator_with_one_token() -> (Authenticator, String) {
+    let auth = authenticator(TokenPolicy {
+        capacity: 1,
+        ..TokenPolicy::default()
+    });
+    let token = log_in(&auth, "test", "password");
+    (auth, token)
 }
 
 /// The malformed `authorization` values, each with the code and a part of
@@ -382,7 +382,7 @@ fn a_good_login_answers_with_a_fresh_random_bearer_token() {
 
 #[test]
 fn malformed_and_wrong_credentials_are_refused_with_a_clear_reason() {
-    let auth = authenticator(TokenPolicy::default());
+    let (auth, token) = authenticator_with_one_token();
     for (what, value, code, needle) in malformed_values() {
         let secret = String::from_utf8_lossy(&value).into_owned();
         match auth.check(&headers(&value)) {
@@ -413,7 +413,7 @@ fn malformed_and_wrong_credentials_are_refused_with_a_clear_reason() {
     );
     assert!(!status.message().contains(&"S".repeat(17)), "{status:?}");
     // None of the refusals issued a token.
-    assert_eq!(auth.tokens().len(), 0);
+    assert_eq!(auth.tokens().user(&token), Some("test"));
 }
 
 #[test]
@@ -605,9 +605,8 @@ fn expired_tokens_are_refused() {
         "Invalid token",
     );
 
-    // The next login forgets the expired token, and its own token works.
+    // The next login's token works; the expired one stays refused.
     let fresh = log_in(&auth, "test", "password");
-    assert_eq!(auth.tokens().len(), 1);
     assert_eq!(auth.tokens().user(&fresh), Some("test"));
     assert_eq!(auth.tokens().user(&token), None);
 }
@@ -642,13 +641,16 @@ fn the_store_holds_at_most_its_capacity_and_forgets_the_oldest() {
         lifetime: Duration::from_secs(3600),
         capacity: CAPACITY,
     });
-    assert!(store.is_empty());
     let mut tokens = Vec::with_capacity(ISSUES);
     for i in 0..ISSUES {
         tokens.push(store.issue(if i.is_multiple_of(2) { "even" } else { "odd" }));
-        assert!(store.len() <= CAPACITY, "{} tokens after {i}", store.len());
+        // At every step the store knows the last CAPACITY tokens, no more.
+        if let Some(forgotten) = i.checked_sub(CAPACITY) {
+            assert_eq!(store.user(&tokens[forgotten]), None, "token {forgotten}");
+            let oldest = forgotten + 1;
+            assert!(store.user(&tokens[oldest]).is_some(), "token {oldest}");
+        }
     }
-    assert_eq!(store.len(), CAPACITY);
     assert_eq!(tokens.iter().collect::<HashSet<_>>().len(), ISSUES);
 
     let (evicted, kept) = tokens.split_at(ISSUES - CAPACITY);
@@ -671,7 +673,6 @@ fn many_logins_through_the_authenticator_stay_within_capacity() {
     let tokens: Vec<_> = (0..5000)
         .map(|_| log_in(&auth, "test", "password"))
         .collect();
-    assert_eq!(auth.tokens().len(), 100);
     for token in &tokens[..4900] {
         let bearer = format!("Bearer {token}");
         assert_refused(
@@ -695,7 +696,6 @@ fn a_zero_capacity_store_keeps_the_newest_token() {
     });
     let first = store.issue("test");
     let second = store.issue("test");
-    assert_eq!(store.len(), 1);
     assert_eq!(store.user(&first), None);
     assert_eq!(store.user(&second), Some("test"));
 }
@@ -704,47 +704,9 @@ fn a_zero_capacity_store_keeps_the_newest_token() {
 // End to end over gRPC
 // ---------------------------------------------------------------------------
 
-/// The recipe's server running in a background task on a free port.
-struct TestServer {
-    channel: Channel,
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl TestServer {
-    async fn start() -> TestServer {
-        let listener = within("bind", TcpListener::bind("127.0.0.1:0"))
-            .await
-            .expect("bind a free port");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, async {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(url.clone()).expect("url");
-        let channel = within("connect", channel.connect()).await.expect("connect");
-        TestServer {
-            channel,
-            url,
-            stop,
-            task,
-        }
-    }
-
-    fn client(&self) -> FlightServiceClient<Channel> {
-        FlightServiceClient::new(self.channel.clone())
-    }
-
-    /// Stops the server and proves that it ends cleanly.
-    async fn finish(self) {
-        drop(self.channel);
-        self.stop.send(()).expect("the server is still running");
-        within("the server's shutdown", self.task)
-            .await
-            .expect("the server task did not panic")
-            .expect("the server ends cleanly");
-    }
+/// A client on its own clone of `channel`.
+fn client_on(channel: &Channel) -> FlightServiceClient<Channel> {
+    FlightServiceClient::new(channel.clone())
 }
 
 /// Sends `echo` with `body` on do_action with the given `authorization`
@@ -814,8 +776,9 @@ async fn bearer_for(client: &mut FlightServiceClient<Channel>) -> String {
 
 #[tokio::test]
 async fn a_login_on_the_handshake_returns_one_response_and_a_token() {
-    let server = TestServer::start().await;
-    let mut client = server.client();
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
+    let mut client = client_on(&channel);
 
     let bearer = bearer_for(&mut client).await;
     let (bodies, renewed) = echo_with(&mut client, Some(ascii(&bearer)), "hello")
@@ -849,13 +812,15 @@ async fn a_login_on_the_handshake_returns_one_response_and_a_token() {
         "Unknown user or invalid password",
         Some("wrong"),
     );
-    server.finish().await;
+    drop((client, channel));
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn a_login_on_do_action_also_returns_a_token() {
-    let server = TestServer::start().await;
-    let mut client = server.client();
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
+    let mut client = client_on(&channel);
     let (bodies, bearer) = echo_with(&mut client, Some(ascii(&basic("test", "password"))), "x")
         .await
         .expect("a Basic login on do_action is accepted");
@@ -864,13 +829,15 @@ async fn a_login_on_do_action_also_returns_a_token() {
     echo_with(&mut client, Some(ascii(&bearer)), "y")
         .await
         .expect("the token works");
-    server.finish().await;
+    drop((client, channel));
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn the_capitalised_header_name_works_over_grpc() {
-    let server = TestServer::start().await;
-    let mut client = server.client();
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
+    let mut client = client_on(&channel);
 
     // HTTP/2 sends header names in lower case; a capitalised name given to
     // the client is normalised, and the server accepts it.
@@ -887,7 +854,7 @@ async fn the_capitalised_header_name_works_over_grpc() {
     drop(response);
 
     // The high-level client takes the name as given, too.
-    let mut flight = FlightClient::new(server.channel.clone());
+    let mut flight = FlightClient::new(channel.clone());
     flight
         .add_header("Authorization", &basic("test", "password"))
         .expect("a header");
@@ -895,15 +862,17 @@ async fn the_capitalised_header_name_works_over_grpc() {
         .await
         .expect("the high-level client logs in");
     assert!(payload.is_empty());
-    server.finish().await;
+    drop((client, channel));
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn the_high_level_flight_client_handshake_succeeds() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
 
     // FlightClient::handshake insists on exactly one HandshakeResponse.
-    let mut flight = FlightClient::new(server.channel.clone());
+    let mut flight = FlightClient::new(channel.clone());
     flight
         .add_header("authorization", &basic("test", "password"))
         .expect("a header");
@@ -916,8 +885,8 @@ async fn the_high_level_flight_client_handshake_succeeds() {
     assert!(payload.is_empty(), "the server sends an empty payload");
 
     // With a bearer token from a raw login, it can call do_action.
-    let bearer = bearer_for(&mut server.client()).await;
-    let mut flight = FlightClient::new(server.channel.clone());
+    let bearer = bearer_for(&mut client_on(&channel)).await;
+    let mut flight = FlightClient::new(channel.clone());
     flight
         .add_header("authorization", &bearer)
         .expect("a header");
@@ -938,7 +907,7 @@ async fn the_high_level_flight_client_handshake_succeeds() {
     assert_eq!(bodies, [b"echo".to_vec(), b"hi".to_vec()]);
 
     // A wrong password is refused with the server's status.
-    let mut flight = FlightClient::new(server.channel.clone());
+    let mut flight = FlightClient::new(channel.clone());
     flight
         .add_header("authorization", &basic("test", "nope"))
         .expect("a header");
@@ -952,13 +921,15 @@ async fn the_high_level_flight_client_handshake_succeeds() {
         "Unknown user or invalid password",
         Some("nope"),
     );
-    server.finish().await;
+    drop(channel);
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn malformed_values_are_refused_over_grpc_and_the_server_keeps_serving() {
-    let server = TestServer::start().await;
-    let mut client = server.client();
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
+    let mut client = client_on(&channel);
 
     for (what, value, code, needle) in malformed_values() {
         let value = MetadataValue::<Ascii>::try_from(value.as_slice())
@@ -992,17 +963,19 @@ async fn malformed_values_are_refused_over_grpc_and_the_server_keeps_serving() {
         .await
         .expect("the server still serves");
     assert_eq!(bodies, [b"echo".to_vec(), b"still here".to_vec()]);
-    server.finish().await;
+    drop((client, channel));
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn values_too_large_for_http2_are_refused_and_the_server_keeps_serving() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
     // Larger than the 16 KiB HTTP/2 header list the server accepts: the
     // transport refuses it before the authentication layer sees it. Whatever
     // the refusal, the call must fail, and nothing else must break.
     for size in [20 * 1024, 256 * 1024] {
-        let mut client = server.client();
+        let mut client = client_on(&channel);
         let mut value = basic("test", "password").into_bytes();
         value.resize(size, b'=');
         let value = MetadataValue::<Ascii>::try_from(value.as_slice()).expect("sendable");
@@ -1022,21 +995,22 @@ async fn values_too_large_for_http2_are_refused_and_the_server_keeps_serving() {
     }
 
     // A fresh channel and the old one both still work.
-    let channel = Channel::from_shared(server.url.clone()).expect("url");
-    let channel = within("connect", channel.connect()).await.expect("connect");
-    for mut client in [FlightServiceClient::new(channel), server.client()] {
+    let fresh = server.channel().await;
+    for mut client in [client_on(&fresh), client_on(&channel)] {
         let bearer = bearer_for(&mut client).await;
         echo_with(&mut client, Some(ascii(&bearer)), "ok")
             .await
             .expect("the server still serves");
     }
-    server.finish().await;
+    drop((fresh, channel));
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn every_call_needs_credentials() {
-    let server = TestServer::start().await;
-    let mut client = server.client();
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
+    let mut client = client_on(&channel);
     let unauthenticated = |status: Status| {
         assert_status(
             &status,
@@ -1118,15 +1092,17 @@ async fn every_call_needs_credentials() {
         .expect_err("list_flights is not offered");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     assert_clean_message(status.message(), None);
-    server.finish().await;
+    drop((client, channel));
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn concurrent_logins_get_distinct_working_tokens() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
     let logins: Vec<_> = (0..32)
         .map(|i| {
-            let mut client = server.client();
+            let mut client = client_on(&channel);
             tokio::spawn(async move {
                 let bearer = bearer_for(&mut client).await;
                 let body = format!("call {i}");
@@ -1143,5 +1119,6 @@ async fn concurrent_logins_get_distinct_working_tokens() {
         let bearer = within("a login task", login).await.expect("no panic");
         assert!(tokens.insert(bearer), "a token was issued twice");
     }
-    server.finish().await;
+    drop(channel);
+    server.stop().await;
 }

@@ -4,13 +4,19 @@
 //! chapter's `toml` block. skeptic links every crate the build compiled, so
 //! only this proves the `toml` blocks honest.
 
+mod common;
+
+#[allow(dead_code)]
+#[path = "../src/book.rs"]
+mod book;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use flight_cookbook::book::{self, Attributes};
+use book::Attributes;
 
 /// A chapter's complete programs and its `toml` block.
 struct Chapter {
@@ -20,7 +26,7 @@ struct Chapter {
 }
 
 fn chapters() -> Vec<Chapter> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("book/src");
+    let src = common::repo_root().join("book/src");
     let mut found = Vec::new();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&src)
         .expect("book/src")
@@ -76,7 +82,7 @@ fn chapters() -> Vec<Chapter> {
 
 #[test]
 fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependencies() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = common::repo_root();
     let target = root.join("target/copy-paste");
     let chapters = chapters();
     assert!(!chapters.is_empty(), "no chapter with a complete program");
@@ -91,6 +97,9 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
         );
         manifest.push_str(&chapter.toml);
         manifest.push_str("\n\n[profile.dev]\ndebug = false\n");
+        // A crate of its own, not a member of this repository's workspace,
+        // in whose target folder it lies.
+        manifest.push_str("\n[workspace]\n");
         write_if_changed(&dir.join("Cargo.toml"), &manifest);
         let lock = std::fs::read_to_string(root.join("Cargo.lock")).expect("Cargo.lock");
         write_if_changed(&dir.join("Cargo.lock"), &lock);
@@ -117,38 +126,21 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
             }
         }
 
-        let started = Instant::now();
-        let mut build = Command::new(env!("CARGO"))
+        let mut build = Command::new(env!("CARGO"));
+        build
             .args(["build", "--bins", "--quiet"])
             .current_dir(&dir)
             .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cargo build");
-        let mut stderr = build.stderr.take().expect("stderr");
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-            text
-        });
-        let status = loop {
-            if let Some(status) = build.try_wait().expect("wait") {
-                break Some(status);
-            }
-            if started.elapsed() > Duration::from_secs(1200) {
-                let _ = build.kill();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        let errors = reader.join().unwrap_or_default();
+            .env_remove("RUSTFLAGS");
+        // A first build of a chapter's crate compiles all its dependencies.
+        let built = common::run_with_timeout(build, Duration::from_secs(1200));
+        let built = built.unwrap_or_else(|e| panic!("{}.md: cargo build: {e}", chapter.name));
         assert!(
-            status.is_some_and(|s| s.success()),
+            built.status.success(),
             "{}.md: a reader's crate with only the chapter's toml block does not build:\n{listing}\n\
-             Cargo.toml:\n{manifest}\n{errors}",
-            chapter.name
+             Cargo.toml:\n{manifest}\n{}",
+            chapter.name,
+            String::from_utf8_lossy(&built.stderr)
         );
     }
 }

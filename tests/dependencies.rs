@@ -1,14 +1,22 @@
 //! Honest dependencies. skeptic hands every crate of the target directory to
 //! rustc, transitive ones too, so a block could compile here and fail in a
 //! reader's crate. This test reads every Rust block of the book and checks
-//! that each crate it names is a direct dependency of this package and is
+//! that each crate it names is a direct dependency of the book's package (the
+//! top `Cargo.toml`, whose build script turns the blocks into tests) and is
 //! listed, with the same version, in its chapter's `toml` block; and that a
-//! chapter lists no crate its code does not use.
+//! chapter lists no crate its code does not use. Both packages take every
+//! crate from `[workspace.dependencies]`, so that the book's blocks and the
+//! programs are built against one version and one feature set of each.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../src/book.rs"]
+mod book;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-use flight_cookbook::book::{self, Attributes};
+use book::Attributes;
 
 /// Names a path may start with that are not crates.
 const NOT_CRATES: &[&str] = &[
@@ -16,27 +24,72 @@ const NOT_CRATES: &[&str] = &[
     "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64",
 ];
 
-/// `[dependencies]` of a TOML text: crate name (with `_`) to version.
-fn dependencies(toml: &str) -> BTreeMap<String, String> {
+/// The entries of the table `[section]` of a TOML text, one a line: key
+/// to value, both as written.
+fn entries(toml: &str, section: &str) -> BTreeMap<String, String> {
     let mut found = BTreeMap::new();
     let mut inside = false;
     for line in toml.lines().map(str::trim) {
         if line.starts_with('[') {
-            inside = line == "[dependencies]";
+            inside = line == format!("[{section}]");
             continue;
         }
-        let Some((name, spec)) = line.split_once('=').filter(|_| inside) else {
+        if line.starts_with('#') {
             continue;
-        };
-        let spec = spec.trim();
-        let version = match spec.find("version") {
-            Some(at) => &spec[at..],
-            None => spec,
-        };
-        let version = version.split('"').nth(1).unwrap_or_default();
-        found.insert(name.trim().replace('-', "_"), version.to_string());
+        }
+        if let Some((key, value)) = line.split_once('=').filter(|_| inside) {
+            found.insert(key.trim().to_string(), value.trim().to_string());
+        }
     }
     found
+}
+
+/// The version of a dependency's spec: `"1"` or `{ version = "1", ... }`.
+fn version(spec: &str) -> String {
+    let version = match spec.find("version") {
+        Some(at) => &spec[at..],
+        None => spec,
+    };
+    version.split('"').nth(1).unwrap_or_default().to_string()
+}
+
+/// `[dependencies]` of a TOML text with versions (a chapter's `toml`
+/// block): crate name (with `_`) to version.
+fn dependencies(toml: &str) -> BTreeMap<String, String> {
+    entries(toml, "dependencies")
+        .into_iter()
+        .map(|(name, spec)| (name.replace('-', "_"), version(&spec)))
+        .collect()
+}
+
+/// The `[dependencies]` of the workspace package in `manifest`, each
+/// `name.workspace = true`, with its version from the top `Cargo.toml`'s
+/// `[workspace.dependencies]`: crate name (with `_`) to version.
+fn workspace_dependencies(manifest: &str, what: &str) -> BTreeMap<String, String> {
+    let top = std::fs::read_to_string(common::repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    let versions = entries(&top, "workspace.dependencies");
+    let mut found = BTreeMap::new();
+    for (key, value) in entries(manifest, "dependencies") {
+        let name = key.strip_suffix(".workspace");
+        let name = name
+            .filter(|_| value == "true")
+            .unwrap_or_else(|| panic!("{what}: `{key} = {value}` is not `NAME.workspace = true`"));
+        let spec = versions.get(name).unwrap_or_else(|| {
+            panic!("{what}: {name} is not in the top Cargo.toml's [workspace.dependencies]")
+        });
+        found.insert(name.replace('-', "_"), version(spec));
+    }
+    found
+}
+
+#[test]
+fn both_packages_take_the_same_crates_from_the_workspace() {
+    let read =
+        |path: &str| std::fs::read_to_string(common::repo_root().join(path)).expect("a manifest");
+    let book = workspace_dependencies(&read("Cargo.toml"), "Cargo.toml");
+    let recipes = workspace_dependencies(&read("recipes/Cargo.toml"), "recipes/Cargo.toml");
+    assert!(book.contains_key("arrow_flight"), "{book:?}");
+    assert_eq!(book, recipes, "the book's package and recipes/ differ");
 }
 
 /// The code without comments and string, byte and char literals.
@@ -200,9 +253,10 @@ async fn main() {
 
 #[test]
 fn every_crate_a_block_names_is_a_direct_dependency_listed_by_its_chapter() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = common::repo_root();
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
-    let direct = dependencies(&manifest);
+    let direct = workspace_dependencies(&manifest, "Cargo.toml");
+    assert!(direct.contains_key("arrow_flight"), "{direct:?}");
     let src = root.join("book/src");
     let mut problems = Vec::new();
     let mut chapters_checked = 0;
@@ -235,7 +289,7 @@ fn every_crate_a_block_names_is_a_direct_dependency_listed_by_its_chapter() {
                 .map(|l| l.trim_start().strip_prefix("# ").unwrap_or(l))
                 .collect();
             for krate in crates_named(&all.join("\n")) {
-                if krate == "flight_cookbook" {
+                if krate.starts_with("flight_cookbook") {
                     problems.push(format!(
                         "{name}:{}: names this package, which a reader does not have",
                         block.line

@@ -2,8 +2,19 @@
 //! (and goes on serving), its login through the Handshake, and the
 //! re-handshake pitfall of arrow-flight's `FlightSqlServiceClient`.
 
-use std::future::Future;
-use std::time::Duration;
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_server.rs"]
+mod basic_auth_server;
+
+#[allow(dead_code)]
+#[path = "../examples/flight_sql_client.rs"]
+mod flight_sql_client;
+
+#[allow(dead_code)]
+#[path = "../examples/flight_sql_server.rs"]
+mod flight_sql_server;
 
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow_flight::error::FlightError;
@@ -11,72 +22,26 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{Any, ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{HandshakeRequest, Ticket};
-use flight_cookbook::flight_sql_client::query;
-use flight_cookbook::flight_sql_server::{MAX_STATEMENT_LEN, Query, Select, parse, serve};
+use common::{TestServer, within};
+use flight_sql_client::{fetch, query};
+use flight_sql_server::{MAX_STATEMENT_LEN, Query, Select, parse, serve};
 use futures::stream;
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio::time::timeout;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-const LIMIT: Duration = Duration::from_secs(30);
-
-struct Running {
-    channel: Channel,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-async fn start<F, E>(serve: impl FnOnce(TcpListener, oneshot::Receiver<()>) -> F) -> Running
-where
-    F: Future<Output = Result<(), E>> + Send + 'static,
-    E: Into<tonic::transport::Error> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let future = serve(listener, stopped);
-    let server = tokio::spawn(async move { future.await.map_err(Into::into) });
-    let channel = Channel::from_shared(url).expect("url");
-    let channel = timeout(LIMIT, channel.connect())
+/// A Flight SQL client on `channel`, logged in as `user`.
+async fn logged_in(
+    channel: &Channel,
+    user: &str,
+    password: &str,
+) -> FlightSqlServiceClient<Channel> {
+    let mut client = FlightSqlServiceClient::new(channel.clone());
+    let answer = within("the login", client.handshake(user, password))
         .await
-        .expect("in time")
-        .expect("connect");
-    Running {
-        channel,
-        stop,
-        server,
-    }
-}
-
-async fn start_sql() -> Running {
-    start(|listener, stopped| {
-        serve(listener, async {
-            let _ = stopped.await;
-        })
-    })
-    .await
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.send(()).expect("the server is still running");
-        let stopped = timeout(LIMIT, self.server).await.expect("the server stops");
-        stopped.expect("the server task").expect("a clean stop");
-    }
-
-    async fn logged_in(&self, user: &str, password: &str) -> FlightSqlServiceClient<Channel> {
-        let mut client = FlightSqlServiceClient::new(self.channel.clone());
-        let answer = timeout(LIMIT, client.handshake(user, password))
-            .await
-            .expect("in time")
-            .expect("the login works");
-        assert_eq!(&answer[..], user.as_bytes(), "the handshake names the user");
-        client
-    }
+        .expect("the login works");
+    assert_eq!(&answer[..], user.as_bytes(), "the handshake names the user");
+    client
 }
 
 fn status_of(error: FlightError) -> Status {
@@ -115,7 +80,7 @@ fn assert_clean(message: &str) {
 
 #[test]
 fn the_grammar_is_case_insensitive_and_tolerates_white_space() {
-    use flight_cookbook::flight_sql_server::Column::{Legs, Name, Size};
+    use flight_sql_server::Column::{Legs, Name, Size};
     let all = Query {
         select: Select::Columns(vec![Name, Legs, Size]),
         filter: None,
@@ -234,8 +199,9 @@ proptest::proptest! {
 
 #[tokio::test]
 async fn the_statements_answer_with_the_right_rows() {
-    let running = start_sql().await;
-    let mut client = running.logged_in("test", "password").await;
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel, "test", "password").await;
 
     let all = one_batch(
         query(&mut client, "SELECT * FROM animals")
@@ -267,11 +233,7 @@ async fn the_statements_answer_with_the_right_rows() {
         .get_tables(Default::default())
         .await
         .expect("get_tables");
-    let tables = one_batch(
-        flight_cookbook::flight_sql_client::fetch(&mut client, info)
-            .await
-            .expect("tables"),
-    );
+    let tables = one_batch(fetch(&mut client, info).await.expect("tables"));
     assert_eq!(strings(&tables, "table_name"), ["animals"]);
     assert_eq!(strings(&tables, "table_type"), ["TABLE"]);
     let only_plants = arrow_flight::sql::CommandGetTables {
@@ -279,9 +241,7 @@ async fn the_statements_answer_with_the_right_rows() {
         ..Default::default()
     };
     let info = client.get_tables(only_plants).await.expect("get_tables");
-    let none = flight_cookbook::flight_sql_client::fetch(&mut client, info)
-        .await
-        .expect("tables");
+    let none = fetch(&mut client, info).await.expect("tables");
     assert_eq!(none.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
 
     let info = client
@@ -291,13 +251,15 @@ async fn the_statements_answer_with_the_right_rows() {
     let schema = info.try_decode_schema().expect("a schema");
     assert_eq!(schema.fields().len(), 1);
     assert_eq!(schema.field(0).name(), "name");
-    running.stop().await;
+    drop(channel);
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn bad_input_is_refused_and_the_server_keeps_serving() {
-    let running = start_sql().await;
-    let mut client = running.logged_in("test", "password").await;
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel, "test", "password").await;
     let long = format!("SELECT * FROM animals WHERE size > {}", "1".repeat(2000));
     for sql in [
         "SELECT * FROM plants",
@@ -313,7 +275,7 @@ async fn bad_input_is_refused_and_the_server_keeps_serving() {
 
     // Tickets a client made up, sent with a valid token.
     let token = client.token().cloned().expect("a token");
-    let mut raw = FlightServiceClient::new(running.channel.clone());
+    let mut raw = FlightServiceClient::new(channel.clone());
     let handle = |bytes: &'static [u8]| TicketStatementQuery {
         statement_handle: bytes.into(),
     };
@@ -367,15 +329,17 @@ async fn bad_input_is_refused_and_the_server_keeps_serving() {
         status.message().contains("get_flight_info_catalogs"),
         "{status}"
     );
-    running.stop().await;
+    drop(channel);
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn calls_need_a_token_from_the_handshake() {
-    let running = start_sql().await;
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
     let sql = "SELECT * FROM animals";
 
-    let mut anonymous = FlightSqlServiceClient::new(running.channel.clone());
+    let mut anonymous = FlightSqlServiceClient::new(channel.clone());
     let status = status_of(
         query(&mut anonymous, sql)
             .await
@@ -407,7 +371,7 @@ async fn calls_need_a_token_from_the_handshake() {
     assert!(status.message().contains("Bearer <token>"), "{status}");
 
     for (user, password) in [("test", "wrong"), ("nobody", "password"), ("test", "")] {
-        let mut client = FlightSqlServiceClient::new(running.channel.clone());
+        let mut client = FlightSqlServiceClient::new(channel.clone());
         let error = client
             .handshake(user, password)
             .await
@@ -421,7 +385,7 @@ async fn calls_need_a_token_from_the_handshake() {
     }
 
     // A Handshake with no credentials, and with malformed ones.
-    let mut raw = FlightServiceClient::new(running.channel.clone());
+    let mut raw = FlightServiceClient::new(channel.clone());
     for (header, code, message) in [
         (None, Code::Unauthenticated, "No credentials supplied"),
         (
@@ -455,12 +419,13 @@ async fn calls_need_a_token_from_the_handshake() {
     }
 
     // Two logins, two tokens; each works.
-    let mut test = running.logged_in("test", "password").await;
-    let mut admin = running.logged_in("admin", "secret").await;
+    let mut test = logged_in(&channel, "test", "password").await;
+    let mut admin = logged_in(&channel, "admin", "secret").await;
     assert_ne!(test.token(), admin.token());
     query(&mut test, sql).await.expect("test's token works");
     query(&mut admin, sql).await.expect("admin's token works");
-    running.stop().await;
+    drop(channel);
+    server.stop().await;
 }
 
 /// `FlightSqlServiceClient::handshake` puts the token it holds on every call,
@@ -468,8 +433,9 @@ async fn calls_need_a_token_from_the_handshake() {
 /// login needs `clear_token` first.
 #[tokio::test]
 async fn a_second_handshake_sends_the_old_token_unless_it_is_cleared() {
-    let running = start_sql().await;
-    let mut client = running.logged_in("test", "password").await;
+    let server = TestServer::start(serve).await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel, "test", "password").await;
     let first = client.token().cloned().expect("a token");
 
     // This server refuses a Handshake that carries a Bearer token.
@@ -488,18 +454,15 @@ async fn a_second_handshake_sends_the_old_token_unless_it_is_cleared() {
     let user = client.handshake("admin", "secret").await.expect("logs in");
     assert_eq!(&user[..], b"admin");
     assert_ne!(client.token(), Some(&first), "a new token");
-    running.stop().await;
+    drop(channel);
+    server.stop().await;
 
     // A server that takes a Bearer token on any call, as the authentication
     // recipe's does, accepts the second Handshake as a call by the first
     // user: no new token, and a wrong password goes unnoticed.
-    let running = start(|listener, stopped| {
-        flight_cookbook::basic_auth_server::serve(listener, async {
-            let _ = stopped.await;
-        })
-    })
-    .await;
-    let mut client = FlightSqlServiceClient::new(running.channel.clone());
+    let server = TestServer::start(basic_auth_server::serve).await;
+    let channel = server.channel().await;
+    let mut client = FlightSqlServiceClient::new(channel.clone());
     client.handshake("test", "password").await.expect("logs in");
     let first = client.token().cloned().expect("a token");
     client
@@ -519,5 +482,6 @@ async fn a_second_handshake_sends_the_old_token_unless_it_is_cleared() {
             .contains("Unknown user or invalid password"),
         "{error}"
     );
-    running.stop().await;
+    drop(channel);
+    server.stop().await;
 }

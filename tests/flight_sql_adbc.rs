@@ -1,45 +1,48 @@
 //! The ADBC Flight SQL driver (Python), the reference Flight SQL client,
 //! against the Flight SQL recipe's server: it logs in with a user name and
 //! password, runs the three statements and gets their rows, sees a refused
-//! statement and a refused login. Skipped without the driver, except on CI.
+//! statement and a refused login. They need Python with the packages of
+//! `tests/python/requirements.txt`: without it they are reported as ignored
+//! (and fail the build on CI).
 
 mod common;
 
-use std::process::Command;
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_server.rs"]
+mod basic_auth_server;
 
-use common::{TIMEOUT, block_on, run_with_timeout, runtime, script};
-use flight_cookbook::flight_sql_server::serve;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+#[allow(dead_code)]
+#[path = "../examples/flight_sql_server.rs"]
+mod flight_sql_server;
+
+use common::{ChildProcess, Finished, TIMEOUT, TestServer, block_on, runtime};
+
+/// Runs the ADBC script `script` against `server` to its end.
+fn run_adbc(script: &str, server: &TestServer) -> Finished {
+    let url = server.grpc_url();
+    let client = ChildProcess::python(&common::python(), script, &[url.as_ref()]);
+    let finished = client.wait(TIMEOUT);
+    assert!(
+        finished.success(),
+        "the ADBC client failed; {}",
+        finished.report()
+    );
+    finished
+}
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn the_adbc_driver_logs_in_and_runs_statements() {
-    let test = "the ADBC Flight SQL driver against our Flight SQL server";
-    let python = match common::python("import adbc_driver_flightsql.dbapi, pyarrow") {
-        Ok(python) => python,
-        Err(why) => return common::unavailable(test, &why).unwrap_or(()),
-    };
     let runtime = runtime();
-    let listener = block_on(&runtime, "binding", TcpListener::bind("127.0.0.1:0"))
-        .expect("can bind a free port on 127.0.0.1");
-    let addr = listener.local_addr().expect("the listener has an address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = runtime.spawn(serve(listener, async {
-        let _ = stopped.await;
-    }));
-
-    let mut client = Command::new(&python);
-    client
-        .arg(script("flight_sql_adbc.py"))
-        .arg(format!("grpc://{addr}"));
-    let output = run_with_timeout(client, TIMEOUT).expect("the ADBC client runs to its end");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the ADBC client failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
+    let server = block_on(
+        &runtime,
+        "starting the server",
+        TestServer::start(flight_sql_server::serve),
     );
+    let finished = run_adbc("flight_sql_adbc.py", &server);
     let expected = [
         "['name', 'legs', 'size'] {'name': ['ant', 'spider', 'cat', 'dog', 'ostrich', 'horse'], \
          'legs': [6, 8, 4, 4, 2, 4], 'size': [1, 2, 46, 90, 200, 240]}",
@@ -50,52 +53,33 @@ fn the_adbc_driver_logs_in_and_runs_statements() {
         "ProgrammingError UNAUTHENTICATED: [FlightSQL] Unknown user or invalid password \
          (Unauthenticated; AuthenticateBasicToken)",
     ];
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines, expected, "stderr:\n{stderr}");
-
-    stop.send(()).expect("the server is still running");
-    block_on(&runtime, "stopping the server", server)
-        .expect("the server task")
-        .expect("the server ends cleanly");
+    let lines: Vec<&str> = finished.stdout.lines().collect();
+    assert_eq!(lines, expected, "stderr:\n{}", finished.stderr);
+    block_on(&runtime, "stopping the server", server.stop());
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn the_adbc_driver_logs_in_to_the_user_password_server_too() {
-    let test = "the ADBC Flight SQL driver against the user/password server";
-    let python = match common::python("import adbc_driver_flightsql.dbapi, pyarrow") {
-        Ok(python) => python,
-        Err(why) => return common::unavailable(test, &why).unwrap_or(()),
-    };
     let runtime = runtime();
-    let listener = block_on(&runtime, "binding", TcpListener::bind("127.0.0.1:0"))
-        .expect("can bind a free port on 127.0.0.1");
-    let addr = listener.local_addr().expect("the listener has an address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = runtime.spawn(flight_cookbook::basic_auth_server::serve(listener, async {
-        let _ = stopped.await;
-    }));
-
-    let mut client = Command::new(&python);
-    client
-        .arg(script("basic_auth_adbc.py"))
-        .arg(format!("grpc://{addr}"));
-    let output = run_with_timeout(client, TIMEOUT).expect("the ADBC client runs to its end");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let server = block_on(
+        &runtime,
+        "starting the server",
+        TestServer::start(basic_auth_server::serve),
     );
+    let finished = run_adbc("basic_auth_adbc.py", &server);
     assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
+        finished.stdout.lines().collect::<Vec<_>>(),
         [
             "logged in",
             "ProgrammingError UNAUTHENTICATED: [FlightSQL] Unknown user or invalid password \
              (Unauthenticated; AuthenticateBasicToken)",
-        ]
+        ],
+        "stderr:\n{}",
+        finished.stderr
     );
-    stop.send(()).expect("the server is still running");
-    block_on(&runtime, "stopping the server", server)
-        .expect("the server task")
-        .expect("the server ends cleanly");
+    block_on(&runtime, "stopping the server", server.stop());
 }

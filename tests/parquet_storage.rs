@@ -5,6 +5,14 @@
 
 mod common;
 
+#[allow(dead_code)]
+#[path = "../examples/parquet_storage_server.rs"]
+mod parquet_storage_server;
+
+#[allow(dead_code)]
+#[path = "../examples/streaming_parquet_server.rs"]
+mod streaming_parquet_server;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,15 +26,10 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, FlightInfo, Ticket};
-use flight_cookbook::{parquet_storage_server, streaming_parquet_server};
+use common::{ChildProcess, TestServer};
 use futures::{StreamExt, TryStreamExt, stream};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-
-/// The longest any test body, or a server's shutdown, may take.
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -58,17 +61,20 @@ impl Ctx {
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("a valid URL")
-            .connect()
-            .await
-            .expect("the server accepts connections")
+        channel_to(format!("http://{}", self.addr)).await
     }
 
     /// The names in the repository, hidden files too, sorted.
     fn repo_entries(&self) -> Vec<String> {
         entries(&self.repo)
     }
+}
+
+async fn channel_to(url: String) -> Channel {
+    let endpoint = Channel::from_shared(url).expect("a valid URL");
+    common::within("connecting to the server", endpoint.connect())
+        .await
+        .expect("the server accepts connections")
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -85,8 +91,6 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-type BoxedServer = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-
 /// Runs `test` against each server, with a timeout, and checks that the
 /// server stops cleanly afterwards.
 fn for_each_server<F, Fut>(test: F)
@@ -95,11 +99,7 @@ where
     Fut: Future<Output = ()>,
 {
     for kind in [Kind::Simple, Kind::Streaming] {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
+        let runtime = common::runtime();
         let root = tempfile::tempdir().expect("a temporary folder");
         let repo = root.path().join("repo");
         let outside = root.path().join("outside");
@@ -107,48 +107,39 @@ where
         write_parquet(&outside.join("secret.parquet"), &characters());
 
         runtime.block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-            let addr = listener.local_addr().expect("an address");
-            let (stop, stopped) = oneshot::channel::<()>();
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            let server: BoxedServer = match kind {
-                Kind::Simple => {
-                    let repository =
-                        parquet_storage_server::Repository::new(&repo).expect("the repository");
-                    let served =
-                        parquet_storage_server::serve_repository(listener, repository, shutdown);
-                    Box::pin(async move { served.await.map_err(|e| e.to_string()) })
-                }
-                Kind::Streaming => {
-                    let repository =
-                        streaming_parquet_server::Repository::new(&repo).expect("the repository");
-                    let served =
-                        streaming_parquet_server::serve_repository(listener, repository, shutdown);
-                    Box::pin(async move { served.await.map_err(|e| e.to_string()) })
-                }
-            };
-            let server = tokio::spawn(server);
+            let server = start(kind, &repo).await;
             let ctx = Ctx {
                 kind,
-                addr,
+                addr: server.addr,
                 repo: repo.clone(),
                 outside: outside.clone(),
                 root: root.path().to_path_buf(),
             };
-            tokio::time::timeout(TIMEOUT, test(ctx))
-                .await
-                .unwrap_or_else(|_| panic!("{kind:?}: the test took longer than {TIMEOUT:?}"));
-            stop.send(()).expect("the server is still running");
-            let stopped = tokio::time::timeout(TIMEOUT, server)
-                .await
-                .unwrap_or_else(|_| panic!("{kind:?}: the server did not stop"));
-            stopped
-                .expect("the server task did not panic")
-                .unwrap_or_else(|e| panic!("{kind:?}: the server failed: {e}"));
+            common::within(&format!("{kind:?}: the test"), test(ctx)).await;
+            server.stop().await;
         });
         root.close().expect("the temporary folder can be removed");
+    }
+}
+
+/// The server of `kind` on the repository `repo`.
+async fn start(kind: Kind, repo: &Path) -> TestServer {
+    match kind {
+        Kind::Simple => {
+            let repository = parquet_storage_server::Repository::new(repo).expect("the repository");
+            TestServer::start(|listener, shutdown| {
+                parquet_storage_server::serve_repository(listener, repository, shutdown)
+            })
+            .await
+        }
+        Kind::Streaming => {
+            let repository =
+                streaming_parquet_server::Repository::new(repo).expect("the repository");
+            TestServer::start(|listener, shutdown| {
+                streaming_parquet_server::serve_repository(listener, repository, shutdown)
+            })
+            .await
+        }
     }
 }
 
@@ -790,20 +781,55 @@ fn the_servers_read_their_command_line() {
                 .collect::<Vec<_>>()
                 .into_iter()
         };
-        assert_eq!(
-            options(args(&[])),
-            Ok(("127.0.0.1:8815".into(), "datasets".into()))
-        );
+        assert_eq!(options(args(&[])), Ok(("127.0.0.1:8815".into(), None)));
         assert_eq!(
             options(args(&["0.0.0.0:9000", "--repo", "/srv/data"])),
-            Ok(("0.0.0.0:9000".into(), "/srv/data".into()))
+            Ok(("0.0.0.0:9000".into(), Some("/srv/data".into())))
         );
         assert_eq!(
             options(args(&["--repo", "d", "[::1]:1"])),
-            Ok(("[::1]:1".into(), "d".into()))
+            Ok(("[::1]:1".into(), Some("d".into())))
         );
         assert!(options(args(&["--repo"])).is_err());
         assert!(options(args(&["--port", "1"])).is_err());
+    }
+}
+
+/// The programs as a reader runs them: without `--repo` they serve
+/// `datasets` in the current folder, with it the folder it names; SIGTERM
+/// stops them cleanly.
+#[test]
+fn the_server_programs_serve_datasets_in_the_current_folder_or_the_repo_given() {
+    let runtime = common::runtime();
+    for name in ["parquet_storage_server", "streaming_parquet_server"] {
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let default = folder.path().join("datasets");
+        let given = folder.path().join("given");
+        let runs = [
+            (vec![], &default),
+            (vec!["--repo".as_ref(), given.as_os_str()], &given),
+        ];
+        for (options, repo) in runs {
+            let mut command = common::example(name);
+            command
+                .arg("127.0.0.1:0")
+                .args(options)
+                .current_dir(folder.path());
+            let mut server = ChildProcess::start(name, command);
+            let url = format!("http://{}", server.serving_on());
+            common::block_on(&runtime, name, async {
+                let mut client = FlightClient::new(channel_to(url).await);
+                put(&mut client, "uploaded.parquet", vec![characters()])
+                    .await
+                    .expect("stored");
+                let listed = listed_names(&list(&mut client).await);
+                assert_eq!(listed, ["uploaded.parquet"], "{name}: a new repository");
+            });
+            let finished = server.terminate();
+            assert!(finished.success(), "{name}: {}", finished.report());
+            assert_eq!(entries(repo), ["uploaded.parquet"], "{name}");
+        }
+        assert_eq!(entries(folder.path()), ["datasets", "given"], "{name}");
     }
 }
 

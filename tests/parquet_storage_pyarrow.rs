@@ -7,97 +7,83 @@
 //!   (`tests/python/parquet_storage_server.py`), and our streaming server
 //!   reading the Parquet files that pyarrow wrote.
 //!
-//! Without pyarrow the tests are skipped, except on CI, where they fail.
+//! They need Python with the packages of `tests/python/requirements.txt`:
+//! without it they are reported as ignored (and fail the build on CI).
 
 mod common;
 
-use common::{PythonServer, TIMEOUT, block_on, runtime, script};
+#[allow(dead_code)]
+#[path = "../examples/parquet_storage_client.rs"]
+mod parquet_storage_client;
+
+#[allow(dead_code)]
+#[path = "../examples/parquet_storage_server.rs"]
+mod parquet_storage_server;
+
+#[allow(dead_code)]
+#[path = "../examples/streaming_parquet_client.rs"]
+mod streaming_parquet_client;
+
+#[allow(dead_code)]
+#[path = "../examples/streaming_parquet_server.rs"]
+mod streaming_parquet_server;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_flight::{Action, FlightClient, FlightDescriptor, FlightInfo};
-use flight_cookbook::parquet_storage_client::{describe, ticket, upload};
-use flight_cookbook::streaming_parquet_client::{count_rows, upload_stream};
-use flight_cookbook::{parquet_storage_server, streaming_parquet_server};
+use common::{ChildProcess, TIMEOUT, TestServer, block_on, runtime};
 use futures::{TryStreamExt, stream};
-use tokio::net::TcpListener;
+use parquet_storage_client::{describe, ticket, upload};
+use streaming_parquet_client::{count_rows, upload_stream};
 use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-fn python(test: &str) -> Option<String> {
-    match common::python("import pyarrow.flight, pyarrow.parquet") {
-        Ok(python) => Some(python),
-        Err(why) => common::unavailable(test, &why),
-    }
-}
-
 /// One of our servers, serving `repo` in the background on `runtime`.
-struct OurServer {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
-}
-
-impl OurServer {
-    fn start(runtime: &Runtime, streaming: bool, repo: &Path) -> OurServer {
-        let listener = block_on(runtime, "binding", TcpListener::bind("127.0.0.1:0"))
-            .expect("a free port on 127.0.0.1");
-        let addr = listener.local_addr().expect("an address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        let task = if streaming {
+fn start(runtime: &Runtime, streaming: bool, repo: &Path) -> TestServer {
+    block_on(runtime, "starting our server", async {
+        if streaming {
             let repository = streaming_parquet_server::Repository::new(repo).expect("a repo");
-            let served = streaming_parquet_server::serve_repository(listener, repository, shutdown);
-            runtime.spawn(async move { served.await.map_err(|e| e.to_string()) })
+            TestServer::start(|listener, shutdown| {
+                streaming_parquet_server::serve_repository(listener, repository, shutdown)
+            })
+            .await
         } else {
             let repository = parquet_storage_server::Repository::new(repo).expect("a repo");
-            let served = parquet_storage_server::serve_repository(listener, repository, shutdown);
-            runtime.spawn(async move { served.await.map_err(|e| e.to_string()) })
-        };
-        OurServer {
-            url: format!("grpc://{addr}"),
-            stop,
-            task,
+            TestServer::start(|listener, shutdown| {
+                parquet_storage_server::serve_repository(listener, repository, shutdown)
+            })
+            .await
         }
-    }
-
-    fn stop(self, runtime: &Runtime) {
-        self.stop.send(()).expect("the server is still running");
-        block_on(runtime, "stopping our server", self.task)
-            .expect("the server task did not panic")
-            .expect("the server stopped cleanly");
-    }
+    })
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn the_pyarrow_client_of_the_python_recipes_against_our_servers() {
-    let Some(python) = python("the pyarrow client against our Parquet servers") else {
-        return;
-    };
     let runtime = runtime();
     for streaming in [false, true] {
         let repo = tempfile::tempdir().expect("a temporary folder");
-        let server = OurServer::start(&runtime, streaming, repo.path());
+        let server = start(&runtime, streaming, repo.path());
 
-        let mut client = Command::new(&python);
-        client
-            .arg(script("parquet_storage_client.py"))
-            .arg(&server.url);
-        let output = common::run_with_timeout(client, TIMEOUT).expect("the client runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let url = server.grpc_url();
+        let client = ChildProcess::python(
+            &common::python(),
+            "parquet_storage_client.py",
+            &[url.as_ref()],
+        );
+        let finished = client.wait(TIMEOUT);
         let which = if streaming { "streaming" } else { "simple" };
         assert!(
-            output.status.success(),
-            "{which}: the pyarrow client failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            output.status
+            finished.success(),
+            "{which}: the pyarrow client failed; {}",
+            finished.report()
         );
+        let (stdout, stderr) = (&finished.stdout, &finished.stderr);
         let lines: Vec<&str> = stdout.lines().collect();
         let [
             put,
@@ -135,7 +121,7 @@ fn the_pyarrow_client_of_the_python_recipes_against_our_servers() {
                 && missing.contains("dataset \"missing.parquet\" not found"),
             "{which}: {missing:?}"
         );
-        server.stop(&runtime);
+        block_on(&runtime, "stopping our server", server.stop());
         assert_eq!(std::fs::read_dir(repo.path()).expect("the repo").count(), 0);
     }
 }
@@ -150,17 +136,18 @@ async fn connect(url: &str) -> FlightClient {
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn our_clients_against_the_pyarrow_server_of_the_python_recipe() {
-    let Some(python) = python("our clients against the pyarrow Parquet server") else {
-        return;
-    };
     let repo = tempfile::tempdir().expect("a temporary folder");
-    let mut server = PythonServer::start(
-        &python,
+    let mut server = ChildProcess::python(
+        &common::python(),
         "parquet_storage_server.py",
         &[repo.path().as_os_str()],
     );
-    let url = format!("http://127.0.0.1:{}", server.port);
+    let url = format!("http://{}", server.serving_on());
     let runtime = runtime();
 
     block_on(&runtime, "talking to the pyarrow server", async {
@@ -230,21 +217,20 @@ fn our_clients_against_the_pyarrow_server_of_the_python_recipe() {
         assert_eq!(rows, 4_194_304);
     });
 
-    let (status, stderr) = server.stop();
-    let status = status.unwrap_or_else(|| panic!("the pyarrow server did not stop:\n{stderr}"));
+    let finished = server.stop();
     assert!(
-        status.success(),
-        "the pyarrow server failed ({status}):\n{stderr}"
+        finished.success(),
+        "the pyarrow server failed; {}",
+        finished.report()
     );
 
     // pyarrow wrote streamed.parquet with its defaults (Snappy): our
     // streaming server serves it.
-    let ours = OurServer::start(&runtime, true, repo.path());
-    let url = ours.url.replace("grpc://", "http://");
+    let ours = start(&runtime, true, repo.path());
     let rows = block_on(&runtime, "reading pyarrow's file", async {
-        let mut client = connect(&url).await;
+        let mut client = connect(&ours.url()).await;
         count_rows(&mut client, "streamed.parquet").await
     });
     assert_eq!(rows.expect("our server reads pyarrow's file"), 4_194_304);
-    ours.stop(&runtime);
+    block_on(&runtime, "stopping our server", ours.stop());
 }

@@ -2,68 +2,50 @@
 //! implementation of Arrow Flight:
 //!
 //! * the pyarrow client of the Python cookbook (`tests/python/basic_auth_client.py`)
-//!   against our server, `flight_cookbook::basic_auth_server::serve`;
-//! * our client, `flight_cookbook::basic_auth_client`, against the pyarrow
+//!   against our server, `examples/basic_auth_server.rs`;
+//! * our client, `examples/basic_auth_client.rs`, against the pyarrow
 //!   server of the Python cookbook (`tests/python/basic_auth_server.py`).
 //!
-//! The Python interpreter is `$FLIGHT_COOKBOOK_PYTHON`, else `.venv/bin/python`
-//! in this repository (see `tests/python/requirements.txt`), else `python3`
-//! (see `tests/common`). Without pyarrow the tests are skipped, except when
-//! `$CI` is set: there they fail.
+//! They need Python with the packages of `tests/python/requirements.txt`
+//! (see `recipes/build.rs`): without it they are reported as ignored (and
+//! fail the build on CI).
 
 mod common;
 
-use common::{PythonServer, STOP_TIMEOUT, TIMEOUT, block_on, runtime, script};
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_client.rs"]
+mod basic_auth_client;
 
-use std::process::Command;
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_server.rs"]
+mod basic_auth_server;
 
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use common::run_with_timeout;
-use flight_cookbook::basic_auth_client::{authenticate_basic_token, echo};
-use flight_cookbook::basic_auth_server::serve;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use basic_auth_client::{authenticate_basic_token, echo};
+use basic_auth_server::serve;
+use common::{ChildProcess, TIMEOUT, TestServer, block_on, runtime};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-/// The Python interpreter, if it has pyarrow; `None` (after saying why) when
-/// `test` is skipped, and a panic on CI.
-fn python(test: &str) -> Option<String> {
-    match common::python("import pyarrow.flight") {
-        Ok(python) => Some(python),
-        Err(why) => common::unavailable(test, &why),
-    }
-}
-
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn pyarrow_client_against_our_server() {
-    let Some(python) = python("the pyarrow client against our basic auth server") else {
-        return;
-    };
     let runtime = runtime();
+    let server = block_on(&runtime, "starting our server", TestServer::start(serve));
 
-    let listener = block_on(&runtime, "binding", TcpListener::bind("127.0.0.1:0"))
-        .expect("can bind a free port on 127.0.0.1");
-    let addr = listener.local_addr().expect("the listener has an address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = runtime.spawn(serve(listener, async {
-        // A dropped sender (the test panicked) stops the server as well.
-        let _ = stopped.await;
-    }));
-
-    let mut client = Command::new(&python);
-    client
-        .arg(script("basic_auth_client.py"))
-        .arg(format!("grpc://{addr}"));
-    let output = run_with_timeout(client, TIMEOUT).expect("the pyarrow client runs to its end");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let url = server.grpc_url();
+    let client = ChildProcess::python(&common::python(), "basic_auth_client.py", &[url.as_ref()]);
+    let finished = client.wait(TIMEOUT);
     assert!(
-        output.status.success(),
-        "the pyarrow client failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
+        finished.success(),
+        "the pyarrow client failed; {}",
+        finished.report()
     );
+    let (stdout, stderr) = (&finished.stdout, &finished.stderr);
 
     eprintln!("pyarrow client output:\n{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
@@ -105,19 +87,17 @@ fn pyarrow_client_against_our_server() {
         );
     }
 
-    stop.send(()).expect("the server is still running");
-    block_on(&runtime, "stopping our server", server)
-        .expect("the server task did not panic")
-        .expect("the server stopped cleanly");
+    block_on(&runtime, "stopping our server", server.stop());
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn our_client_against_pyarrow_server() {
-    let Some(python) = python("our basic auth client against the pyarrow server") else {
-        return;
-    };
-    let mut server = PythonServer::start(&python, "basic_auth_server.py", &[]);
-    let url = format!("http://127.0.0.1:{}", server.port);
+    let mut server = ChildProcess::python(&common::python(), "basic_auth_server.py", &[]);
+    let url = format!("http://{}", server.serving_on());
     let runtime = runtime();
 
     block_on(&runtime, "talking to the pyarrow server", async {
@@ -180,12 +160,10 @@ fn our_client_against_pyarrow_server() {
         );
     });
 
-    let (status, stderr) = server.stop();
-    let status = status.unwrap_or_else(|| {
-        panic!("the pyarrow server did not stop within {STOP_TIMEOUT:?}:\n{stderr}")
-    });
+    let finished = server.stop();
     assert!(
-        status.success(),
-        "the pyarrow server failed ({status}):\n{stderr}"
+        finished.success(),
+        "the pyarrow server failed; {}",
+        finished.report()
     );
 }

@@ -28,9 +28,21 @@
 
 mod common;
 
+#[allow(dead_code)]
+#[path = "../examples/basic_auth_server.rs"]
+mod basic_auth_server;
+
+#[allow(dead_code)]
+#[path = "../examples/parquet_storage_server.rs"]
+mod parquet_storage_server;
+
+#[allow(dead_code)]
+#[path = "../examples/streaming_parquet_server.rs"]
+mod streaming_parquet_server;
+
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,15 +52,13 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, Criteria, FlightData, FlightDescriptor, HandshakeRequest, Ticket};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use flight_cookbook::basic_auth_server::{self, Authenticator, TokenPolicy};
-use flight_cookbook::{parquet_storage_server, streaming_parquet_server};
+use basic_auth_server::{Authenticator, TokenPolicy};
+use common::{ChildProcess, TestServer};
 use futures::{StreamExt, TryStreamExt, stream};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -215,8 +225,21 @@ fn ascii_value(value: &[u8]) -> MetadataValue<Ascii> {
 #[test]
 fn random_authorization_values_are_refused_cleanly() {
     let passwords = HashMap::from([("test".to_string(), "password".to_string())]);
-    let auth = Authenticator::new(passwords, TokenPolicy::default());
+    // A store of one token: a token issued later would take its place.
+    let policy = TokenPolicy {
+        capacity: 1,
+        ..TokenPolicy::default()
+    };
+    let auth = Authenticator::new(passwords, policy);
     let good = basic("test", "password").into_bytes();
+    let mut login = HeaderMap::new();
+    login.insert(
+        AUTHORIZATION,
+        HeaderValue::from_bytes(&good).expect("ASCII"),
+    );
+    let bearer = auth.check(&login).expect("a login").expect("a token");
+    let bearer = bearer.to_str().expect("ASCII");
+    let token = bearer.strip_prefix("Bearer ").expect("a bearer value");
     check(4096, authorization_value(), |value| {
         let mut headers = HeaderMap::new();
         let header = HeaderValue::from_bytes(&value).expect("a header value");
@@ -232,7 +255,11 @@ fn random_authorization_values_are_refused_cleanly() {
             }
         }
     });
-    assert_eq!(auth.tokens().len(), 0, "no random value logged in");
+    assert_eq!(
+        auth.tokens().user(token),
+        Some("test"),
+        "no random value logged in"
+    );
 }
 
 #[test]
@@ -279,36 +306,9 @@ fn random_dataset_names_are_checked_alike_by_both_servers() {
 // The authentication server under load and under random input
 // ---------------------------------------------------------------------------
 
-/// The auth recipe's server on a free port, stopped by `finish`.
-struct AuthServer {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl AuthServer {
-    async fn start() -> AuthServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(basic_auth_server::serve(listener, async {
-            let _ = stopped.await;
-        }));
-        AuthServer { url, stop, task }
-    }
-
-    async fn client(&self) -> FlightServiceClient<Channel> {
-        let channel = Channel::from_shared(self.url.clone()).expect("a URL");
-        FlightServiceClient::new(channel.connect().await.expect("connected"))
-    }
-
-    async fn finish(self) {
-        self.stop.send(()).expect("the server is running");
-        self.task
-            .await
-            .expect("the server did not panic")
-            .expect("the server ends cleanly");
-    }
+/// A client of `server` on a connection of its own.
+async fn client_of(server: &TestServer) -> FlightServiceClient<Channel> {
+    FlightServiceClient::new(server.channel().await)
 }
 
 /// An `echo` call with `authorization`; the result bodies.
@@ -350,13 +350,16 @@ fn sixty_four_clients_log_in_and_call_without_a_failure() {
     // every one of them must still work at the end.
     assert!(TokenPolicy::default().capacity >= CLIENTS * LOGINS);
 
+    // 70 400 calls: far more work than the fixture's timeout is meant for,
+    // and a machine busy with builds takes minutes over it.
+    let limit = Duration::from_secs(600);
     let runtime = common::runtime();
-    common::block_on(&runtime, "the load test", async {
-        let server = AuthServer::start().await;
+    let load_test = async {
+        let server = TestServer::start(basic_auth_server::serve).await;
         let started = Instant::now();
         let mut tasks = Vec::new();
         for client_number in 0..CLIENTS {
-            let mut client = server.client().await;
+            let mut client = client_of(&server).await;
             tasks.push(tokio::spawn(async move {
                 let mut tokens = Vec::with_capacity(LOGINS);
                 for call in 0..CALLS {
@@ -406,16 +409,18 @@ fn sixty_four_clients_log_in_and_call_without_a_failure() {
             CLIENTS * LOGINS,
             started.elapsed()
         );
-        server.finish().await;
-    });
+        server.stop().await;
+    };
+    let finished = runtime.block_on(async { tokio::time::timeout(limit, load_test).await });
+    finished.unwrap_or_else(|_| panic!("the load test took longer than {limit:?}"));
 }
 
 #[test]
 fn the_auth_server_survives_random_authorization_values() {
     let runtime = common::runtime();
     let (server, client) = runtime.block_on(async {
-        let server = AuthServer::start().await;
-        let client = server.client().await;
+        let server = TestServer::start(basic_auth_server::serve).await;
+        let client = client_of(&server).await;
         (server, client)
     });
     check(256, authorization_value(), |value| {
@@ -439,7 +444,7 @@ fn the_auth_server_survives_random_authorization_values() {
             .expect("the server still serves");
         assert_eq!(bodies, [b"echo".to_vec(), b"ok".to_vec()]);
         drop(client);
-        server.finish().await;
+        server.stop().await;
     });
 }
 
@@ -447,42 +452,30 @@ fn the_auth_server_survives_random_authorization_values() {
 // The storage servers under random names
 // ---------------------------------------------------------------------------
 
-type StorageServe = fn(
-    TcpListener,
-    PathBuf,
-    oneshot::Receiver<()>,
-) -> futures::future::BoxFuture<'static, Result<(), String>>;
-
-fn serve_simple(
-    listener: TcpListener,
-    repo: PathBuf,
-    stop: oneshot::Receiver<()>,
-) -> futures::future::BoxFuture<'static, Result<(), String>> {
-    Box::pin(async move {
-        let repository =
-            parquet_storage_server::Repository::new(repo).map_err(|e| e.to_string())?;
-        parquet_storage_server::serve_repository(listener, repository, async {
-            let _ = stop.await;
-        })
-        .await
-        .map_err(|e| e.to_string())
-    })
+#[derive(Clone, Copy, Debug)]
+enum Storage {
+    Simple,
+    Streaming,
 }
 
-fn serve_streaming(
-    listener: TcpListener,
-    repo: PathBuf,
-    stop: oneshot::Receiver<()>,
-) -> futures::future::BoxFuture<'static, Result<(), String>> {
-    Box::pin(async move {
-        let repository =
-            streaming_parquet_server::Repository::new(repo).map_err(|e| e.to_string())?;
-        streaming_parquet_server::serve_repository(listener, repository, async {
-            let _ = stop.await;
-        })
-        .await
-        .map_err(|e| e.to_string())
-    })
+/// The storage server of `kind` on the repository in `repo`.
+async fn start_storage(kind: Storage, repo: &Path) -> TestServer {
+    match kind {
+        Storage::Simple => {
+            let repository = parquet_storage_server::Repository::new(repo).expect("a repository");
+            TestServer::start(|listener, shutdown| {
+                parquet_storage_server::serve_repository(listener, repository, shutdown)
+            })
+            .await
+        }
+        Storage::Streaming => {
+            let repository = streaming_parquet_server::Repository::new(repo).expect("a repository");
+            TestServer::start(|listener, shutdown| {
+                streaming_parquet_server::serve_repository(listener, repository, shutdown)
+            })
+            .await
+        }
+    }
 }
 
 fn ints(values: impl IntoIterator<Item = i64>) -> RecordBatch {
@@ -604,18 +597,14 @@ fn assert_name_answer<T: std::fmt::Debug>(
 
 #[test]
 fn the_storage_servers_survive_random_dataset_names() {
-    for serve in [serve_simple as StorageServe, serve_streaming] {
+    for kind in [Storage::Simple, Storage::Streaming] {
         let runtime = common::runtime();
         let root = tempfile::tempdir().expect("a temporary folder");
         let repo = root.path().join("repo");
-        let (stop, server, client) = runtime.block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-            let url = format!("http://{}", listener.local_addr().expect("an address"));
-            let (stop, stopped) = oneshot::channel();
-            let server = tokio::spawn(serve(listener, repo.clone(), stopped));
-            let channel = Channel::from_shared(url).expect("a URL");
-            let client = FlightServiceClient::new(channel.connect().await.expect("connected"));
-            (stop, server, client)
+        let (server, client) = runtime.block_on(async {
+            let server = start_storage(kind, &repo).await;
+            let client = client_of(&server).await;
+            (server, client)
         });
         common::block_on(&runtime, "a first upload", async {
             put(&mut client.clone(), "kept", vec![ints([1, 2, 3])]).await
@@ -681,13 +670,9 @@ fn the_storage_servers_survive_random_dataset_names() {
             let batches = get(&mut client, b"kept".to_vec()).await.expect("kept");
             assert_eq!(int_values(&batches), [1, 2, 3]);
             drop(client);
-            stop.send(()).expect("the server is running");
-            server
-                .await
-                .expect("the server did not panic")
-                .expect("the server ends cleanly");
+            server.stop().await;
         });
-        assert_eq!(entries(&repo), ["kept"]);
+        assert_eq!(entries(&repo), ["kept"], "{kind:?}");
     }
 }
 
@@ -695,77 +680,40 @@ fn the_storage_servers_survive_random_dataset_names() {
 // A write error: the disk says no
 // ---------------------------------------------------------------------------
 
-fn example_binary(name: &str) -> Option<PathBuf> {
-    let test = "a_write_error_keeps_the_old_dataset_and_the_server_serving";
-    common::example_binary(test, name)
-}
-
-/// A storage server in a process of its own, killed when dropped.
-struct ChildServer {
-    child: Child,
-    url: String,
-}
-
-impl ChildServer {
-    /// Starts `binary` on `repo`, with files limited to `limit_kib` KiB;
-    /// SIGXFSZ is ignored, so that a write past the limit fails with EFBIG
-    /// as a write to a full disk fails with ENOSPC.
-    fn start(binary: &Path, repo: &Path, limit_kib: u64) -> ChildServer {
-        let script = "trap '' XFSZ; ulimit -f \"$1\"; shift; exec \"$@\"";
-        let mut child = Command::new("sh")
-            .args(["-c", script, "sh"])
-            // `ulimit -f` counts 512-byte blocks in POSIX shells.
-            .arg((limit_kib * 2).to_string())
-            .arg(binary)
-            .arg("127.0.0.1:0")
-            .arg("--repo")
-            .arg(repo)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the server starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut server = ChildServer {
-            child,
-            url: String::new(),
-        };
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-            .expect("the first line");
-        let addr = line
-            .trim()
-            .strip_prefix("Serving on grpc://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        server.url = format!("http://{addr}");
-        server
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The storage server program `name` on `repo`, in a process of its own
+/// whose files are limited to `limit_kib` KiB; SIGXFSZ is ignored, so that a
+/// write past the limit fails with EFBIG as a write to a full disk fails
+/// with ENOSPC.
+fn start_with_file_limit(name: &str, repo: &Path, limit_kib: u64) -> ChildProcess {
+    let script = "trap '' XFSZ; ulimit -f \"$1\"; shift; exec \"$@\"";
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", script, "sh"])
+        // `ulimit -f` counts 512-byte blocks in POSIX shells.
+        .arg((limit_kib * 2).to_string())
+        .arg(common::example(name).get_program())
+        .arg("127.0.0.1:0")
+        .arg("--repo")
+        .arg(repo);
+    ChildProcess::start(name, command)
 }
 
 #[test]
 fn a_write_error_keeps_the_old_dataset_and_the_server_serving() {
     for name in ["parquet_storage_server", "streaming_parquet_server"] {
-        let Some(binary) = example_binary(name) else {
-            return;
-        };
         let root = tempfile::tempdir().expect("a temporary folder");
         let repo = root.path().join("repo");
         std::fs::create_dir(&repo).expect("the repository");
         // Left by a server that was killed during an upload.
         std::fs::write(repo.join(".upload-stale"), b"half a dataset").expect("written");
 
-        let server = ChildServer::start(&binary, &repo, 256);
+        let mut server = start_with_file_limit(name, &repo, 256);
+        let url = format!("http://{}", server.serving_on());
         assert!(entries(&repo).is_empty(), "{name}: {:?}", entries(&repo));
         let runtime = common::runtime();
-        common::block_on(&runtime, name, fill_up(name, &server.url, &repo));
-        drop(server);
+        common::block_on(&runtime, name, fill_up(name, &url, &repo));
+        let finished = server.terminate();
+        assert!(finished.success(), "{name}: {}", finished.report());
         assert_eq!(entries(&repo), ["kept", "small"]);
     }
 }
@@ -844,26 +792,17 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_keeps_the_old_dataset_and_the_server_serving() {
-    for (what, serve) in [
-        ("simple", serve_simple as StorageServe),
-        ("streaming", serve_streaming),
-    ] {
+    for kind in [Storage::Simple, Storage::Streaming] {
         let Some(disk) = SmallDisk::mount() else {
             return;
         };
         let repo = disk.dir.path().join("repo");
         let runtime = common::runtime();
-        common::block_on(&runtime, what, async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-            let url = format!("http://{}", listener.local_addr().expect("an address"));
-            let (stop, stopped) = oneshot::channel();
-            let server = tokio::spawn(serve(listener, repo.clone(), stopped));
-            fill_up(what, &url, &repo).await;
-            stop.send(()).expect("the server is running");
-            server
-                .await
-                .expect("the server did not panic")
-                .expect("the server ends cleanly");
+        let what = format!("{kind:?}");
+        common::block_on(&runtime, &what, async {
+            let server = start_storage(kind, &repo).await;
+            fill_up(&what, &server.url(), &repo).await;
+            server.stop().await;
         });
         assert_eq!(entries(&repo), ["kept", "small"]);
     }

@@ -4,18 +4,27 @@
 
 mod common;
 
+#[allow(dead_code)]
+#[path = "../examples/tls_certificates.rs"]
+mod tls_certificates;
+
+#[allow(dead_code)]
+#[path = "../examples/tls_client.rs"]
+mod tls_client;
+
+#[allow(dead_code)]
+#[path = "../examples/tls_server.rs"]
+mod tls_server;
+
 use std::error::Error;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use arrow_flight::FlightClient;
-use flight_cookbook::tls_certificates::{CA_NAME, CLIENT_NAME, SERVER_NAME, write_certificates};
-use flight_cookbook::tls_client::{animals, connect, push_to_server, whoami};
-use flight_cookbook::tls_server::{common_name, serve_tls, tls_config};
+use common::{ChildProcess, TIMEOUT, TestServer};
 use rcgen::{CertificateParams, KeyPair};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tls_certificates::{CA_NAME, CLIENT_NAME, SERVER_NAME, write_certificates};
+use tls_client::{animals, connect, push_to_server, whoami};
+use tls_server::{common_name, serve_tls, tls_config};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 fn certificates() -> tempfile::TempDir {
@@ -36,21 +45,18 @@ fn cause(error: &dyn Error) -> String {
     error.to_string()
 }
 
-/// The TLS server in a background task, with a client CA if `mutual`.
-async fn start(dir: &Path, mutual: bool) -> (String, oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
+/// The TLS server in a background task, with a client CA if `mutual`, and
+/// its URL, `https://localhost:PORT`.
+async fn start(dir: &Path, mutual: bool) -> (TestServer, String) {
     let ca = mutual.then(|| read(dir, "ca.pem"));
     let tls = tls_config(
         &read(dir, "server.pem"),
         &read(dir, "server.key"),
         ca.as_deref(),
     );
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve_tls(listener, tls, async {
-        let _ = stopped.await;
-    }));
-    (format!("https://localhost:{port}"), stop)
+    let server = TestServer::start(|listener, shutdown| serve_tls(listener, tls, shutdown)).await;
+    let url = format!("https://localhost:{}", server.addr.port());
+    (server, url)
 }
 
 async fn whoami_at(url: &str, dir: &Path, identity: bool) -> Result<String, Box<dyn Error>> {
@@ -60,79 +66,83 @@ async fn whoami_at(url: &str, dir: &Path, identity: bool) -> Result<String, Box<
     Ok(whoami(&mut FlightClient::new(channel)).await?)
 }
 
+/// The server program, run with the certificate files given with `--tls`,
+/// and run without options in a folder where step 1 wrote `certs/`.
 #[test]
 fn the_server_program_serves_over_tls_and_prints_what_it_received() {
-    let test = "the_server_program_serves_over_tls_and_prints_what_it_received";
-    let Some(binary) = common::example_binary(test, "tls_server") else {
-        return;
-    };
     let dir = certificates();
-    let mut server = Command::new(binary)
-        .arg("127.0.0.1:0")
-        .arg("--tls")
-        .args([dir.path().join("server.pem"), dir.path().join("server.key")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the server starts");
-    let mut stdout = BufReader::new(server.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("a first line");
-    let port = first
-        .trim()
-        .strip_prefix("Serving on grpc+tls://127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-    let url = format!("grpc+tls://localhost:{port}");
-
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    write_certificates(&folder.path().join("certs")).expect("certificates");
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let with_files = ["--tls".as_ref(), cert.as_os_str(), key.as_os_str()];
+    let defaults = folder.path().join("certs");
+    let runs = [(&with_files[..], dir.path()), (&[][..], defaults.as_path())];
     let runtime = common::runtime();
-    common::block_on(&runtime, "the client", async {
-        let channel = connect(&url, &read(dir.path(), "ca.pem"), None)
-            .await
-            .expect("connect");
-        let mut client = FlightClient::new(channel);
-        push_to_server(&mut client, "AnimalData", animals().expect("animals"))
-            .await
-            .expect("pushed");
-        assert_eq!(whoami(&mut client).await.expect("whoami"), "anonymous");
-    });
+    for (options, certs) in runs {
+        let mut command = common::example("tls_server");
+        command
+            .arg("127.0.0.1:0")
+            .args(options)
+            .current_dir(folder.path());
+        let mut server = ChildProcess::start("tls_server", command);
+        let url = format!("grpc+tls://{}", server.serving_on());
+        let url = url.replacen("127.0.0.1", "localhost", 1);
 
-    let _ = Command::new("kill").arg(server.id().to_string()).status();
-    let status = common::wait_timeout(&mut server, common::TIMEOUT).expect("wait");
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
-    let mut printed = String::new();
-    stdout
-        .read_to_string(&mut printed)
-        .expect("the rest of stdout");
-    assert_eq!(
-        printed,
-        "[\"AnimalData\"] from anonymous:\n\
-         +--------+-------+\n\
-         | Animal | Size  |\n\
-         +--------+-------+\n\
-         | Dog    | Big   |\n\
-         | Cat    | Small |\n\
-         | Mouse  | Tiny  |\n\
-         +--------+-------+\n"
-    );
+        common::block_on(&runtime, "the client", async {
+            let channel = connect(&url, &read(certs, "ca.pem"), None)
+                .await
+                .expect("connect");
+            let mut client = FlightClient::new(channel);
+            push_to_server(&mut client, "AnimalData", animals().expect("animals"))
+                .await
+                .expect("pushed");
+            assert_eq!(whoami(&mut client).await.expect("whoami"), "anonymous");
+        });
+
+        let finished = server.terminate();
+        assert!(finished.success(), "{options:?}: {}", finished.report());
+        let (_, printed) = finished.stdout.split_once('\n').expect("two lines or more");
+        assert_eq!(
+            printed,
+            "[\"AnimalData\"] from anonymous:\n\
+             +--------+-------+\n\
+             | Animal | Size  |\n\
+             +--------+-------+\n\
+             | Dog    | Big   |\n\
+             | Cat    | Small |\n\
+             | Mouse  | Tiny  |\n\
+             +--------+-------+\n",
+            "{options:?}"
+        );
+    }
 }
 
 #[test]
 fn the_server_program_says_what_is_missing_from_its_command_line() {
-    let test = "the_server_program_says_what_is_missing_from_its_command_line";
-    let Some(binary) = common::example_binary(test, "tls_server") else {
-        return;
-    };
+    // A folder without certs/.
+    let folder = tempfile::tempdir().expect("a temporary folder");
     let run = |args: &[&str]| {
-        let mut command = Command::new(&binary);
-        command.args(args);
-        let output = common::run_with_timeout(command, common::TIMEOUT).expect("runs");
-        assert!(!output.status.success(), "{args:?} should fail");
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        let mut command = common::example("tls_server");
+        command.args(args).current_dir(folder.path());
+        let finished = ChildProcess::start("tls_server", command).wait(TIMEOUT);
+        assert!(
+            finished.status.is_some_and(|s| !s.success()),
+            "{args:?} should fail"
+        );
+        finished.stderr
     };
-    let usage = "usage: tls_server [ADDR] --tls CERTFILE KEYFILE [--client-ca CAFILE]";
-    assert!(run(&["127.0.0.1:0"]).contains(usage));
+    let usage = "usage: tls_server [ADDR] [--tls CERTFILE KEYFILE] [--client-ca CAFILE]";
     assert!(run(&["127.0.0.1:0", "--tls", "only-one.pem"]).contains(usage));
+    assert!(run(&["127.0.0.1:0", "--client-ca"]).contains(usage));
     let missing = run(&["127.0.0.1:0", "--tls", "no-such.pem", "no-such.key"]);
     assert!(missing.contains("no-such.pem: No such file"), "{missing}");
+    let missing = run(&["127.0.0.1:0"]);
+    assert!(
+        missing.contains("certs/server.pem: No such file"),
+        "{missing}"
+    );
+    let missing = run(&["127.0.0.1:0", "--client-ca", "ca.pem"]);
+    assert!(missing.contains("ca.pem: No such file"), "{missing}");
 }
 
 #[test]
@@ -140,7 +150,7 @@ fn mutual_tls_names_the_caller_and_refuses_clients_without_a_good_certificate() 
     let runtime = common::runtime();
     common::block_on(&runtime, "mutual TLS", async {
         let dir = certificates();
-        let (url, _stop) = start(dir.path(), true).await;
+        let (server, url) = start(dir.path(), true).await;
         assert_eq!(
             whoami_at(&url, dir.path(), true).await.expect("served"),
             CLIENT_NAME
@@ -178,6 +188,7 @@ fn mutual_tls_names_the_caller_and_refuses_clients_without_a_good_certificate() 
             whoami_at(&url, dir.path(), true).await.expect("served"),
             CLIENT_NAME
         );
+        server.stop().await;
     });
 }
 
@@ -186,7 +197,7 @@ fn clients_that_get_tls_wrong_get_clear_errors_and_the_server_serves_on() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the mistakes", async {
         let dir = certificates();
-        let (url, _stop) = start(dir.path(), false).await;
+        let (server, url) = start(dir.path(), false).await;
         let ours = Certificate::from_pem(read(dir.path(), "ca.pem"));
         let stranger = CertificateParams::default()
             .self_signed(&KeyPair::generate().expect("key"))
@@ -236,6 +247,7 @@ fn clients_that_get_tls_wrong_get_clear_errors_and_the_server_serves_on() {
         );
         let tls = ClientTlsConfig::new().ca_certificate(ours);
         assert_eq!(call(url, Some(tls)).await.expect("served"), "anonymous");
+        server.stop().await;
     });
 }
 
@@ -290,34 +302,29 @@ fn rustls_pemfile_der(pem: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
 fn a_pyarrow_client_connects_over_tls_and_over_mutual_tls() {
-    let test = "a pyarrow client over TLS";
-    let python = match common::python("import pyarrow.flight") {
-        Ok(python) => python,
-        Err(why) => return common::unavailable(test, &why).unwrap_or(()),
-    };
     let runtime = common::runtime();
     let dir = certificates();
     for (mutual, expected) in [(false, "anonymous"), (true, CLIENT_NAME)] {
-        let (url, _stop) = common::block_on(&runtime, "start", start(dir.path(), mutual));
-        let mut command = Command::new(&python);
-        command
-            .arg(common::script("tls_client.py"))
-            .arg(url.replacen("https://", "grpc+tls://", 1))
-            .arg(dir.path().join("ca.pem"));
+        let (server, url) = common::block_on(&runtime, "start", start(dir.path(), mutual));
+        let url = url.replacen("https://", "grpc+tls://", 1);
+        let mut args = vec![url.into(), dir.path().join("ca.pem").into_os_string()];
         if mutual {
-            command.args([dir.path().join("client.pem"), dir.path().join("client.key")]);
+            args.push(dir.path().join("client.pem").into_os_string());
+            args.push(dir.path().join("client.key").into_os_string());
         }
-        let output = common::run_with_timeout(command, common::TIMEOUT).expect("runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|arg| arg.as_os_str()).collect();
+        let client = ChildProcess::python(&common::python(), "tls_client.py", &args);
+        let finished = client.wait(TIMEOUT);
+        assert!(finished.success(), "{}", finished.report());
         assert_eq!(
-            stdout,
+            finished.stdout,
             format!("pushed AnimalData; the server knows this client as: {expected}\n")
         );
+        common::block_on(&runtime, "stop", server.stop());
     }
 }
