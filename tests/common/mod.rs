@@ -321,14 +321,25 @@ impl Drop for ChildProcess {
 }
 
 /// A recipe's example program, as `cargo test` builds it (for tests that
-/// run a server's real `main`).
+/// run a server's real `main`); fails the test if it is missing or older
+/// than its source, as after `cargo test --test NAME`, which builds none.
 pub fn example(name: &str) -> Command {
     let exe = std::env::current_exe().expect("the test's own path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/debug/deps");
-    Command::new(dir.join("examples").join(name))
+    let binary = dir.join("examples").join(name);
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let source = repo_root().join(format!("examples/{name}.rs"));
+    if !modified(&binary).zip(modified(&source)).is_some_and(|(b, s)| b >= s) {
+        panic!(
+            "{} is missing or older than its source: run `cargo test`, or \
+             `cargo build -p flight-cookbook-recipes --examples` first",
+            binary.display()
+        );
+    }
+    Command::new(binary)
 }
 
 /// The repository's top folder (the book's and the recipes' tests are
