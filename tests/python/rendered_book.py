@@ -2,13 +2,25 @@
 
 Usage: rendered_book.py BOOK_DIR SUMMARY_MD SCREENSHOT_DIR
 
+Reads one line from stdin before it opens the first page (the caller builds
+the book meanwhile, while the browser starts); an empty stdin stops it.
+
 Every page of SUMMARY.md must load without console errors or failed requests,
-its internal links and anchors must resolve, hidden lines of Rust blocks must
-be hidden until the eye button is pressed, no page may show a playground Run
-button, and the search box must find the recipes by their key words. A
-screenshot of every page goes to SCREENSHOT_DIR. Exits non-zero on any problem.
+its internal links and anchors must resolve, no reference link may be left
+without its target, hidden lines of Rust blocks must be hidden until the eye
+button is pressed (the first block of each page is clicked with the mouse,
+as a reader does), no line of a code block may be wider than the block (the
+hidden ones once the eye button shows them), no page may show a playground
+Run button, and the search box must find the recipes by their key words. A
+screenshot of every page goes to SCREENSHOT_DIR. Exits non-zero on any
+problem, listing each one.
+
+The pages are checked in parallel tabs of one browser, each with a few
+round trips: the checks run inside the page, and every wait is on the
+condition itself.
 """
 
+import asyncio
 import functools
 import http.server
 import os
@@ -16,9 +28,10 @@ import pathlib
 import re
 import sys
 import threading
+import time
 import urllib.parse
 
-from playwright.sync_api import sync_playwright
+from playwright.async_api import async_playwright
 
 # Key word typed into the search box -> a page its results must include.
 SEARCHES = {
@@ -40,6 +53,13 @@ SEARCHES = {
     "app_metadata": "exchange.html",
 }
 
+# A laptop's screen; the book's code column is as wide at any width above
+# about 1100 pixels (its text is at most 750 pixels wide).
+VIEWPORT = {"width": 1280, "height": 800}
+
+# Pages open at once, beside the search tab: more gains nothing on 2 cores.
+TABS = int(os.environ.get("RENDERED_BOOK_TABS", "3"))
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -50,6 +70,124 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+# Runs in the page once it has loaded: what the page links to and defines,
+# the prose's unresolved reference links, Run buttons, and the state of
+# every code block's hidden lines. Marks each code block with its number.
+SURVEY = """
+async () => {
+  await document.fonts.ready;
+  const all = (selector, root = document) => [...root.querySelectorAll(selector)];
+  const prose = all('main p, main li, main td');
+  const blocks = all('main pre > code').map((code, index) => {
+    code.dataset.block = index + 1;
+    const boring = all('.boring', code);
+    return {
+      index: index + 1,
+      language: [...code.classList].find(c => c.startsWith('language-')) || 'text',
+      hidden: boring.length,
+      shownBefore: boring.filter(e => e.checkVisibility()).length,
+      eye: !!code.parentElement.querySelector('button[title="Show hidden lines"]'),
+    };
+  });
+  return {
+    ids: all('[id]').map(e => e.id),
+    hrefs: all('main a[href]').map(a => a.getAttribute('href')),
+    html: prose.map(e => e.innerHTML).join('\\n'),
+    text: prose.map(e => e.textContent).join('\\n'),
+    runButtons: all('.play-button').length,
+    blocks,
+  };
+}
+"""
+
+# Shows the hidden lines of every block but the one the mouse clicked
+# (`first`), measures the code blocks, and hides the lines again; gives what
+# was seen at each step. All clicks come before the checks that follow them,
+# so that the page is laid out once per step, not once per block.
+TOGGLE_AND_MEASURE = """
+(first) => {
+  const all = (selector, root = document) => [...root.querySelectorAll(selector)];
+  const codes = all('main pre > code');
+  const others = codes.filter(code => code.querySelector('.boring') && code.dataset.block != first);
+  const press = title => others.forEach(code => {
+    const button = code.parentElement.querySelector(`button[title="${title}"]`);
+    if (button) button.click();
+  });
+  const seen = {};
+  press('Show hidden lines');
+  for (const code of codes.filter(code => code.querySelector('.boring'))) {
+    const nonBlank = all('.boring', code).filter(e => e.textContent.trim());
+    seen[code.dataset.block] = {shown: nonBlank.every(e => e.checkVisibility())};
+  }
+  const fits = new Set();
+  const measured = codes.map(code => measure(code, fits));
+  press('Hide lines');
+  for (const code of others) {
+    seen[code.dataset.block].hiddenAgain = !all('.boring', code).some(e => e.checkVisibility());
+  }
+  return {seen, measured: measured.filter(m => m.scrolls), fits: [...fits]};
+
+  // Whether a block scrolls sideways (its text reaches into its right
+  // padding or past it), and then its lines that do, with their text; and
+  // how many characters fit in the block.
+  function measure(code, fits) {
+    const box = code.getBoundingClientRect();
+    const style = getComputedStyle(code);
+    const textLeft = box.left + code.clientLeft + parseFloat(style.paddingLeft);
+    const textRight = box.left + code.clientLeft + code.clientWidth - parseFloat(style.paddingRight);
+    const probe = document.createElement('span');
+    probe.textContent = 'x'.repeat(100);
+    code.appendChild(probe);
+    const charWidth = probe.getBoundingClientRect().width / 100;
+    probe.remove();
+    const result = {
+      index: Number(code.dataset.block),
+      fits: Math.floor((textRight - textLeft) / charWidth + 0.01),
+      scrolls: code.scrollWidth > code.clientWidth,
+    };
+    fits.add(result.fits);
+    if (!result.scrolls) return result;
+    const lines = [];
+    let line = {text: '', right: -Infinity, hidden: false};
+    const walker = document.createTreeWalker(code, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const boring = !!node.parentElement.closest('.boring');
+      let start = 0;
+      for (;;) {
+        const newline = node.data.indexOf('\\n', start);
+        const end = newline < 0 ? node.data.length : newline;
+        if (end > start) {
+          const range = document.createRange();
+          range.setStart(node, start);
+          range.setEnd(node, end);
+          for (const rect of range.getClientRects()) line.right = Math.max(line.right, rect.right);
+          line.text += node.data.slice(start, end);
+          line.hidden = line.hidden || boring;
+        }
+        if (newline < 0) break;
+        lines.push(line);
+        line = {text: '', right: -Infinity, hidden: false};
+        start = newline + 1;
+      }
+    }
+    lines.push(line);
+    result.overflowing = lines
+      .filter(line => line.right > textRight + 0.5)
+      .map(({text, hidden}) => ({text, hidden}));
+    result.heading = headingBefore(code.parentElement);
+    return result;
+  }
+
+  function headingBefore(element) {
+    let last = null;
+    for (const h of all('main h1, main h2, main h3, main h4')) {
+      if (h.compareDocumentPosition(element) & Node.DOCUMENT_POSITION_FOLLOWING) last = h;
+    }
+    return last ? last.textContent.trim() : null;
+  }
+}
+"""
 
 
 def pages_in(summary: pathlib.Path) -> list[str]:
@@ -69,126 +207,237 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def shown(block, non_blank: bool = False) -> list[bool]:
-    """Whether each hidden line of a block is on screen, in one round trip."""
-    script = "(els, nonBlank) => els.filter(e => !nonBlank || e.textContent.trim())"
-    script += ".map(e => e.checkVisibility())"
-    return block.eval_on_selector_all(".boring", script, non_blank)
+def watch(page, errors: list[str]) -> None:
+    """Collects the page's console errors, script errors and failed requests."""
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"script error: {e}"))
+    page.on(
+        "response",
+        lambda r: errors.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None,
+    )
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} ({r.failure})"))
+
+
+async def check_page(context, base: str, name: str, shots: pathlib.Path) -> dict:
+    """Loads one page, checks it, and leaves its screenshot."""
+    page = await context.new_page()
+    errors: list[str] = []
+    watch(page, errors)
+    problems: list[str] = []
+    await page.goto(base + name, wait_until="load")
+    survey = await page.evaluate(SURVEY)
+
+    for unresolved in re.findall(r"\[<code[^>]*>[^<]*</code>\]", survey["html"]):
+        problems.append(f"a link with no target: {unresolved}")
+    for unresolved in re.findall(r"\[[^\]\n]+\]\[[^\]\n]*\]", survey["text"]):
+        problems.append(f"a link with no target: {unresolved}")
+    if survey["runButtons"]:
+        problems.append("shows a playground Run button")
+
+    blocks = {block["index"]: block for block in survey["blocks"]}
+    hidden = [block for block in survey["blocks"] if block["hidden"]]
+    for block in hidden:
+        if block["shownBefore"]:
+            problems.append(f"block {block['index']}: hidden lines show before the eye button is pressed")
+        if not block["eye"]:
+            problems.append(f"block {block['index']}: has hidden lines but no eye button")
+    # The first block with hidden lines is clicked as a reader does, with
+    # the mouse; the others get the same click event from the page itself.
+    first = next((block["index"] for block in hidden if block["eye"]), 0)
+    clicked = page.locator(f'main pre:has(> code[data-block="{first}"])')
+    if first and not await mouse_click(page, clicked, "Show hidden lines"):
+        problems.append(f"block {first}: the eye button does not show under the mouse")
+    toggled = await page.evaluate(TOGGLE_AND_MEASURE, first)
+    if first:
+        if not await mouse_click(page, clicked, "Hide lines"):
+            problems.append(f"block {first}: the hide button does not show under the mouse")
+        still_shown = await clicked.evaluate(
+            "pre => [...pre.querySelectorAll('.boring')].some(e => e.checkVisibility())"
+        )
+        toggled["seen"][str(first)]["hiddenAgain"] = not still_shown
+
+    for index, seen in toggled["seen"].items():
+        if not blocks[int(index)]["eye"]:
+            continue
+        if not seen["shown"]:
+            problems.append(f"block {index}: the eye button does not show the hidden lines")
+        if not seen.get("hiddenAgain", False):
+            problems.append(f"block {index}: the hide button does not hide the lines again")
+
+    # A program shown in several blocks of a page, a part in each, has the
+    # same long line in each of them: it is named once, with its blocks.
+    fits = set(toggled["fits"])
+    wide: dict[str, dict] = {}
+    for measured in toggled["measured"]:
+        block = blocks[measured["index"]]
+        language = block["language"].removeprefix("language-")
+        where = f"block {block['index']} ({language}"
+        where += f", under {measured['heading']!r})" if measured["heading"] else ")"
+        for line in measured["overflowing"]:
+            seen = wide.setdefault(line["text"], {"fits": measured["fits"], "shown": [], "hidden": []})
+            seen["hidden" if line["hidden"] else "shown"].append(block["index"] if line["hidden"] else where)
+        if not measured["overflowing"]:
+            problems.append(f"{where}: scrolls sideways, though no line of its text is too wide")
+    for text, seen in wide.items():
+        places = []
+        if seen["shown"]:
+            places.append("shown in " + ", ".join(seen["shown"]))
+        if seen["hidden"]:
+            numbers = ", ".join(map(str, seen["hidden"]))
+            places.append(f"behind the eye button in block{'s' if len(seen['hidden']) > 1 else ''} {numbers}")
+        problems.append(
+            f"a code line of {len(text)} characters, where {seen['fits']} fit: "
+            f"{text.strip()}   [{'; '.join(places)}]"
+        )
+
+    # The top of the page, as a reader first sees it, costs a tenth of a
+    # second; the whole page (seconds) only when something is wrong on it.
+    shot = shots / name.replace(".html", ".png")
+    await page.evaluate("window.scrollTo(0, 0)")
+    await page.screenshot(path=str(shot), full_page=bool(errors or problems))
+    await page.close()
+    return {
+        "name": name,
+        "problems": [f"{name}: {e}" for e in errors] + [f"{name}: {p}" for p in problems],
+        "ids": set(survey["ids"]),
+        "hrefs": survey["hrefs"],
+        "fits": fits,
+    }
+
+
+async def mouse_click(page, block, title: str) -> bool:
+    """Clicks a block's button with the mouse, as a reader does: the block's
+    top is scrolled below the menu bar, the mouse moves over the block, and
+    once the button has faded in (it shows only under the mouse) the mouse
+    clicks it. False if the button does not show."""
+    pre = await block.element_handle()
+    at = await pre.evaluate(
+        """pre => {
+          window.scrollTo(0, pre.getBoundingClientRect().top + window.scrollY - 200);
+          const box = pre.getBoundingClientRect();
+          return {x: box.left + 20, y: box.top + 20};
+        }"""
+    )
+    await page.mouse.move(at["x"], at["y"])
+    try:
+        shown = await page.wait_for_function(
+            """([pre, title]) => {
+              const button = pre.querySelector(`button[title="${title}"]`);
+              if (!button || !button.checkVisibility({visibilityProperty: true})) return null;
+              const box = button.getBoundingClientRect();
+              return {x: box.left + box.width / 2, y: box.top + box.height / 2};
+            }""",
+            arg=[pre, title],
+            polling="raf",
+            timeout=5_000,
+        )
+    except Exception:
+        return False
+    at = await shown.json_value()
+    await page.mouse.click(at["x"], at["y"])
+    return True
+
+
+def check_links(root: pathlib.Path, base: str, checked: list[dict]) -> list[str]:
+    """Every internal link of every page goes to a page, and to an anchor on it."""
+    ids = {page["name"]: page["ids"] for page in checked}
+    problems = []
+    for page in checked:
+        name = page["name"]
+        for href in page["hrefs"]:
+            if re.match(r"^[a-z]+:", href):
+                continue
+            target = urllib.parse.urljoin(base + name, href)
+            path, _, fragment = target[len(base):].partition("#")
+            path = path or name
+            if path not in ids:
+                if not (root / path).is_file():
+                    problems.append(f"{name}: link to {href}: no such page")
+                continue
+            if fragment and urllib.parse.unquote(fragment) not in ids[path]:
+                problems.append(f"{name}: link to {href}: no such anchor")
+    return problems
+
+
+async def check_searches(context, base: str) -> list[str]:
+    """Types each key word into the search box, as a reader does, and reads
+    the results once their header names the word."""
+    page = await context.new_page()
+    errors: list[str] = []
+    watch(page, errors)
+    problems = []
+    await page.goto(base + "index.html", wait_until="load")
+    await page.click("#mdbook-search-toggle")
+    searchbar = page.locator("#mdbook-searchbar")
+    for word, expected in SEARCHES.items():
+        # The search runs when a key goes up: the word goes in whole but
+        # for its last letter, which is typed.
+        await searchbar.fill(word[:-1])
+        await searchbar.press(word[-1])
+        try:
+            await page.wait_for_function(
+                "w => document.querySelector('#mdbook-searchresults-header')"
+                ".textContent.includes(\"'\" + w + \"'\")",
+                arg=word,
+                timeout=10_000,
+            )
+        except Exception:
+            problems.append(f"search for {word!r}: no results header within 10 s")
+            continue
+        found = await page.eval_on_selector_all(
+            "#mdbook-searchresults a", "els => els.map(e => e.getAttribute('href'))"
+        )
+        if not found:
+            problems.append(f"search for {word!r}: no results")
+        elif not any(re.split(r"[?#]", href)[0] == expected for href in found):
+            problems.append(f"search for {word!r}: {expected} not among {found}")
+    await page.close()
+    return [f"search: {e}" for e in errors] + problems
+
+
+async def run(root: pathlib.Path, pages: list[str], shots: pathlib.Path) -> tuple[list[str], dict]:
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    times = {}
+    start = time.monotonic()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        context = await browser.new_context(viewport=VIEWPORT)
+        context.set_default_timeout(10_000)
+        times["browser start"] = time.monotonic() - start
+        if not sys.stdin.readline():
+            await browser.close()
+            return ["the book was not built"], times
+        server, base = serve(root)
+        start = time.monotonic()
+        tabs = asyncio.Semaphore(TABS)
+
+        async def one(name):
+            async with tabs:
+                return await check_page(context, base, name, shots)
+
+        searched, *checked = await asyncio.gather(
+            check_searches(context, base), *(one(name) for name in pages)
+        )
+        times["pages and searches"] = time.monotonic() - start
+        await browser.close()
+        server.shutdown()
+    problems = [p for page in checked for p in page["problems"]]
+    problems += check_links(root, base, checked)
+    problems += searched
+    fits = sorted(set().union(*(page["fits"] for page in checked)))
+    return problems, {**times, "fits": fits}
 
 
 def main() -> int:
     root, summary, shots = (pathlib.Path(arg) for arg in sys.argv[1:4])
     shots.mkdir(parents=True, exist_ok=True)
     pages = pages_in(summary)
-    server, base = serve(root)
-    problems: list[str] = []
-    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(f"script error: {e}"))
-        page.on(
-            "response",
-            lambda r: errors.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None,
-        )
-        ids: dict[str, set[str]] = {}
-
-        for name in pages:
-            errors.clear()
-            page.goto(base + name, wait_until="networkidle")
-            problems += [f"{name}: {error}" for error in errors]
-            ids[name] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
-
-            prose = page.eval_on_selector_all(
-                "main p, main li, main td", "els => els.map(e => e.innerHTML).join('\\n')"
-            )
-            for unresolved in re.findall(r"\[<code[^>]*>[^<]*</code>\]", prose):
-                problems.append(f"{name}: a link with no target: {unresolved}")
-
-            if page.query_selector_all(".play-button"):
-                problems.append(f"{name}: shows a playground Run button")
-
-            clicked = False
-            for index, block in enumerate(page.query_selector_all("pre:has(code.language-rust)")):
-                hidden = block.query_selector_all(".boring")
-                if not hidden:
-                    continue
-                where = f"{name}: Rust block {index + 1}"
-                if any(shown(block)):
-                    problems.append(f"{where}: hidden lines show before the eye button is pressed")
-                eye = block.query_selector('button[title="Show hidden lines"]')
-                if eye is None:
-                    problems.append(f"{where}: has hidden lines but no eye button")
-                    continue
-                # The first block of a page is clicked as a reader does, with
-                # the mouse; the others get the same click event directly,
-                # which is much faster.
-                click = (lambda button: button.click()) if not clicked else (
-                    lambda button: button.dispatch_event("click")
-                )
-                if not clicked:
-                    block.hover()
-                click(eye)
-                if not all(shown(block, non_blank=True)):
-                    problems.append(f"{where}: the eye button does not show the hidden lines")
-                if not clicked:
-                    block.hover()
-                click(block.query_selector('button[title="Hide lines"]'))
-                if any(shown(block)):
-                    problems.append(f"{where}: the hide button does not hide the lines again")
-                clicked = True
-
-            page.screenshot(path=str(shots / name.replace(".html", ".png")), full_page=True)
-
-        for name in pages:
-            page.goto(base + name, wait_until="domcontentloaded")
-            hrefs = page.eval_on_selector_all("main a[href]", "els => els.map(e => e.getAttribute('href'))")
-            for href in hrefs:
-                if re.match(r"^[a-z]+:", href):
-                    continue
-                target = urllib.parse.urljoin(base + name, href)
-                path, _, fragment = target[len(base):].partition("#")
-                path = path or name
-                if path not in ids:
-                    if not (root / path).is_file():
-                        problems.append(f"{name}: link to {href}: no such page")
-                    continue
-                if fragment and urllib.parse.unquote(fragment) not in ids[path]:
-                    problems.append(f"{name}: link to {href}: no such anchor")
-
-        page.goto(base + "index.html", wait_until="networkidle")
-        page.click("#mdbook-search-toggle")
-        page.wait_for_selector("#mdbook-searchbar", state="visible")
-        for word, expected in SEARCHES.items():
-            # One page for all searches: each word is typed into the emptied
-            # search bar, and the results are read once their header names it.
-            searchbar = page.locator("#mdbook-searchbar")
-            searchbar.fill("")
-            searchbar.press_sequentially(word, delay=5)
-            try:
-                page.wait_for_function(
-                    "w => (document.querySelector('#mdbook-searchresults-header') || {})"
-                    ".textContent?.includes(\"'\" + w + \"'\")",
-                    arg=word,
-                    timeout=5000,
-                )
-                page.wait_for_selector("#mdbook-searchresults a", timeout=5000)
-            except Exception:
-                problems.append(f"search for {word!r}: no results")
-                continue
-            found = page.eval_on_selector_all(
-                "#mdbook-searchresults a", "els => els.map(e => e.getAttribute('href'))"
-            )
-            if not any(re.split(r"[?#]", href)[0] == expected for href in found):
-                problems.append(f"search for {word!r}: {expected} not among {found}")
-
-        browser.close()
-    server.shutdown()
-
-    print(f"checked {len(pages)} pages, {len(SEARCHES)} searches; screenshots in {shots}")
+    problems, times = asyncio.run(run(root, pages, shots))
+    fits = times.pop("fits", [])
+    took = ", ".join(f"{what} {seconds:.1f} s" for what, seconds in times.items())
+    print(f"checked {len(pages)} pages and {len(SEARCHES)} searches ({took}); screenshots in {shots}")
+    width = VIEWPORT["width"], VIEWPORT["height"]
+    print(f"code blocks at {width[0]}x{width[1]} fit {' or '.join(map(str, fits))} characters a line")
     for problem in problems:
         print("PROBLEM:", problem)
     return 1 if problems else 0
