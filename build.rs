@@ -44,16 +44,21 @@ fn write_copies(src: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
         .map_err(|e| format!("cannot list {}: {e}", src.display()))?
         .flatten()
         .map(|entry| entry.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md") && !p.ends_with("SUMMARY.md"))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "md") && !p.ends_with("SUMMARY.md")
+        })
         .collect();
     chapters.sort();
     for chapter in chapters {
         let name = chapter.to_string_lossy().replace('\\', "/");
-        let markdown = fs::read_to_string(&chapter).map_err(|e| format!("{name}: {e}"))?;
+        let markdown =
+            fs::read_to_string(&chapter).map_err(|e| format!("{name}: {e}"))?;
         let stem = chapter.file_stem().unwrap_or_default().to_string_lossy();
         for block in book::code_blocks(&markdown) {
             let at = |e: String| format!("{name}:{}: {e}", block.line);
-            let Some(attributes) = book::Attributes::parse(&block.info).map_err(at)? else {
+            let Some(attributes) =
+                book::Attributes::parse(&block.info).map_err(at)?
+            else {
                 continue;
             };
             let server = match &attributes.client_of {
@@ -64,7 +69,8 @@ fn write_copies(src: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
                         .find(|path| path.exists())
                         .ok_or_else(|| {
                             at(format!(
-                                "client_of={server}: no examples/{server}.rs or src/{server}.rs"
+                                "client_of={server}: \
+                                 no examples/{server}.rs or src/{server}.rs"
                             ))
                         })?,
                 ),

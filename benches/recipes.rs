@@ -119,11 +119,10 @@ async fn main() -> Result<(), Error> {
             "--simple" => options.simple = true,
             "--runs" => {
                 let runs = args.next().ok_or("--runs needs a number")?;
-                options.runs = runs
-                    .parse()
-                    .ok()
-                    .filter(|&runs| runs > 0)
-                    .ok_or_else(|| format!("--runs needs a number above 0, not {runs:?}"))?;
+                options.runs =
+                    runs.parse().ok().filter(|&runs| runs > 0).ok_or_else(
+                        || format!("--runs needs a number above 0, not {runs:?}"),
+                    )?;
             }
             // `cargo bench` adds it.
             "--bench" => {}
@@ -161,13 +160,17 @@ async fn serve(args: &[String]) -> Result<(), Error> {
     match args {
         [mode, repo] if mode == "streaming" => {
             let repository = streaming_parquet_server::Repository::new(repo)?;
-            streaming_parquet_server::serve_repository(listener, repository, stop).await?;
+            streaming_parquet_server::serve_repository(listener, repository, stop)
+                .await?;
         }
         [mode, repo] if mode == "simple" => {
             let repository = parquet_storage_server::Repository::new(repo)?;
-            parquet_storage_server::serve_repository(listener, repository, stop).await?;
+            parquet_storage_server::serve_repository(listener, repository, stop)
+                .await?;
         }
-        [mode] if mode == "auth" => basic_auth_server::serve(listener, stop).await?,
+        [mode] if mode == "auth" => {
+            basic_auth_server::serve(listener, stop).await?
+        }
         // The baseline: basic_auth_server::serve without its layer.
         [mode] if mode == "echo" => {
             Server::builder()
@@ -199,7 +202,11 @@ impl ServerProcess {
     }
 
     /// A pyarrow server of `tests/python`.
-    fn pyarrow(python: &str, script: &str, args: &[&std::ffi::OsStr]) -> Result<Self, Error> {
+    fn pyarrow(
+        python: &str,
+        script: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<Self, Error> {
         Ok(Self::start(ChildProcess::python(python, script, args)))
     }
 
@@ -212,7 +219,8 @@ impl ServerProcess {
         let sampled_peak = Arc::new(AtomicU64::new(0));
         let sampling = Arc::new(AtomicBool::new(true));
         let sampler = {
-            let (peak, sampling) = (Arc::clone(&sampled_peak), Arc::clone(&sampling));
+            let (peak, sampling) =
+                (Arc::clone(&sampled_peak), Arc::clone(&sampling));
             thread::spawn(move || {
                 while sampling.load(Ordering::Relaxed) {
                     if let Ok(rss) = status_field(pid, "VmRSS:") {
@@ -241,7 +249,9 @@ impl ServerProcess {
     fn reset_peak(&self) {
         let path = format!("/proc/{}/clear_refs", self.pid);
         if let Err(e) = std::fs::write(path, "5") {
-            eprintln!("cannot reset the kernel's peak ({e}): the sampled peak counts");
+            eprintln!(
+                "cannot reset the kernel's peak ({e}): the sampled peak counts"
+            );
         }
         self.sampled_peak.store(0, Ordering::Relaxed);
     }
@@ -261,7 +271,11 @@ impl ServerProcess {
         let finished = process.terminate();
         match finished.success() {
             true => Ok(()),
-            false => Err(format!("the server did not stop cleanly: {}", finished.report()).into()),
+            false => Err(format!(
+                "the server did not stop cleanly: {}",
+                finished.report()
+            )
+            .into()),
         }
     }
 
@@ -300,13 +314,17 @@ fn status_field(pid: u32, field: &str) -> Result<u64, Error> {
 /// version; the reason why not otherwise.
 fn pyarrow() -> Result<(String, String), String> {
     if !cfg!(python) {
-        return Err("no Python with tests/python/requirements.txt (see recipes/build.rs)".into());
+        return Err(
+            "no Python with tests/python/requirements.txt (see recipes/build.rs)"
+                .into(),
+        );
     }
     let python = common::python();
     let check = "import pyarrow; print(pyarrow.__version__)";
     match Command::new(&python).args(["-c", check]).output() {
         Ok(output) if output.status.success() => {
-            let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            let version =
+                String::from_utf8_lossy(&output.stdout).trim().to_string();
             Ok((python, version))
         }
         Ok(_) => Err(format!("{python} has no pyarrow")),
@@ -322,12 +340,13 @@ fn batch_pool() -> Result<Vec<RecordBatch>, Error> {
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     (0..POOL_BATCHES)
         .map(|_| {
-            let values = Int64Array::from_iter_values((0..ROWS_PER_BATCH).map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as i64
-            }));
+            let values =
+                Int64Array::from_iter_values((0..ROWS_PER_BATCH).map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as i64
+                }));
             Ok(RecordBatch::try_from_iter([(
                 "ints",
                 Arc::new(values) as ArrayRef,
@@ -344,14 +363,19 @@ async fn put(
     pool: &Arc<Vec<RecordBatch>>,
 ) -> Result<f64, Error> {
     let pool = Arc::clone(pool);
-    let data = stream::iter((0..batches).map(move |i| Ok(pool[i % pool.len()].clone())));
+    let data =
+        stream::iter((0..batches).map(move |i| Ok(pool[i % pool.len()].clone())));
     let started = Instant::now();
     upload_stream(client, name, data).await?;
     Ok(started.elapsed().as_secs_f64())
 }
 
 /// Seconds to read `name` back, which must have `batches` batches.
-async fn get(client: &mut FlightClient, name: &str, batches: usize) -> Result<f64, Error> {
+async fn get(
+    client: &mut FlightClient,
+    name: &str,
+    batches: usize,
+) -> Result<f64, Error> {
     let started = Instant::now();
     let rows = count_rows(client, name).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -409,7 +433,9 @@ async fn loopback(bytes: u64) -> Result<f64, Error> {
     let received = receiver.await??;
     let seconds = started.elapsed().as_secs_f64();
     if received != bytes {
-        return Err(format!("loopback: received {received} bytes of {bytes}").into());
+        return Err(
+            format!("loopback: received {received} bytes of {bytes}").into()
+        );
     }
     Ok(seconds)
 }
@@ -503,7 +529,9 @@ async fn handshake(mut client: FlightServiceClient<Channel>) -> Result<(), Error
     Ok(())
 }
 
-async fn clients(server: &ServerProcess) -> Result<Vec<FlightServiceClient<Channel>>, Error> {
+async fn clients(
+    server: &ServerProcess,
+) -> Result<Vec<FlightServiceClient<Channel>>, Error> {
     let mut clients = Vec::new();
     for _ in 0..CONNECTIONS {
         clients.push(FlightServiceClient::new(server.channel().await?));
@@ -605,7 +633,9 @@ fn print_table(title: &str, rows: &[Row]) -> (usize, usize) {
     println!("{title}");
     let columns = ["figure", "ours", "baseline", "", "ratio", "goal"];
     let [figure, ours, baseline, value, ratio, goal] = columns;
-    println!("  {figure:<52} {ours:>7}  {baseline:<32} {value:>7}  {ratio:>6}  {goal:>6}");
+    println!(
+        "  {figure:<52} {ours:>7}  {baseline:<32} {value:>7}  {ratio:>6}  {goal:>6}"
+    );
     let (mut missed, mut unmeasured) = (0, 0);
     for row in rows {
         let number = |figure: &Figure| match figure.median() {
@@ -624,8 +654,12 @@ fn print_table(title: &str, rows: &[Row]) -> (usize, usize) {
                 unmeasured += 1;
                 format!("not measured: {why}")
             }
-            (Some(Goal::AtLeast(goal)), Some(ratio), _) if ratio >= goal => "met".to_string(),
-            (Some(Goal::AtMost(goal)), Some(ratio), _) if ratio <= goal => "met".to_string(),
+            (Some(Goal::AtLeast(goal)), Some(ratio), _) if ratio >= goal => {
+                "met".to_string()
+            }
+            (Some(Goal::AtMost(goal)), Some(ratio), _) if ratio <= goal => {
+                "met".to_string()
+            }
             (Some(_), Some(_), _) => {
                 missed += 1;
                 "MISSED".to_string()
@@ -656,15 +690,21 @@ async fn run(options: Options) -> Result<(), Error> {
         "Benchmarks of the recipes' servers: {} runs, {cores} cores",
         options.runs
     );
-    println!("  ours: the recipes' serve functions, each in a process of its own (release build)");
+    println!(
+        "  ours: the recipes' serve functions, each in a process of its own (release build)"
+    );
     match &pyarrow {
         Ok((python, version)) => println!(
             "  pyarrow {version} ({python}): the servers of the Python page, tests/python/*.py"
         ),
         Err(why) => println!("  pyarrow comparisons SKIPPED: {why}"),
     }
-    println!("  the client of every server: the recipes' client functions (examples/*_client.rs)");
-    println!("  figures are medians of the runs; ratios, medians of the runs' ours / baseline");
+    println!(
+        "  the client of every server: the recipes' client functions (examples/*_client.rs)"
+    );
+    println!(
+        "  figures are medians of the runs; ratios, medians of the runs' ours / baseline"
+    );
     let pyarrow = pyarrow.ok().map(|(python, _)| python);
 
     let mut sizes = vec![("32 MiB", 1024)];
@@ -724,7 +764,9 @@ impl Storage {
         python: &str,
     ) -> Result<Self, Error> {
         let server = match &mode {
-            Some(mode) => ServerProcess::ours(&[mode.as_ref(), repo.path().as_ref()])?,
+            Some(mode) => {
+                ServerProcess::ours(&[mode.as_ref(), repo.path().as_ref()])?
+            }
             None => {
                 let script = "parquet_storage_server.py";
                 ServerProcess::pyarrow(python, script, &[repo.path().as_ref()])?
@@ -764,8 +806,10 @@ impl Storage {
         figures: &mut [Figure; 2],
     ) -> Result<(), Error> {
         let name = format!("bench-{batches}.parquet");
-        let mb_per_s = |seconds: f64| (batches as u64 * BATCH_BYTES) as f64 / seconds / 1e6;
-        figures[0].push(mb_per_s(put(&mut self.client, &name, batches, pool).await?));
+        let mb_per_s =
+            |seconds: f64| (batches as u64 * BATCH_BYTES) as f64 / seconds / 1e6;
+        figures[0]
+            .push(mb_per_s(put(&mut self.client, &name, batches, pool).await?));
         figures[1].push(mb_per_s(get(&mut self.client, &name, batches).await?));
         Ok(())
     }
@@ -843,7 +887,8 @@ async fn storage(
             }
             measured = measured.memory(batches, &pool, &mut our_memory).await?;
             if let Some(server) = simple_server {
-                simple_server = Some(server.memory(batches, &pool, &mut simple).await?);
+                simple_server =
+                    Some(server.memory(batches, &pool, &mut simple).await?);
             }
         }
         let servers = [
@@ -870,7 +915,8 @@ async fn storage(
         rows.push(Row::from(&title("do_get"), get, "loopback TCP", &tcp, goal));
         for (what, i) in [("do_put", 0), ("do_get", 1)] {
             let goal = Some(Goal::AtLeast(5.0));
-            let row = Row::from(&title(what), &ours[i], "pyarrow", &theirs[i], goal);
+            let row =
+                Row::from(&title(what), &ours[i], "pyarrow", &theirs[i], goal);
             rows.push(match python {
                 Some(_) => row,
                 None => row.missing("no pyarrow"),
@@ -922,7 +968,9 @@ async fn auth(options: &Options, python: Option<&str>) -> Result<Vec<Row>, Error
     let ours = ServerProcess::ours(&["auth".as_ref()])?;
     let bare = ServerProcess::ours(&["echo".as_ref()])?;
     let theirs = match python {
-        Some(python) => Some(ServerProcess::pyarrow(python, "basic_auth_server.py", &[])?),
+        Some(python) => {
+            Some(ServerProcess::pyarrow(python, "basic_auth_server.py", &[])?)
+        }
         None => None,
     };
 
@@ -933,14 +981,17 @@ async fn auth(options: &Options, python: Option<&str>) -> Result<Vec<Row>, Error
         None => Vec::new(),
     };
 
-    let (mut our_echo, mut bare_echo, mut py_echo) = <[Figure; 3]>::default().into();
-    let (mut our_login, mut bare_login, mut py_login) = <[Figure; 3]>::default().into();
+    let (mut our_echo, mut bare_echo, mut py_echo) =
+        <[Figure; 3]>::default().into();
+    let (mut our_login, mut bare_login, mut py_login) =
+        <[Figure; 3]>::default().into();
     for run in 0..options.runs {
         eprintln!("auth, run {}/{}", run + 1, options.runs);
         // A new token each run: the logins of the run before pushed the old
         // one out of the server's store (10 000 tokens).
         let mut client = our_clients[0].clone();
-        let token = authenticate_basic_token(&mut client, "test", "password").await?;
+        let token =
+            authenticate_basic_token(&mut client, "test", "password").await?;
         let with_token = move |client| echo(client, Some(token.clone()));
         // Which of a pair goes first alternates, so that neither always
         // meets a machine that the other has warmed up.
@@ -956,7 +1007,9 @@ async fn auth(options: &Options, python: Option<&str>) -> Result<Vec<Row>, Error
             bare_login.push(rate(&bare_clients, duration, handshake).await?);
         }
         if let Some(client) = their_clients.first() {
-            let token = authenticate_basic_token(&mut client.clone(), "test", "password").await?;
+            let token =
+                authenticate_basic_token(&mut client.clone(), "test", "password")
+                    .await?;
             let with_token = move |client| echo(client, Some(token.clone()));
             py_echo.push(rate(&their_clients, duration, with_token).await?);
             py_login.push(rate(&their_clients, duration, login).await?);
@@ -969,7 +1022,8 @@ async fn auth(options: &Options, python: Option<&str>) -> Result<Vec<Row>, Error
     }
 
     let pyarrow_row = |figure: &str, ours: &Figure, theirs: &Figure| {
-        let row = Row::from(figure, ours, "pyarrow", theirs, Some(Goal::AtLeast(2.0)));
+        let row =
+            Row::from(figure, ours, "pyarrow", theirs, Some(Goal::AtLeast(2.0)));
         match python {
             Some(_) => row,
             None => row.missing("no pyarrow"),

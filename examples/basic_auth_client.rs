@@ -19,8 +19,10 @@ pub async fn authenticate_basic_token(
     password: &str,
 ) -> Result<TokenPair, Status> {
     let credentials = STANDARD.encode(format!("{username}:{password}"));
-    let basic = MetadataValue::try_from(format!("Basic {credentials}"))
-        .map_err(|_| Status::invalid_argument("credentials are not a valid header value"))?;
+    let basic =
+        MetadataValue::try_from(format!("Basic {credentials}")).map_err(|_| {
+            Status::invalid_argument("credentials are not a valid header value")
+        })?;
     let mut request = Request::new(stream::iter([HandshakeRequest::default()]));
     request.metadata_mut().insert("authorization", basic);
 
@@ -58,7 +60,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let channel = Channel::from_shared(url)?.connect().await?;
     let mut client = FlightServiceClient::new(channel);
 
-    let token_pair = authenticate_basic_token(&mut client, "test", "password").await?;
+    let token_pair =
+        authenticate_basic_token(&mut client, "test", "password").await?;
     println!("{token_pair:?}");
     // ANCHOR_END: login
 

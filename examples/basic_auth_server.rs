@@ -42,8 +42,8 @@ impl FlightService for EchoServer {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
-        let results =
-            [action.r#type.into(), action.body].map(|body| Ok(arrow_flight::Result { body }));
+        let results = [action.r#type.into(), action.body]
+            .map(|body| Ok(arrow_flight::Result { body }));
         Ok(Response::new(Box::pin(stream::iter(results))))
     }
     // ANCHOR_END: copy_echo_server
@@ -128,7 +128,8 @@ impl FlightService for EchoServer {
 /// driver, for one, sends Basic credentials without it.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
 // ANCHOR: tokens
@@ -188,7 +189,9 @@ impl TokenStore {
     /// The user a token was issued to, if the token is known and not expired.
     pub fn user(&self, token: &str) -> Option<&str> {
         match self.users.get(token) {
-            Some((user, expires)) if expires.is_none_or(|e| e > Instant::now()) => Some(user),
+            Some((user, expires)) if expires.is_none_or(|e| e > Instant::now()) => {
+                Some(user)
+            }
             _ => None,
         }
     }
@@ -215,38 +218,45 @@ impl Authenticator {
         }
     }
 
-    pub fn check(&self, headers: &HeaderMap) -> Result<Option<HeaderValue>, Status> {
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<HeaderValue>, Status> {
         let Some(value) = headers.get(AUTHORIZATION) else {
             return Err(Status::unauthenticated("No credentials supplied"));
         };
         if value.len() > MAX_AUTHORIZATION_LEN {
             return Err(Status::invalid_argument(format!(
-                "authorization header is {} bytes long, the limit is {MAX_AUTHORIZATION_LEN}",
+                "authorization header is {} bytes long, \
+                 the limit is {MAX_AUTHORIZATION_LEN}",
                 value.len()
             )));
         }
-        let value = value
-            .to_str()
-            .map_err(|_| Status::invalid_argument("authorization header is not printable ASCII"))?;
+        let value = value.to_str().map_err(|_| {
+            Status::invalid_argument("authorization header is not printable ASCII")
+        })?;
         match value.split_once(' ') {
             Some(("Basic", credentials)) => self.log_in(credentials).map(Some),
             Some(("Bearer", token)) => self.check_token(token).map(|_| None),
             Some((scheme, _)) => Err(Status::invalid_argument(format!(
-                "authorization scheme {:?} is not supported: use \"Basic\" or \"Bearer\"",
+                "authorization scheme {:?} is not supported: \
+                 use \"Basic\" or \"Bearer\"",
                 &scheme[..scheme.len().min(16)]
             ))),
             None => Err(Status::invalid_argument(
-                "authorization header must be \"Basic <credentials>\" or \"Bearer <token>\"",
+                "authorization header must be \"Basic <credentials>\" \
+                 or \"Bearer <token>\"",
             )),
         }
     }
 
     fn log_in(&self, credentials: &str) -> Result<HeaderValue, Status> {
-        let decoded = BASE64
-            .decode(credentials)
-            .map_err(|_| Status::invalid_argument("Basic credentials are not valid base64"))?;
-        let decoded = String::from_utf8(decoded)
-            .map_err(|_| Status::invalid_argument("Basic credentials are not valid UTF-8"))?;
+        let decoded = BASE64.decode(credentials).map_err(|_| {
+            Status::invalid_argument("Basic credentials are not valid base64")
+        })?;
+        let decoded = String::from_utf8(decoded).map_err(|_| {
+            Status::invalid_argument("Basic credentials are not valid UTF-8")
+        })?;
         let Some((user, password)) = decoded.split_once(':') else {
             return Err(Status::invalid_argument(
                 "Basic credentials must have the form user:password",
@@ -258,12 +268,15 @@ impl Authenticator {
             .as_bytes()
             .ct_eq(expected.map_or(&[][..], |p| p.as_bytes()));
         if expected.is_none() || password.is_empty() || !bool::from(same) {
-            return Err(Status::unauthenticated("Unknown user or invalid password"));
+            return Err(Status::unauthenticated(
+                "Unknown user or invalid password",
+            ));
         }
         // ANCHOR_END: copy_check_password
         let token = self.tokens().issue(user);
-        HeaderValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| Status::internal("the new token is not a valid header value"))
+        HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            Status::internal("the new token is not a valid header value")
+        })
     }
 
     fn check_token(&self, token: &str) -> Result<(), Status> {
@@ -317,7 +330,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B> Service<http::Request<B>> for BasicAuth<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -325,7 +341,10 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -369,7 +388,8 @@ pub async fn serve(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
-    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8816")).await?;
+    let listener =
+        TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8816")).await?;
 
     // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -31,10 +31,13 @@ pub fn column(batch: &RecordBatch, name: &str) -> Result<Vec<i64>, Box<dyn Error
 /// to show that the server answers as batches arrive. The call is made once
 /// the first batch is on its way: some servers answer it only with their
 /// first result.
-pub async fn running_totals(client: &mut FlightClient) -> Result<(), Box<dyn Error>> {
+pub async fn running_totals(
+    client: &mut FlightClient,
+) -> Result<(), Box<dyn Error>> {
     let (mut sender, receiver) = mpsc::channel(1);
     let descriptor = FlightDescriptor::new_cmd("running total");
-    let encoder = FlightDataEncoderBuilder::new().with_flight_descriptor(Some(descriptor));
+    let encoder =
+        FlightDataEncoderBuilder::new().with_flight_descriptor(Some(descriptor));
     let mut input = Some(encoder.build(receiver.map(Ok)));
     let mut output = None;
 
@@ -91,7 +94,9 @@ pub fn encode_with_metadata(
 // ANCHOR: put
 /// Uploads three batches, each labelled, and prints the server's
 /// acknowledgement of each before sending the next.
-pub async fn upload_with_acks(client: &mut FlightClient) -> Result<(), Box<dyn Error>> {
+pub async fn upload_with_acks(
+    client: &mut FlightClient,
+) -> Result<(), Box<dyn Error>> {
     let (mut sender, receiver) = mpsc::channel(1);
     let descriptor = FlightDescriptor::new_path(vec!["numbers".to_string()]);
     let mut input = Some(encode_with_metadata(Some(descriptor), receiver));
@@ -120,7 +125,9 @@ pub async fn upload_with_acks(client: &mut FlightClient) -> Result<(), Box<dyn E
 
 // ANCHOR: get
 /// Downloads a dataset and prints each batch's app_metadata with its rows.
-pub async fn download_with_progress(client: &mut FlightClient) -> Result<(), Box<dyn Error>> {
+pub async fn download_with_progress(
+    client: &mut FlightClient,
+) -> Result<(), Box<dyn Error>> {
     let stream = client.do_get(Ticket::new("numbers")).await?;
     let mut data: FlightDataDecoder = stream.into_inner();
     while let Some(message) = data.try_next().await? {

@@ -52,10 +52,10 @@ impl RunningTotal {
         let values = int64_column(&batch, VALUE)?;
         let mut totals = Vec::with_capacity(values.len());
         for value in values {
-            self.total = self
-                .total
-                .checked_add(value.unwrap_or(0))
-                .ok_or_else(|| Status::invalid_argument("the running total overflows Int64"))?;
+            self.total =
+                self.total.checked_add(value.unwrap_or(0)).ok_or_else(|| {
+                    Status::invalid_argument("the running total overflows Int64")
+                })?;
             totals.push(self.total);
         }
         let mut fields = batch.schema().fields().to_vec();
@@ -67,15 +67,21 @@ impl RunningTotal {
     }
 }
 
-fn int64_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, Status> {
+fn int64_column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a Int64Array, Status> {
     let Some(column) = batch.column_by_name(name) else {
         let schema = batch.schema();
         let names: Vec<_> = schema.fields().iter().map(|f| f.name()).collect();
-        let message = format!("a batch needs an Int64 column {name:?}; this one has {names:?}");
+        let message = format!(
+            "a batch needs an Int64 column {name:?}; this one has {names:?}"
+        );
         return Err(Status::invalid_argument(message));
     };
     column.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
-        let message = format!("column {name:?} is {}, not Int64", column.data_type());
+        let message =
+            format!("column {name:?} is {}, not Int64", column.data_type());
         Status::invalid_argument(message)
     })
 }
@@ -96,7 +102,9 @@ fn ipc_messages(
 fn unreadable(error: FlightError) -> Status {
     match error {
         FlightError::Tonic(status) => *status,
-        other => Status::invalid_argument(format!("not a stream of Arrow record batches: {other}")),
+        other => Status::invalid_argument(format!(
+            "not a stream of Arrow record batches: {other}"
+        )),
     }
 }
 // ANCHOR_END: running_total
@@ -214,9 +222,9 @@ impl FlightService for ExchangeService {
         let input = FlightDataDecoder::new(ipc_messages(request.into_inner()));
         let datasets = Arc::clone(&self.datasets);
         let mut upload = Upload::default();
-        let acks = input
-            .map_err(unreadable)
-            .try_filter_map(move |data| futures::future::ready(upload.receive(&datasets, data)));
+        let acks = input.map_err(unreadable).try_filter_map(move |data| {
+            futures::future::ready(upload.receive(&datasets, data))
+        });
         Ok(Response::new(acks.boxed()))
     }
     // ANCHOR_END: do_put
@@ -235,7 +243,8 @@ impl FlightService for ExchangeService {
             let progress = format!("batch {} of {count}", i + 1);
             (batch, progress.into_bytes())
         });
-        let data = encode_with_metadata(None, stream::iter(labelled)).map_err(Status::from);
+        let data = encode_with_metadata(None, stream::iter(labelled))
+            .map_err(Status::from);
         Ok(Response::new(data.boxed()))
     }
     // ANCHOR_END: do_get
@@ -297,7 +306,9 @@ impl FlightService for ExchangeService {
 
 type Datasets = HashMap<String, Vec<RecordBatch>>;
 
-fn lock(datasets: &Mutex<Datasets>) -> Result<std::sync::MutexGuard<'_, Datasets>, Status> {
+fn lock(
+    datasets: &Mutex<Datasets>,
+) -> Result<std::sync::MutexGuard<'_, Datasets>, Status> {
     datasets
         .lock()
         .map_err(|_| Status::internal("the dataset store is unusable"))
@@ -318,7 +329,8 @@ pub async fn serve(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
-    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8820")).await?;
+    let listener =
+        TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8820")).await?;
 
     // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;

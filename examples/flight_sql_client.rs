@@ -39,7 +39,9 @@ pub async fn query(
 /// A failed call as its gRPC code and the server's message.
 pub fn describe(error: &FlightError) -> String {
     match error {
-        FlightError::Tonic(status) => format!("{:?}: {}", status.code(), status.message()),
+        FlightError::Tonic(status) => {
+            format!("{:?}: {}", status.code(), status.message())
+        }
         other => other.to_string(),
     }
 }

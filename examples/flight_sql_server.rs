@@ -9,10 +9,12 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::{
-    CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, Ticket,
 };
 use arrow_schema::{DataType, Field, Schema};
 use base64::Engine;
@@ -67,15 +69,23 @@ impl Column {
     fn field(self) -> Field {
         match self {
             Column::Name => Field::new("name", DataType::Utf8, false),
-            Column::Legs | Column::Size => Field::new(self.name(), DataType::Int64, false),
+            Column::Legs | Column::Size => {
+                Field::new(self.name(), DataType::Int64, false)
+            }
         }
     }
 
     fn values(self, rows: &[(&str, i64, i64)]) -> ArrayRef {
         match self {
-            Column::Name => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-            Column::Legs => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-            Column::Size => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Column::Name => {
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0)))
+            }
+            Column::Legs => {
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1)))
+            }
+            Column::Size => {
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2)))
+            }
         }
     }
 }
@@ -203,20 +213,23 @@ pub fn parse(sql: &str) -> Result<Query, Status> {
     parser.keyword("FROM")?;
     let table = parser.next("a table")?;
     if !table.eq_ignore_ascii_case("animals") {
-        let message = format!("unknown table {}: the only table is animals", quoted(table));
+        let message =
+            format!("unknown table {}: the only table is animals", quoted(table));
         return Err(bad(message));
     }
     let mut filter = None;
     if parser.skip("WHERE") {
         let column = parser.column()?;
         if column == Column::Name {
-            return Err(bad("WHERE compares numbers: use legs or size".to_string()));
+            return Err(
+                bad("WHERE compares numbers: use legs or size".to_string()),
+            );
         }
         parser.keyword(">")?;
         let number = parser.next("an integer")?;
-        let number = number
-            .parse()
-            .map_err(|_| bad(format!("expected an integer, found {}", quoted(number))))?;
+        let number = number.parse().map_err(|_| {
+            bad(format!("expected an integer, found {}", quoted(number)))
+        })?;
         filter = Some((column, number));
     }
     parser.skip(";");
@@ -244,7 +257,8 @@ impl Query {
             .collect();
         let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = match &self.select {
             Select::Count => {
-                let count: ArrayRef = Arc::new(Int64Array::from(vec![rows.len() as i64]));
+                let count: ArrayRef =
+                    Arc::new(Int64Array::from(vec![rows.len() as i64]));
                 let field = Field::new("count", DataType::Int64, false);
                 (vec![field], vec![count])
             }
@@ -278,29 +292,34 @@ fn authorization(metadata: &MetadataMap) -> Result<&str, Status> {
     };
     if value.len() > MAX_AUTHORIZATION_LEN {
         return Err(Status::invalid_argument(format!(
-            "authorization header is {} bytes long, the limit is {MAX_AUTHORIZATION_LEN}",
+            "authorization header is {} bytes long, \
+             the limit is {MAX_AUTHORIZATION_LEN}",
             value.len()
         )));
     }
-    value
-        .to_str()
-        .map_err(|_| Status::invalid_argument("authorization header is not printable ASCII"))
+    value.to_str().map_err(|_| {
+        Status::invalid_argument("authorization header is not printable ASCII")
+    })
 }
 
 impl SqlServer {
     /// Checks `Basic <base64 of user:password>` and returns the user and a
     /// new token.
     fn log_in(&self, metadata: &MetadataMap) -> Result<(String, String), Status> {
-        let Some(credentials) = authorization(metadata)?.strip_prefix("Basic ") else {
+        let Some(credentials) = authorization(metadata)?.strip_prefix("Basic ")
+        else {
             return Err(Status::invalid_argument(
-                "a Handshake needs \"Basic <credentials>\" in its authorization header",
+                "a Handshake needs \"Basic <credentials>\" \
+                 in its authorization header",
             ));
         };
         let decoded = STANDARD_NO_PAD
             .decode(credentials.trim_end_matches('='))
             .ok();
         let decoded = decoded.and_then(|bytes| String::from_utf8(bytes).ok());
-        let Some((user, password)) = decoded.as_ref().and_then(|d| d.split_once(':')) else {
+        let Some((user, password)) =
+            decoded.as_ref().and_then(|d| d.split_once(':'))
+        else {
             return Err(Status::invalid_argument(
                 "Basic credentials must be user:password in base64",
             ));
@@ -311,7 +330,9 @@ impl SqlServer {
             .as_bytes()
             .ct_eq(expected.map_or(&[][..], |p| p.as_bytes()));
         if expected.is_none() || password.is_empty() || !bool::from(same) {
-            return Err(Status::unauthenticated("Unknown user or invalid password"));
+            return Err(Status::unauthenticated(
+                "Unknown user or invalid password",
+            ));
         }
         // ANCHOR_END: copy_check_password
         let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
@@ -327,7 +348,9 @@ impl SqlServer {
 
     /// Checks `Bearer <token>` and returns the user the token was issued to.
     fn user<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let Some(token) = authorization(request.metadata())?.strip_prefix("Bearer ") else {
+        let Some(token) =
+            authorization(request.metadata())?.strip_prefix("Bearer ")
+        else {
             return Err(Status::unauthenticated(
                 "call with \"Bearer <token>\", the token the Handshake returned",
             ));
@@ -348,7 +371,8 @@ pub struct SqlServer {
 }
 
 type DoGetStream = <SqlServer as FlightService>::DoGetStream;
-type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
+type HandshakeStream =
+    Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 
 fn batch_stream(batch: RecordBatch) -> DoGetStream {
     let stream = FlightDataEncoderBuilder::new()
@@ -381,8 +405,10 @@ impl FlightSqlService for SqlServer {
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<HandshakeStream>, Status> {
         let (user, token) = self.log_in(request.metadata())?;
-        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| Status::internal("the new token is not a valid header value"))?;
+        let bearer =
+            MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                Status::internal("the new token is not a valid header value")
+            })?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: user.into(),
@@ -412,8 +438,9 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.user(&request)?;
-        let sql = std::str::from_utf8(&ticket.statement_handle)
-            .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8"))?;
+        let sql = std::str::from_utf8(&ticket.statement_handle).map_err(|_| {
+            Status::invalid_argument("the statement handle is not UTF-8")
+        })?;
         let batch = parse(sql)?.run()?;
         Ok(Response::new(batch_stream(batch)))
     }
@@ -469,7 +496,8 @@ pub async fn serve(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
-    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8819")).await?;
+    let listener =
+        TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8819")).await?;
 
     // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -34,7 +34,10 @@ pub async fn connect(url: String) -> Result<Channel, tonic::transport::Error> {
 
 // ANCHOR: rows
 /// Downloads the rows of `ticket` and counts rows and record batches.
-pub async fn count_rows(client: &mut FlightClient, ticket: &str) -> Result<String, FlightError> {
+pub async fn count_rows(
+    client: &mut FlightClient,
+    ticket: &str,
+) -> Result<String, FlightError> {
     let batches: Vec<RecordBatch> = client
         .do_get(Ticket::new(ticket.to_string()))
         .await?
@@ -73,7 +76,9 @@ pub async fn upload(
         .await?;
     let mut results = client.do_put(stream::iter(flight_data)).await?.into_inner();
     match results.next().await {
-        Some(result) => Ok(String::from_utf8_lossy(&result?.app_metadata).into_owned()),
+        Some(result) => {
+            Ok(String::from_utf8_lossy(&result?.app_metadata).into_owned())
+        }
         None => Err(FlightError::protocol("the server sent no PutResult")),
     }
 }
@@ -99,8 +104,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: too_large
 
     // ANCHOR: raised
-    let inner =
-        FlightServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let inner = FlightServiceClient::new(channel.clone())
+        .max_decoding_message_size(MAX_MESSAGE_SIZE);
     let mut client = FlightClient::new_from_inner(inner);
     println!("{}", count_rows(&mut client, "1000000").await?);
     // ANCHOR_END: raised

@@ -52,7 +52,9 @@ fn parse_number(what: &str, bytes: &[u8]) -> Result<usize, Status> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|text| text.trim().parse().ok())
-        .ok_or_else(|| Status::invalid_argument(format!("{what} must be a whole number")))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("{what} must be a whole number"))
+        })
 }
 // ANCHOR_END: do_get
 
@@ -67,9 +69,11 @@ impl FlightService for OptionsService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let rows = parse_number("the ticket (a row count)", &request.get_ref().ticket)?;
+        let rows =
+            parse_number("the ticket (a row count)", &request.get_ref().ticket)?;
         if rows > MAX_ROWS {
-            let message = format!("{rows} rows asked for, at most {MAX_ROWS} are sent");
+            let message =
+                format!("{rows} rows asked for, at most {MAX_ROWS} are sent");
             return Err(Status::invalid_argument(message));
         }
         let batches = stream::once(async move { numbers(rows) });
@@ -91,13 +95,15 @@ impl FlightService for OptionsService {
             None => "identity".to_string(),
         };
         let flight_data = request.into_inner().map_err(FlightError::from);
-        let mut batches = FlightRecordBatchStream::new_from_flight_data(flight_data);
+        let mut batches =
+            FlightRecordBatchStream::new_from_flight_data(flight_data);
         let (mut rows, mut count) = (0, 0);
         while let Some(batch) = batches.try_next().await? {
             rows += batch.num_rows();
             count += 1;
         }
-        let summary = format!("{rows} rows in {count} batches, encoding {encoding}");
+        let summary =
+            format!("{rows} rows in {count} batches, encoding {encoding}");
         let result = PutResult {
             app_metadata: summary.into(),
         };
@@ -112,10 +118,12 @@ impl FlightService for OptionsService {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
         if action.r#type != "sleep" {
-            let message = format!("unknown action {:?}, try \"sleep\"", action.r#type);
+            let message =
+                format!("unknown action {:?}, try \"sleep\"", action.r#type);
             return Err(Status::invalid_argument(message));
         }
-        let millis = parse_number("the body of sleep (milliseconds)", &action.body)?;
+        let millis =
+            parse_number("the body of sleep (milliseconds)", &action.body)?;
         let nap = Duration::from_millis(millis as u64);
         if nap > MAX_SLEEP {
             return Err(Status::invalid_argument("sleep is at most 60000 ms"));
@@ -208,7 +216,8 @@ pub async fn serve(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
-    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8817")).await?;
+    let listener =
+        TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8817")).await?;
 
     // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;

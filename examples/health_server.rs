@@ -171,7 +171,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(secs) => Some(Duration::from_secs(secs.parse()?)),
         None => None,
     };
-    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8818")).await?;
+    let listener =
+        TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8818")).await?;
 
     // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;

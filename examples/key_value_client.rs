@@ -46,7 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: connect
 
     // ANCHOR: put
-    let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, true)]));
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, true)]));
     let mut batches = Vec::new();
     for names in [["Ronald", "David", "Francisco"], ["Manuel", "Felipe", "JJ"]] {
         let column = Arc::new(StringArray::from(names.to_vec()));
@@ -73,7 +74,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ticket
         .clone()
         .ok_or("the endpoint has no ticket")?;
-    let batches: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
+    let batches: Vec<RecordBatch> =
+        client.do_get(ticket).await?.try_collect().await?;
     println!("C4: got {} batches", batches.len());
     for batch in &batches {
         println!("{}", pretty_format_batches(std::slice::from_ref(batch))?);
@@ -81,7 +83,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: do_get
 
     // ANCHOR: list_flights
-    let infos: Vec<FlightInfo> = client.list_flights("").await?.try_collect().await?;
+    let infos: Vec<FlightInfo> =
+        client.list_flights("").await?.try_collect().await?;
     for info in &infos {
         println!("C5: {}", describe(info)?);
     }
@@ -99,7 +102,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: delete
 
     // ANCHOR: after_delete
-    let infos: Vec<FlightInfo> = client.list_flights("").await?.try_collect().await?;
+    let infos: Vec<FlightInfo> =
+        client.list_flights("").await?.try_collect().await?;
     println!("C7: {} datasets after the delete", infos.len());
     // ANCHOR_END: after_delete
     Ok(())

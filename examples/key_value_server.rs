@@ -13,8 +13,9 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor,
+    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo,
+    PutResult, SchemaResult, Ticket,
 };
 use arrow_schema::SchemaRef;
 use futures::stream::{self, BoxStream};
@@ -51,7 +52,8 @@ pub struct KeyValueService {
 
 /// The key of a descriptor: its path, segments joined by `/`.
 fn key(descriptor: Option<&FlightDescriptor>) -> Result<String, Status> {
-    let descriptor = descriptor.ok_or_else(|| Status::invalid_argument("no descriptor"))?;
+    let descriptor =
+        descriptor.ok_or_else(|| Status::invalid_argument("no descriptor"))?;
     if descriptor.r#type() != DescriptorType::Path {
         return Err(Status::invalid_argument("the descriptor is not a path"));
     }
@@ -65,7 +67,9 @@ fn key(descriptor: Option<&FlightDescriptor>) -> Result<String, Status> {
             ));
         }
         if segment.contains('/') || segment.chars().any(char::is_control) {
-            let message = format!("the path segment {segment:?} holds '/' or a control character");
+            let message = format!(
+                "the path segment {segment:?} holds '/' or a control character"
+            );
             return Err(Status::invalid_argument(message));
         }
     }
@@ -83,7 +87,8 @@ impl KeyValueService {
     }
 
     fn get(&self, key: &str) -> Result<Arc<Dataset>, Status> {
-        let datasets = self.datasets.read().map_err(|_| Status::internal("lock"))?;
+        let datasets =
+            self.datasets.read().map_err(|_| Status::internal("lock"))?;
         datasets.get(key).cloned().ok_or_else(|| not_found(key))
     }
 
@@ -108,7 +113,8 @@ impl KeyValueService {
 
     fn info(&self, key: &str, dataset: &Dataset) -> Result<FlightInfo, Status> {
         let path = key.split('/').map(str::to_string).collect();
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(key.to_string()));
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(key.to_string()));
         let info = FlightInfo::new()
             .try_with_schema(&dataset.schema)
             .map_err(|e| Status::internal(format!("the schema of {key:?}: {e}")))?
@@ -154,11 +160,15 @@ impl FlightService for KeyValueService {
         };
         let key = key(descriptor.as_ref())?;
 
-        let bad = |e: FlightError| Status::invalid_argument(format!("upload to {key:?}: {e}"));
+        let bad = |e: FlightError| {
+            Status::invalid_argument(format!("upload to {key:?}: {e}"))
+        };
         // A message without an IPC header carries only the descriptor.
-        let arrow = messages.try_filter(|data| future::ready(!data.data_header.is_empty()));
+        let arrow =
+            messages.try_filter(|data| future::ready(!data.data_header.is_empty()));
         let mut decoded = FlightDataDecoder::new(arrow.map_err(FlightError::from));
-        let (mut schema, mut batches, mut rows, mut bytes) = (None, Vec::new(), 0, 0);
+        let (mut schema, mut batches, mut rows, mut bytes) =
+            (None, Vec::new(), 0, 0);
         while let Some(message) = decoded.try_next().await.map_err(bad)? {
             match message.payload {
                 DecodedPayload::Schema(received) => schema = Some(received),
@@ -174,7 +184,8 @@ impl FlightService for KeyValueService {
             }
         }
         end_of_stream.check()?;
-        let schema = schema.ok_or_else(|| Status::invalid_argument("the upload has no schema"))?;
+        let schema = schema
+            .ok_or_else(|| Status::invalid_argument("the upload has no schema"))?;
         let dataset = Dataset {
             schema,
             batches,
@@ -220,7 +231,8 @@ impl FlightService for KeyValueService {
         &self,
         _request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let datasets = self.datasets.read().map_err(|_| Status::internal("lock"))?;
+        let datasets =
+            self.datasets.read().map_err(|_| Status::internal("lock"))?;
         let infos: Vec<_> = datasets
             .iter()
             .map(|(key, dataset)| self.info(key, dataset))
@@ -242,8 +254,9 @@ impl FlightService for KeyValueService {
             );
             return Err(Status::invalid_argument(message));
         }
-        let key = std::str::from_utf8(&action.body)
-            .map_err(|_| Status::invalid_argument("the body of DELETE is not a key"))?;
+        let key = std::str::from_utf8(&action.body).map_err(|_| {
+            Status::invalid_argument("the body of DELETE is not a key")
+        })?;
         let mut datasets = self
             .datasets
             .write()
@@ -312,7 +325,9 @@ impl EndOfStream {
     /// The mark of a call, put there by [`EndOfStreamLayer`].
     pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
         request.extensions().get().cloned().ok_or_else(|| {
-            Status::internal("uploads are refused: the server has no EndOfStreamLayer")
+            Status::internal(
+                "uploads are refused: the server has no EndOfStreamLayer",
+            )
         })
     }
 
@@ -353,7 +368,10 @@ where
     type Error = S::Error;
     type Future = S::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -406,7 +424,8 @@ pub async fn serve(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
-    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:33333")).await?;
+    let listener =
+        TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:33333")).await?;
 
     // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -14,7 +14,8 @@ use tonic::transport::Channel;
 pub async fn work(channel: Channel, body: &str) -> String {
     let mut client = FlightClient::new(channel);
     let action = Action::new("work", body.to_string());
-    let results: Result<Vec<_>, FlightError> = match client.do_action(action).await {
+    let results: Result<Vec<_>, FlightError> = match client.do_action(action).await
+    {
         Ok(results) => results.try_collect().await,
         Err(error) => Err(error),
     };
@@ -23,7 +24,9 @@ pub async fn work(channel: Channel, body: &str) -> String {
             .iter()
             .map(|body| String::from_utf8_lossy(body).into_owned())
             .collect(),
-        Err(FlightError::Tonic(status)) => format!("{:?}: {}", status.code(), status.message()),
+        Err(FlightError::Tonic(status)) => {
+            format!("{:?}: {}", status.code(), status.message())
+        }
         Err(error) => error.to_string(),
     }
 }
@@ -42,7 +45,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: log
     println!("{}", work(channel.clone(), "50").await);
     let ticket = Ticket::new("10000");
-    let batches: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
+    let batches: Vec<RecordBatch> =
+        client.do_get(ticket).await?.try_collect().await?;
     println!("{} batches", batches.len());
     println!("{}", work(channel.clone(), "soon").await);
     // ANCHOR_END: log

@@ -37,7 +37,9 @@ fn parse_number(what: &str, bytes: &[u8]) -> Result<u64, Status> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|text| text.parse().ok())
-        .ok_or_else(|| Status::invalid_argument(format!("{what} is not a whole number")))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("{what} is not a whole number"))
+        })
 }
 
 fn batch(start: i64, rows: i64) -> Result<RecordBatch, ArrowError> {
@@ -57,7 +59,10 @@ impl FlightService for WorkService {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
         if action.r#type != "work" {
-            let message = format!("unknown action {:?}; the one action is work", action.r#type);
+            let message = format!(
+                "unknown action {:?}; the one action is work",
+                action.r#type
+            );
             return Err(Status::invalid_argument(message));
         }
         let millis = parse_number("the body of work", &action.body)?.min(10_000);
@@ -70,10 +75,11 @@ impl FlightService for WorkService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let rows = parse_number("the ticket", &request.get_ref().ticket)?.min(10_000_000) as i64;
-        let batches = (0..rows)
-            .step_by(1000)
-            .map(move |start| batch(start, (rows - start).min(1000)).map_err(Into::into));
+        let rows = parse_number("the ticket", &request.get_ref().ticket)?
+            .min(10_000_000) as i64;
+        let batches = (0..rows).step_by(1000).map(move |start| {
+            batch(start, (rows - start).min(1000)).map_err(Into::into)
+        });
         let flight_data = FlightDataEncoderBuilder::new()
             .build(stream::iter(batches))
             .map_err(Status::from);
@@ -194,7 +200,10 @@ pub struct CallLog<S> {
 
 impl<S, B> Service<http::Request<B>> for CallLog<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -202,7 +211,10 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -264,7 +276,8 @@ impl http_body::Body for LoggedBody {
     ) -> Poll<Option<Result<Frame<Self::Data>, Status>>> {
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
         if let Some(Ok(frame)) = &frame {
-            if let (Some(data), Some(call)) = (frame.data_ref(), self.call.as_mut()) {
+            if let (Some(data), Some(call)) = (frame.data_ref(), self.call.as_mut())
+            {
                 call.bytes += data.len();
             }
             if let Some(trailers) = frame.trailers_ref() {
@@ -335,7 +348,10 @@ pub struct ConcurrencyLimit<S> {
 
 impl<S, B> Service<http::Request<B>> for ConcurrencyLimit<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -343,7 +359,10 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -355,7 +374,8 @@ where
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     let message = format!(
-                        "too many {method} calls at once (at most {limit}); try again later"
+                        "too many {method} calls at once (at most {limit}); \
+                         try again later"
                     );
                     let refused = Status::resource_exhausted(message).into_http();
                     return Box::pin(async move { Ok(refused) });
@@ -421,7 +441,8 @@ pub async fn serve(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1);
-    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8821")).await?;
+    let listener =
+        TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8821")).await?;
 
     // ANCHOR: copy_stop_on_signal
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -71,19 +71,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ANCHOR: upload
     let characters = StringArray::from(vec!["Mario", "Luigi", "Peach"]);
-    let table = RecordBatch::try_from_iter([("Character", Arc::new(characters) as ArrayRef)])?;
+    let table = RecordBatch::try_from_iter([(
+        "Character",
+        Arc::new(characters) as ArrayRef,
+    )])?;
     upload(&mut client, "uploaded.parquet", table).await?;
     println!("Uploaded uploaded.parquet");
     // ANCHOR_END: upload
 
     // ANCHOR: flight_info
-    let descriptor = FlightDescriptor::new_path(vec!["uploaded.parquet".to_string()]);
+    let descriptor =
+        FlightDescriptor::new_path(vec!["uploaded.parquet".to_string()]);
     let info = client.get_flight_info(descriptor).await?;
     println!("{}", describe(info.clone())?);
     // ANCHOR_END: flight_info
 
     // ANCHOR: fetch
-    let batches: Vec<RecordBatch> = client.do_get(ticket(&info)?).await?.try_collect().await?;
+    let batches: Vec<RecordBatch> =
+        client.do_get(ticket(&info)?).await?.try_collect().await?;
     println!("{}", pretty_format_batches(&batches)?);
     // ANCHOR_END: fetch
 
@@ -95,7 +100,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: drop
 
     // ANCHOR: list
-    let infos: Vec<FlightInfo> = client.list_flights("").await?.try_collect().await?;
+    let infos: Vec<FlightInfo> =
+        client.list_flights("").await?.try_collect().await?;
     for info in &infos {
         println!("{}\n", describe(info.clone())?);
     }

@@ -16,8 +16,9 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor,
+    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo,
+    PutResult, SchemaResult, Ticket,
 };
 use arrow_schema::SchemaRef;
 use futures::stream::{self, BoxStream};
@@ -67,9 +68,13 @@ pub fn check_name(name: &str) -> Result<(), Status> {
 }
 
 /// The dataset a descriptor names: a PATH descriptor with one element.
-pub fn dataset_name(descriptor: Option<&FlightDescriptor>) -> Result<String, Status> {
+pub fn dataset_name(
+    descriptor: Option<&FlightDescriptor>,
+) -> Result<String, Status> {
     let descriptor = descriptor.ok_or_else(|| {
-        Status::invalid_argument("no flight descriptor: the first message must name the dataset")
+        Status::invalid_argument(
+            "no flight descriptor: the first message must name the dataset",
+        )
     })?;
     match (descriptor.r#type(), descriptor.path.as_slice()) {
         (DescriptorType::Path, [name]) => Ok(name.clone()),
@@ -153,10 +158,15 @@ fn write_error(name: &str, error: ParquetError) -> Status {
             eprintln!("dataset {}: {error}", shown(name));
             let first: &(dyn std::error::Error + 'static) = error.as_ref();
             let mut causes = std::iter::successors(Some(first), |e| e.source());
-            if causes.any(|e| e.downcast_ref::<io::Error>().is_some_and(out_of_space)) {
+            if causes
+                .any(|e| e.downcast_ref::<io::Error>().is_some_and(out_of_space))
+            {
                 return no_space(name);
             }
-            Status::internal(format!("dataset {} could not be written", shown(name)))
+            Status::internal(format!(
+                "dataset {} could not be written",
+                shown(name)
+            ))
         }
         other => Status::invalid_argument(format!(
             "dataset {} cannot be stored as Parquet: {}",
@@ -232,7 +242,9 @@ impl Repository {
                 continue;
             }
             let name = entry.file_name();
-            if let Some(name) = name.to_str().filter(|name| check_name(name).is_ok()) {
+            if let Some(name) =
+                name.to_str().filter(|name| check_name(name).is_ok())
+            {
                 names.push(name.to_string());
             }
         }
@@ -260,8 +272,9 @@ impl Repository {
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .build();
-        let mut writer = ArrowWriter::try_new(file.as_file_mut(), schema, Some(properties))
-            .map_err(|e| write_error(name, e))?;
+        let mut writer =
+            ArrowWriter::try_new(file.as_file_mut(), schema, Some(properties))
+                .map_err(|e| write_error(name, e))?;
         for batch in table {
             writer.write(batch).map_err(|e| write_error(name, e))?;
         }
@@ -303,11 +316,13 @@ fn flight_info(
 ) -> Result<FlightInfo, Status> {
     let file = repository.open(name)?;
     let size = file.metadata().map_err(|e| io_error(name, e))?.len();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(name, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| unreadable(name, e))?;
     // ANCHOR: copy_describe_dataset
     let rows = reader.metadata().file_metadata().num_rows();
 
-    let mut endpoint = FlightEndpoint::new().with_ticket(Ticket::new(name.to_string()));
+    let mut endpoint =
+        FlightEndpoint::new().with_ticket(Ticket::new(name.to_string()));
     if let Some(location) = location {
         endpoint = endpoint.with_location(location);
     }
@@ -372,7 +387,9 @@ impl FlightService for ParquetStorageService {
         let location = location(request.local_addr());
         let name = dataset_name(Some(request.get_ref()))?;
         let repository = self.repository.clone();
-        let info = blocking(move || flight_info(&repository, &name, location.as_deref())).await?;
+        let info =
+            blocking(move || flight_info(&repository, &name, location.as_deref()))
+                .await?;
         Ok(Response::new(info))
     }
     // ANCHOR_END: list_flights
@@ -394,10 +411,13 @@ impl FlightService for ParquetStorageService {
         // ANCHOR_END: copy_do_put_start
 
         // Receive the whole table before writing anything.
-        let mut batches =
-            FlightRecordBatchStream::new_from_flight_data(arrow_messages(first, messages));
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(
+            arrow_messages(first, messages),
+        );
         let mut table = Vec::new();
-        while let Some(batch) = batches.try_next().await.map_err(|e| bad_upload(&name, e))? {
+        while let Some(batch) =
+            batches.try_next().await.map_err(|e| bad_upload(&name, e))?
+        {
             table.push(batch);
         }
         end_of_stream.check()?;
@@ -421,8 +441,8 @@ impl FlightService for ParquetStorageService {
         let repository = self.repository.clone();
         let (schema, table) = blocking(move || {
             let file = repository.open(&name)?;
-            let reader =
-                ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&name, e))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| unreadable(&name, e))?;
             let schema = reader.schema().clone();
             let batches = reader.build().map_err(|e| unreadable(&name, e))?;
             let table: Result<Vec<RecordBatch>, _> = batches.collect();
@@ -531,7 +551,9 @@ impl EndOfStream {
     /// The mark of a call, put there by [`EndOfStreamLayer`].
     pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
         request.extensions().get().cloned().ok_or_else(|| {
-            Status::internal("uploads are refused: the server has no EndOfStreamLayer")
+            Status::internal(
+                "uploads are refused: the server has no EndOfStreamLayer",
+            )
         })
     }
 
@@ -572,7 +594,10 @@ where
     type Error = S::Error;
     type Future = S::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -650,8 +675,12 @@ pub fn options(
     let mut repo = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--repo" => repo = Some(args.next().ok_or("--repo needs a folder")?.into()),
-            _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
+            "--repo" => {
+                repo = Some(args.next().ok_or("--repo needs a folder")?.into())
+            }
+            _ if arg.starts_with('-') => {
+                return Err(format!("unknown option {arg}"));
+            }
             _ => addr = arg,
         }
     }
@@ -661,8 +690,9 @@ pub fn options(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (addr, repo) = options(std::env::args().skip(1))
-        .map_err(|e| format!("{e}; usage: parquet_storage_server [ADDR] [--repo DIR]"))?;
+    let (addr, repo) = options(std::env::args().skip(1)).map_err(|e| {
+        format!("{e}; usage: parquet_storage_server [ADDR] [--repo DIR]")
+    })?;
     let repository = repo.map(Repository::new).transpose()?;
     let listener = TcpListener::bind(&addr).await?;
 

@@ -6,8 +6,9 @@ use arrow_array::{Float64Array, Int64Array, RecordBatch};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor,
+    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo,
+    PutResult, SchemaResult, Ticket,
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use futures::stream::{self, BoxStream};
@@ -112,13 +113,17 @@ impl FlightService for ShardService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = String::from_utf8_lossy(&request.get_ref().ticket).into_owned();
+        let ticket =
+            String::from_utf8_lossy(&request.get_ref().ticket).into_owned();
         let shard = ticket
             .strip_prefix("numbers/")
             .and_then(|shard| shard.parse::<usize>().ok())
-            .ok_or_else(|| Status::invalid_argument(format!("{ticket:?} is not a ticket")))?;
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("{ticket:?} is not a ticket"))
+            })?;
         if shard != self.shard {
-            let message = format!("this server holds shard {}, not {shard}", self.shard);
+            let message =
+                format!("this server holds shard {}, not {shard}", self.shard);
             return Err(Status::not_found(message));
         }
         let batches = stream::iter(self.batches.clone().into_iter().map(Ok));
@@ -250,7 +255,8 @@ pub async fn serve(
 /// `--shard I --rows R --shards URL,URL,...`: which shard this server holds
 /// and where all of them are; `None` without `--shard`.
 fn options(args: &[String]) -> Result<Option<(usize, Layout)>, String> {
-    let usage = "usage: shard_server [ADDR] [--shard I --rows R --shards URL,URL,...]";
+    let usage =
+        "usage: shard_server [ADDR] [--shard I --rows R --shards URL,URL,...]";
     let value = |name: &str| {
         let at = args.iter().position(|arg| arg == name);
         at.and_then(|at| args.get(at + 1))
@@ -261,7 +267,8 @@ fn options(args: &[String]) -> Result<Option<(usize, Layout)>, String> {
     }
     let shard = value("--shard")?.parse().map_err(|_| usage.to_string())?;
     let rows = value("--rows")?.parse().map_err(|_| usage.to_string())?;
-    let shards: Vec<String> = value("--shards")?.split(',').map(str::to_string).collect();
+    let shards: Vec<String> =
+        value("--shards")?.split(',').map(str::to_string).collect();
     if shard >= shards.len() {
         return Err(format!(
             "--shard {shard}: there are {} shards",
@@ -275,7 +282,8 @@ fn options(args: &[String]) -> Result<Option<(usize, Layout)>, String> {
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let addr = args.first().filter(|arg| !arg.starts_with("--"));
-    let listener = TcpListener::bind(addr.map_or("127.0.0.1:8822", |a| a.as_str())).await?;
+    let listener =
+        TcpListener::bind(addr.map_or("127.0.0.1:8822", |a| a.as_str())).await?;
     let shard = options(&args)?;
 
     // ANCHOR: copy_stop_on_signal

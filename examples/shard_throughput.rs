@@ -36,10 +36,15 @@ impl Drop for Shards {
     }
 }
 
-fn start(count: usize, rows: usize) -> Result<(Shards, String), Box<dyn std::error::Error>> {
+fn start(
+    count: usize,
+    rows: usize,
+) -> Result<(Shards, String), Box<dyn std::error::Error>> {
     let server = std::env::current_exe()?.with_file_name("shard_server");
     if !server.exists() {
-        return Err("build it first: cargo build --release --example shard_server".into());
+        return Err(
+            "build it first: cargo build --release --example shard_server".into(),
+        );
     }
     // Free ports, found by binding and letting go.
     let ports: Vec<u16> = (0..count)
@@ -68,7 +73,9 @@ fn start(count: usize, rows: usize) -> Result<(Shards, String), Box<dyn std::err
     Ok((shards, urls[0].replacen("grpc://", "http://", 1)))
 }
 
-async fn fetch(url: &str) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+async fn fetch(
+    url: &str,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
     let channel = Channel::from_shared(url.to_string())?.connect().await?;
     let mut client = FlightClient::new(channel);
     let descriptor = FlightDescriptor::new_path(vec!["numbers".to_string()]);
@@ -88,7 +95,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let rows: usize = args.first().map_or(Ok(20_000_000), |a| a.parse())?;
     let runs: usize = args.get(1).map_or(Ok(5), |a| a.parse())?;
     let megabytes = (rows * 16) as f64 / 1e6;
-    println!("numbers: {rows} rows, {megabytes:.0} MB of Arrow data; median of {runs} runs");
+    println!(
+        "numbers: {rows} rows, {megabytes:.0} MB of Arrow data; \
+         median of {runs} runs"
+    );
     println!(
         "{:>7}  {:>9}  {:>9}  {:>8}",
         "servers", "time", "MB/s", "speed-up"

@@ -41,7 +41,10 @@ pub async fn upload_stream(
 
 // ANCHOR: read
 /// Reads the dataset `name` back one batch at a time, and counts its rows.
-pub async fn count_rows(client: &mut FlightClient, name: &str) -> Result<usize, FlightError> {
+pub async fn count_rows(
+    client: &mut FlightClient,
+    name: &str,
+) -> Result<usize, FlightError> {
     let descriptor = FlightDescriptor::new_path(vec![name.to_string()]);
     let info = client.get_flight_info(descriptor).await?;
     let ticket = info

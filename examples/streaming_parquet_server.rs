@@ -16,8 +16,9 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor,
+    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo,
+    PutResult, SchemaResult, Ticket,
 };
 use arrow_schema::SchemaRef;
 use futures::stream::{self, BoxStream};
@@ -67,9 +68,13 @@ pub fn check_name(name: &str) -> Result<(), Status> {
 }
 
 /// The dataset a descriptor names: a PATH descriptor with one element.
-pub fn dataset_name(descriptor: Option<&FlightDescriptor>) -> Result<String, Status> {
+pub fn dataset_name(
+    descriptor: Option<&FlightDescriptor>,
+) -> Result<String, Status> {
     let descriptor = descriptor.ok_or_else(|| {
-        Status::invalid_argument("no flight descriptor: the first message must name the dataset")
+        Status::invalid_argument(
+            "no flight descriptor: the first message must name the dataset",
+        )
     })?;
     match (descriptor.r#type(), descriptor.path.as_slice()) {
         (DescriptorType::Path, [name]) => Ok(name.clone()),
@@ -153,10 +158,15 @@ fn write_error(name: &str, error: ParquetError) -> Status {
             eprintln!("dataset {}: {error}", shown(name));
             let first: &(dyn std::error::Error + 'static) = error.as_ref();
             let mut causes = std::iter::successors(Some(first), |e| e.source());
-            if causes.any(|e| e.downcast_ref::<io::Error>().is_some_and(out_of_space)) {
+            if causes
+                .any(|e| e.downcast_ref::<io::Error>().is_some_and(out_of_space))
+            {
                 return no_space(name);
             }
-            Status::internal(format!("dataset {} could not be written", shown(name)))
+            Status::internal(format!(
+                "dataset {} could not be written",
+                shown(name)
+            ))
         }
         other => Status::invalid_argument(format!(
             "dataset {} cannot be stored as Parquet: {}",
@@ -234,7 +244,9 @@ impl Repository {
                 continue;
             }
             let name = entry.file_name();
-            if let Some(name) = name.to_str().filter(|name| check_name(name).is_ok()) {
+            if let Some(name) =
+                name.to_str().filter(|name| check_name(name).is_ok())
+            {
                 names.push(name.to_string());
             }
         }
@@ -323,7 +335,11 @@ impl StreamingParquetService {
 
     /// Describes the dataset `name`: its schema, rows and size, and one
     /// endpoint whose ticket is the name, at `location`.
-    async fn flight_info(&self, name: &str, location: Option<&str>) -> Result<FlightInfo, Status> {
+    async fn flight_info(
+        &self,
+        name: &str,
+        location: Option<&str>,
+    ) -> Result<FlightInfo, Status> {
         let file = self.repository.open(name).await?;
         let size = file.metadata().await.map_err(|e| io_error(name, e))?.len();
         let reader = ParquetRecordBatchStreamBuilder::new(file)
@@ -332,7 +348,8 @@ impl StreamingParquetService {
         // ANCHOR: copy_describe_dataset
         let rows = reader.metadata().file_metadata().num_rows();
 
-        let mut endpoint = FlightEndpoint::new().with_ticket(Ticket::new(name.to_string()));
+        let mut endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(name.to_string()));
         if let Some(location) = location {
             endpoint = endpoint.with_location(location);
         }
@@ -421,7 +438,9 @@ impl FlightService for StreamingParquetService {
         let mut messages = FlightDataDecoder::new(arrow_messages(first, messages))
             .map_err(|e| bad_upload(&name, e));
         let next = messages.try_next().await?;
-        let Some(DecodedPayload::Schema(schema)) = next.map(|message| message.payload) else {
+        let Some(DecodedPayload::Schema(schema)) =
+            next.map(|message| message.payload)
+        else {
             return Err(Status::invalid_argument("the upload has no schema"));
         };
 
@@ -431,7 +450,9 @@ impl FlightService for StreamingParquetService {
             match message.payload {
                 DecodedPayload::RecordBatch(batch) => upload.write(&batch).await?,
                 DecodedPayload::Schema(_) => {
-                    return Err(Status::invalid_argument("the schema changed midway"));
+                    return Err(Status::invalid_argument(
+                        "the schema changed midway",
+                    ));
                 }
                 DecodedPayload::None => {}
             }
@@ -560,7 +581,9 @@ impl EndOfStream {
     /// The mark of a call, put there by [`EndOfStreamLayer`].
     pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
         request.extensions().get().cloned().ok_or_else(|| {
-            Status::internal("uploads are refused: the server has no EndOfStreamLayer")
+            Status::internal(
+                "uploads are refused: the server has no EndOfStreamLayer",
+            )
         })
     }
 
@@ -601,7 +624,10 @@ where
     type Error = S::Error;
     type Future = S::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -679,8 +705,12 @@ pub fn options(
     let mut repo = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--repo" => repo = Some(args.next().ok_or("--repo needs a folder")?.into()),
-            _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
+            "--repo" => {
+                repo = Some(args.next().ok_or("--repo needs a folder")?.into())
+            }
+            _ if arg.starts_with('-') => {
+                return Err(format!("unknown option {arg}"));
+            }
             _ => addr = arg,
         }
     }
@@ -690,8 +720,9 @@ pub fn options(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (addr, repo) = options(std::env::args().skip(1))
-        .map_err(|e| format!("{e}; usage: streaming_parquet_server [ADDR] [--repo DIR]"))?;
+    let (addr, repo) = options(std::env::args().skip(1)).map_err(|e| {
+        format!("{e}; usage: streaming_parquet_server [ADDR] [--repo DIR]")
+    })?;
     let repository = repo.map(Repository::new).transpose()?;
     let listener = TcpListener::bind(&addr).await?;
 

@@ -25,7 +25,8 @@ pub async fn connect(
     roots: &[u8],
     identity: Option<(&[u8], &[u8])>,
 ) -> Result<Channel, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(roots));
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(roots));
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(cert, key));
     }

@@ -53,19 +53,24 @@ impl FlightService for TlsFlightService {
         let who = caller(&request);
         let mut messages = request.into_inner();
         let first = messages.message().await?;
-        let first = first.ok_or_else(|| Status::invalid_argument("the upload is empty"))?;
+        let first =
+            first.ok_or_else(|| Status::invalid_argument("the upload is empty"))?;
         let path = first.flight_descriptor.clone().map(|d| d.path);
-        let path = path.ok_or_else(|| Status::invalid_argument("the upload has no descriptor"))?;
+        let path = path.ok_or_else(|| {
+            Status::invalid_argument("the upload has no descriptor")
+        })?;
         let messages = stream::once(future::ready(Ok(first))).chain(messages);
-        let mut batches =
-            FlightRecordBatchStream::new_from_flight_data(messages.map_err(FlightError::from));
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(
+            messages.map_err(FlightError::from),
+        );
         let mut received = Vec::new();
         while let Some(batch) = batches.try_next().await? {
             received.push(batch);
         }
         let table = pretty_format_batches(&received).map_err(FlightError::from)?;
         println!("{path:?} from {who}:\n{table}");
-        let mut uploads = self.uploads.lock().map_err(|_| Status::internal("lock"))?;
+        let mut uploads =
+            self.uploads.lock().map_err(|_| Status::internal("lock"))?;
         uploads.insert(path, received);
         Ok(Response::new(stream::empty().boxed()))
     }
@@ -200,7 +205,11 @@ pub fn common_name(certificate: &[u8]) -> Option<String> {
 // ANCHOR: serve
 /// The TLS settings of a server: its certificate chain and key, and, for
 /// mutual TLS, the authority whose client certificates it requires.
-pub fn tls_config(cert: &[u8], key: &[u8], client_ca: Option<&[u8]>) -> ServerTlsConfig {
+pub fn tls_config(
+    cert: &[u8],
+    key: &[u8],
+    client_ca: Option<&[u8]>,
+) -> ServerTlsConfig {
     let config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
     match client_ca {
         Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
@@ -247,7 +256,8 @@ fn read(path: &str) -> Result<Vec<u8>, String> {
 type Options = (String, Option<[String; 2]>, Option<String>);
 
 fn options(args: &[String]) -> Result<Options, String> {
-    let usage = "usage: tls_server [ADDR] [--tls CERTFILE KEYFILE] [--client-ca CAFILE]";
+    let usage =
+        "usage: tls_server [ADDR] [--tls CERTFILE KEYFILE] [--client-ca CAFILE]";
     let after = |flag: &str, n: usize| {
         let at = args.iter().position(|arg| arg == flag)?;
         Some(

@@ -9,8 +9,9 @@ use std::task::{Context as TaskContext, Poll, ready};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightClient, FlightData,
+    FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo,
+    PutResult, SchemaResult, Ticket,
 };
 
 use futures::TryStreamExt;
@@ -19,13 +20,16 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Frame;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    FutureExt, SpanId, SpanKind, Status as SpanStatus, TraceContextExt, Tracer, TracerProvider,
+    FutureExt, SpanId, SpanKind, Status as SpanStatus, TraceContextExt, Tracer,
+    TracerProvider,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -99,7 +103,10 @@ impl TracedBody {
     /// Wraps a response's body; a response that already carries its
     /// `grpc-status` in its headers (a trailers-only response) ends the span
     /// at once.
-    pub fn wrap(response: http::Response<Body>, cx: Context) -> http::Response<Body> {
+    pub fn wrap(
+        response: http::Response<Body>,
+        cx: Context,
+    ) -> http::Response<Body> {
         let (parts, body) = response.into_parts();
         let cx = match Status::from_header_map(&parts.headers) {
             Some(status) => {
@@ -129,12 +136,16 @@ impl http_body::Body for TracedBody {
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
-                if let Some(status) = frame.trailers_ref().and_then(Status::from_header_map) {
+                if let Some(status) =
+                    frame.trailers_ref().and_then(Status::from_header_map)
+                {
                     self.finish(status);
                 }
             }
             Some(Err(status)) => self.finish(status.clone()),
-            None => self.finish(Status::unknown("the response ended without a gRPC status")),
+            None => self.finish(Status::unknown(
+                "the response ended without a gRPC status",
+            )),
         }
         Poll::Ready(frame)
     }
@@ -195,7 +206,10 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -266,13 +280,18 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let parent = TraceContextPropagator::new()
-            .extract_with_context(&Context::new(), &HeaderExtractor(request.headers()));
+        let parent = TraceContextPropagator::new().extract_with_context(
+            &Context::new(),
+            &HeaderExtractor(request.headers()),
+        );
         let name = format!("server.{}", method_name(request.uri().path()));
         let span = self
             .tracer
@@ -348,8 +367,8 @@ impl FlightService for EchoServer {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
-        let results =
-            [action.r#type.into(), action.body].map(|body| Ok(arrow_flight::Result { body }));
+        let results = [action.r#type.into(), action.body]
+            .map(|body| Ok(arrow_flight::Result { body }));
         Ok(Response::new(Box::pin(stream::iter(results))))
     }
     // ANCHOR_END: copy_echo_server
@@ -473,7 +492,8 @@ pub fn print_spans(spans: &[SpanData]) {
             format!("{:?}", span.span_kind)
         );
     }
-    let trace_ids: HashSet<_> = spans.iter().map(|s| s.span_context.trace_id()).collect();
+    let trace_ids: HashSet<_> =
+        spans.iter().map(|s| s.span_context.trace_id()).collect();
     println!("Same trace id: {}", trace_ids.len() == 1);
     for span in spans {
         let parent = spans

@@ -69,9 +69,9 @@ impl Attributes {
                     attributes.client_of = Some(name.to_string())
                 }
                 Some(("timeout", secs)) => {
-                    let secs = secs
-                        .parse()
-                        .map_err(|_| format!("`timeout={secs}` is not a number of seconds"))?;
+                    let secs = secs.parse().map_err(|_| {
+                        format!("`timeout={secs}` is not a number of seconds")
+                    })?;
                     attributes.timeout_secs = Some(secs);
                 }
                 _ => {
@@ -83,7 +83,10 @@ impl Attributes {
             }
         }
         if attributes.server && attributes.client_of.is_some() {
-            return Err("a block is either a `server` or a `client_of=...`, not both".into());
+            return Err(
+                "a block is either a `server` or a `client_of=...`, not both"
+                    .into(),
+            );
         }
         Ok(Some(attributes))
     }
@@ -156,7 +159,8 @@ fn opening_fence(line: &str) -> Option<(String, &str)> {
     let trimmed = line.trim_start();
     let mark = trimmed.chars().next().filter(|c| *c == '`' || *c == '~')?;
     let count = trimmed.chars().take_while(|c| *c == mark).count();
-    (indent < 4 && count >= 3).then(|| (trimmed[..count].to_string(), trimmed[count..].trim()))
+    (indent < 4 && count >= 3)
+        .then(|| (trimmed[..count].to_string(), trimmed[count..].trim()))
 }
 
 fn closes(line: &str, fence: &str) -> bool {
@@ -190,7 +194,9 @@ pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
             .and_then(|d| d.strip_suffix("}}"))
         else {
             if line.contains("{{#") {
-                return Err(format!("an include must stand alone on its line: `{line}`"));
+                return Err(format!(
+                    "an include must stand alone on its line: `{line}`"
+                ));
             }
             expanded.code.push_str(line);
             expanded.code.push('\n');
@@ -204,18 +210,25 @@ pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
             None => (target.trim(), None),
         };
         if anchor.is_some_and(|a| {
-            a.is_empty() || a.chars().any(|c| c == ':') || a.parse::<usize>().is_ok()
+            a.is_empty()
+                || a.chars().any(|c| c == ':')
+                || a.parse::<usize>().is_ok()
         }) {
-            return Err(format!("`{trimmed}`: use an anchor name, not line numbers"));
+            return Err(format!(
+                "`{trimmed}`: use an anchor name, not line numbers"
+            ));
         }
         let path = dir.join(file);
-        let source = fs::read_to_string(&path)
-            .map_err(|e| format!("`{trimmed}`: cannot read {}: {e}", path.display()))?;
+        let source = fs::read_to_string(&path).map_err(|e| {
+            format!("`{trimmed}`: cannot read {}: {e}", path.display())
+        })?;
         expanded.files.push(file.to_string());
         let included = match (kind, anchor) {
             ("include", None) => source.lines().map(|l| format!("{l}\n")).collect(),
             ("include", Some(anchor)) => anchored(&source, anchor, false),
-            ("rustdoc_include", None) => source.lines().map(|l| format!("{l}\n")).collect(),
+            ("rustdoc_include", None) => {
+                source.lines().map(|l| format!("{l}\n")).collect()
+            }
             ("rustdoc_include", Some(anchor)) => {
                 expanded.partial = true;
                 anchored(&source, anchor, true)
@@ -316,7 +329,8 @@ pub fn test_code(snippet: &Snippet, sources: &Sources) -> Result<String, String>
         }
         return Ok(expanded.code.clone());
     }
-    let visible = |l: &str| l.strip_prefix("# ").unwrap_or(l).trim_start().to_string();
+    let visible =
+        |l: &str| l.strip_prefix("# ").unwrap_or(l).trim_start().to_string();
     let main = expanded.code.lines().position(|l| {
         let l = visible(l);
         let l = l.strip_prefix("pub ").unwrap_or(&l);
@@ -350,7 +364,11 @@ pub fn test_code(snippet: &Snippet, sources: &Sources) -> Result<String, String>
     let run = match (&sources.server, attributes.server) {
         (Some((server, files)), _) => {
             for file in files {
-                let _ = write!(hashes, " {:016x}", fnv(&fs::read(file).unwrap_or_default()));
+                let _ = write!(
+                    hashes,
+                    " {:016x}",
+                    fnv(&fs::read(file).unwrap_or_default())
+                );
             }
             let _ = writeln!(
                 program,

@@ -39,7 +39,8 @@ impl Block {
                 block.expected.push('\n');
                 continue;
             }
-            let Some((key, value)) = line.strip_prefix("//@ ").and_then(|l| l.split_once(' '))
+            let Some((key, value)) =
+                line.strip_prefix("//@ ").and_then(|l| l.split_once(' '))
             else {
                 program.push_str(line);
                 program.push('\n');
@@ -75,7 +76,8 @@ pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
     let lock = lock(&block.id);
     let _only_me = lock.lock().unwrap_or_else(|e| e.into_inner());
     let base = crate::harness::result_base(&block.id, process::id());
-    let read = |ext: &str| fs::read_to_string(format!("{base}.{ext}")).unwrap_or_default();
+    let read =
+        |ext: &str| fs::read_to_string(format!("{base}.{ext}")).unwrap_or_default();
     let _ = fs::remove_file(format!("{base}.status"));
     skeptic::rt::run_test(root, out, target, &program);
     let (stdout, stderr, status) = (read("stdout"), read("stderr"), read("status"));
@@ -91,8 +93,12 @@ pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
         }
         "0" if server.is_empty() => return print!("{stdout}"),
         "0" => server.to_string(),
-        "timeout" => "it did not finish in time and was stopped (does it wait?)".into(),
-        code if code.parse::<i32>().is_ok() => format!("it failed (exit code {code})"),
+        "timeout" => {
+            "it did not finish in time and was stopped (does it wait?)".into()
+        }
+        code if code.parse::<i32>().is_ok() => {
+            format!("it failed (exit code {code})")
+        }
         other => other.to_string(),
     };
     let mut report = format!("{problem}:\n\n{}", side_by_side(&block, &stdout));
@@ -141,8 +147,10 @@ fn dependencies_stamp() -> String {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = process::Command::new(rustc).arg("-vV").output();
     let mut stamp: String =
-        String::from_utf8_lossy(&version.map(|o| o.stdout).unwrap_or_default()).into();
-    let mut libraries: Vec<_> = fs::read_dir(deps).into_iter().flatten().flatten().collect();
+        String::from_utf8_lossy(&version.map(|o| o.stdout).unwrap_or_default())
+            .into();
+    let mut libraries: Vec<_> =
+        fs::read_dir(deps).into_iter().flatten().flatten().collect();
     libraries.sort_by_key(|entry| entry.file_name());
     for entry in libraries {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -173,7 +181,10 @@ fn lines(text: &str) -> Vec<&str> {
 pub fn matches(expected: &str, actual: &str, excerpt: bool) -> bool {
     let (expected, actual) = (lines(expected).join("\n"), lines(actual).join("\n"));
     if excerpt {
-        return ellipsis_match(&format!("...\n{expected}\n..."), &format!("\n{actual}\n"));
+        return ellipsis_match(
+            &format!("...\n{expected}\n..."),
+            &format!("\n{actual}\n"),
+        );
     }
     ellipsis_match(&expected, &actual)
 }
@@ -184,7 +195,10 @@ fn ellipsis_match(pattern: &str, text: &str) -> bool {
     if pieces.len() == 1 {
         return pattern == text;
     }
-    if !text.starts_with(first) || !text.ends_with(last) || first.len() + last.len() > text.len() {
+    if !text.starts_with(first)
+        || !text.ends_with(last)
+        || first.len() + last.len() > text.len()
+    {
         return false;
     }
     let (mut from, end) = (first.len(), text.len() - last.len());
@@ -223,7 +237,9 @@ pub fn side_by_side(block: &Block, actual: &str) -> String {
         let _ = writeln!(out, "  {mark} {e:width$} | {}", a.unwrap_or(""));
     }
     if block.excerpt {
-        out.push_str("    (the block shows part of a program: only the lines of this part)\n");
+        out.push_str(
+            "    (the block shows part of a program: its own lines only)\n",
+        );
     }
     out + "    (`...` in the expected output matches any text)\n"
 }
@@ -244,7 +260,9 @@ fn align<'a>(
             cost[i][j] = match (i == n, j == m) {
                 (true, _) if excerpt => 0,
                 (true, _) => ADD * (m - j),
-                (false, true) => cost[i + 1][j] + if old[i] == "..." { 0 } else { DROP },
+                (false, true) => {
+                    cost[i + 1][j] + if old[i] == "..." { 0 } else { DROP }
+                }
                 _ if old[i] == "..." => cost[i + 1][j].min(cost[i][j + 1]),
                 _ => (cost[i + 1][j + 1] + distance(old[i], new[j]))
                     .min(DROP + cost[i + 1][j])
@@ -293,7 +311,9 @@ fn distance(old: &str, new: &str) -> usize {
     if matches(old, new, false) {
         return 0;
     }
-    let same = |a: &mut dyn Iterator<Item = (char, char)>| a.take_while(|(x, y)| x == y).count();
+    let same = |a: &mut dyn Iterator<Item = (char, char)>| {
+        a.take_while(|(x, y)| x == y).count()
+    };
     let start = same(&mut old.chars().zip(new.chars()));
     let end = same(&mut old.chars().rev().zip(new.chars().rev()));
     let longest = old.chars().count().max(new.chars().count()).max(1);

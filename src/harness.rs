@@ -36,7 +36,11 @@ pub fn run<R: Termination>(program: fn() -> R, timeout: u64, id: &str) -> ExitCo
 }
 
 /// Runs a server program with the address `127.0.0.1:0`.
-pub fn run_server<R: Termination>(program: fn() -> R, timeout: u64, id: &str) -> ExitCode {
+pub fn run_server<R: Termination>(
+    program: fn() -> R,
+    timeout: u64,
+    id: &str,
+) -> ExitCode {
     if std::env::var_os(CHILD).is_some() {
         return program().report();
     }
@@ -45,7 +49,12 @@ pub fn run_server<R: Termination>(program: fn() -> R, timeout: u64, id: &str) ->
 
 /// Runs a client program against `serve`, started in a background task on
 /// `127.0.0.1:0`; the program's first argument is the server's URL.
-pub fn run_client<R, S, F, E>(program: fn() -> R, timeout: u64, serve: S, id: &str) -> ExitCode
+pub fn run_client<R, S, F, E>(
+    program: fn() -> R,
+    timeout: u64,
+    serve: S,
+    id: &str,
+) -> ExitCode
 where
     R: Termination,
     S: FnOnce(tokio::net::TcpListener, Shutdown) -> F,
@@ -56,21 +65,26 @@ where
         return program().report();
     }
     let started = tokio::runtime::Runtime::new().and_then(|runtime| {
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let listener =
+            runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = serve(listener, Box::pin(async { drop(stopped.await) }));
-        let task = runtime.spawn(async move { served.await.map_err(|e| e.to_string()) });
+        let task =
+            runtime.spawn(async move { served.await.map_err(|e| e.to_string()) });
         Ok((runtime, url, stop, task))
     });
     let (runtime, url, stop, task) = match started {
         Ok(started) => started,
-        Err(e) => return report(id, Err(format!("could not start the server: {e}")), ""),
+        Err(e) => {
+            return report(id, Err(format!("could not start the server: {e}")), "");
+        }
     };
     let run = launch(&[&url], false, timeout);
     let _ = stop.send(());
-    let stopped =
-        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
+    let stopped = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), task).await
+    });
     let server = match stopped {
         Ok(Ok(Ok(()))) => String::new(),
         Ok(Ok(Err(e))) => format!("the server failed: {e}"),
@@ -85,7 +99,8 @@ where
 type Run = Result<(String, String, Option<i32>), String>;
 
 fn launch(args: &[&str], stop_after_a_line: bool, timeout: u64) -> Run {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own program: {e}"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find own program: {e}"))?;
     let mut child = Command::new(exe)
         .args(args)
         .env(CHILD, "1")
@@ -94,7 +109,9 @@ fn launch(args: &[&str], stop_after_a_line: bool, timeout: u64) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the program: {e}"))?;
-    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let (Some(stdout), Some(mut stderr)) =
+        (child.stdout.take(), child.stderr.take())
+    else {
         return Err("the program's output is not connected".into());
     };
     let (line_sent, line_printed) = mpsc::channel();
@@ -113,7 +130,9 @@ fn launch(args: &[&str], stop_after_a_line: bool, timeout: u64) -> Run {
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let mut signalled = !stop_after_a_line;
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| format!("cannot wait: {e}"))? {
+        if let Some(status) =
+            child.try_wait().map_err(|e| format!("cannot wait: {e}"))?
+        {
             break Some(status.code().unwrap_or(-1));
         }
         if !signalled && line_printed.try_recv().is_ok() {
@@ -145,10 +164,13 @@ fn report(id: &str, run: Run, server: &str) -> ExitCode {
         Ok((stdout, stderr, None)) => (stdout, stderr, "timeout".to_string()),
         Err(e) => (String::new(), String::new(), e),
     };
-    let written = fs::create_dir_all(std::env::temp_dir().join("flight-cookbook-runs"))
-        .and_then(|()| fs::write(format!("{base}.stdout"), stdout))
-        .and_then(|()| fs::write(format!("{base}.stderr"), stderr))
-        .and_then(|()| fs::write(format!("{base}.status"), format!("{status}\n{server}")));
+    let written =
+        fs::create_dir_all(std::env::temp_dir().join("flight-cookbook-runs"))
+            .and_then(|()| fs::write(format!("{base}.stdout"), stdout))
+            .and_then(|()| fs::write(format!("{base}.stderr"), stderr))
+            .and_then(|()| {
+                fs::write(format!("{base}.status"), format!("{status}\n{server}"))
+            });
     match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

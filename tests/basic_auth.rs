@@ -15,11 +15,14 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{
-    Action, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, HandshakeRequest, Ticket,
+    Action, Criteria, Empty, FlightClient, FlightData, FlightDescriptor,
+    HandshakeRequest, Ticket,
 };
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use basic_auth_server::{Authenticator, MAX_AUTHORIZATION_LEN, TokenPolicy, TokenStore, serve};
+use basic_auth_server::{
+    Authenticator, MAX_AUTHORIZATION_LEN, TokenPolicy, TokenStore, serve,
+};
 use common::{TestServer, within};
 use futures::{StreamExt, stream};
 use http::header::AUTHORIZATION;
@@ -350,7 +353,8 @@ fn the_header_name_is_case_insensitive() {
     ] {
         let mut map = HeaderMap::new();
         let name = HeaderName::from_bytes(name.as_bytes()).expect("a header name");
-        let value = HeaderValue::try_from(basic("test", "password")).expect("a value");
+        let value =
+            HeaderValue::try_from(basic("test", "password")).expect("a value");
         map.insert(name, value);
         let bearer = auth.check(&map).expect("the login succeeds");
         token_of(&bearer.expect("a bearer token"));
@@ -509,7 +513,8 @@ fn values_over_the_limit_are_refused_before_they_are_parsed() {
     for size in [MAX_AUTHORIZATION_LEN + 1, 64 * 1024, 1024 * 1024] {
         let mut value = basic("test", "password").into_bytes();
         value.resize(size, b'=');
-        let expected = format!("{size} bytes long, the limit is {MAX_AUTHORIZATION_LEN}");
+        let expected =
+            format!("{size} bytes long, the limit is {MAX_AUTHORIZATION_LEN}");
         assert_refused(&auth, &value, Code::InvalidArgument, &expected);
         let mut opaque = vec![0xffu8; size];
         opaque[..6].copy_from_slice(b"Basic ");
@@ -727,7 +732,8 @@ async fn echo_with(
         .map(|value| value.to_str().expect("ASCII").to_string());
     let mut results = response.into_inner();
     let mut bodies = Vec::new();
-    while let Some(result) = within("a do_action result", results.message()).await? {
+    while let Some(result) = within("a do_action result", results.message()).await?
+    {
         bodies.push(result.body.to_vec());
     }
     Ok((bodies, bearer))
@@ -821,9 +827,10 @@ async fn a_login_on_do_action_also_returns_a_token() {
     let server = TestServer::start(serve).await;
     let channel = server.channel().await;
     let mut client = client_on(&channel);
-    let (bodies, bearer) = echo_with(&mut client, Some(ascii(&basic("test", "password"))), "x")
-        .await
-        .expect("a Basic login on do_action is accepted");
+    let (bodies, bearer) =
+        echo_with(&mut client, Some(ascii(&basic("test", "password"))), "x")
+            .await
+            .expect("a Basic login on do_action is accepted");
     assert_eq!(bodies, [b"echo".to_vec(), b"x".to_vec()]);
     let bearer = bearer.expect("the token is in the response headers");
     echo_with(&mut client, Some(ascii(&bearer)), "y")
@@ -978,7 +985,8 @@ async fn values_too_large_for_http2_are_refused_and_the_server_keeps_serving() {
         let mut client = client_on(&channel);
         let mut value = basic("test", "password").into_bytes();
         value.resize(size, b'=');
-        let value = MetadataValue::<Ascii>::try_from(value.as_slice()).expect("sendable");
+        let value =
+            MetadataValue::<Ascii>::try_from(value.as_slice()).expect("sendable");
         let status = echo_with(&mut client, Some(value), "huge")
             .await
             .expect_err("a huge value is refused");
@@ -987,7 +995,10 @@ async fn values_too_large_for_http2_are_refused_and_the_server_keeps_serving() {
         assert!(
             matches!(
                 status.code(),
-                Code::Unknown | Code::ResourceExhausted | Code::Internal | Code::Unavailable
+                Code::Unknown
+                    | Code::ResourceExhausted
+                    | Code::Internal
+                    | Code::Unavailable
             ),
             "{size} bytes: {status:?}"
         );
@@ -1106,9 +1117,10 @@ async fn concurrent_logins_get_distinct_working_tokens() {
             tokio::spawn(async move {
                 let bearer = bearer_for(&mut client).await;
                 let body = format!("call {i}");
-                let (bodies, _) = echo_with(&mut client, Some(ascii(&bearer)), &body)
-                    .await
-                    .expect("the token works");
+                let (bodies, _) =
+                    echo_with(&mut client, Some(ascii(&bearer)), &body)
+                        .await
+                        .expect("the token works");
                 assert_eq!(bodies, [b"echo".to_vec(), body.into_bytes()]);
                 bearer
             })

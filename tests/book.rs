@@ -36,9 +36,13 @@ fn quiet_command_lines() {
             let message = info.payload().downcast_ref::<String>();
             match message.and_then(|m| m.strip_prefix("Command failed:\n")) {
                 Some(command) if command.contains("rustc") => {
-                    eprintln!("the block does not compile: rustc's errors are above")
+                    eprintln!(
+                        "the block does not compile: rustc's errors are above"
+                    )
                 }
-                Some(_) => eprintln!("the block's program failed: the report above says why"),
+                Some(_) => eprintln!(
+                    "the block's program failed: the report above says why"
+                ),
                 None => default(info),
             }
         }));

@@ -113,7 +113,9 @@ fn check(programs: &[(String, String)]) -> Vec<String> {
     }
     for (group, copies) in &groups {
         let first = copies[0];
-        if group.starts_with(COPY) && copies.iter().all(|copy| copy.file == first.file) {
+        if group.starts_with(COPY)
+            && copies.iter().all(|copy| copy.file == first.file)
+        {
             problems.push(format!(
                 "{}:{}: `{group}` stands in no other program: a copy needs its other \
                  copies (or drop the `{COPY}` prefix)",
@@ -121,7 +123,8 @@ fn check(programs: &[(String, String)]) -> Vec<String> {
             ));
         }
         // Each copy is compared with the text that most copies have.
-        let agreeing = |a: &Section| copies.iter().filter(|b| same_text(a, b)).count();
+        let agreeing =
+            |a: &Section| copies.iter().filter(|b| same_text(a, b)).count();
         let most = copies.iter().rev().max_by_key(|copy| agreeing(copy));
         let most = most.copied().unwrap_or(first);
         for copy in copies {
@@ -178,7 +181,11 @@ fn check(programs: &[(String, String)]) -> Vec<String> {
     problems
 }
 
-fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed<'a> {
+fn parse<'a>(
+    file: &'a str,
+    text: &'a str,
+    problems: &mut Vec<String>,
+) -> Parsed<'a> {
     let lines: Vec<&str> = text.lines().collect();
     let mut sections = Vec::new();
     let mut owner: Vec<Owner> = vec![None; lines.len()];
@@ -206,7 +213,9 @@ fn parse<'a>(file: &'a str, text: &'a str, problems: &mut Vec<String>) -> Parsed
                         lines: dedent(lines),
                     });
                 }
-                None => problems.push(format!("{file}:{number}: `{name}` ends but never starts")),
+                None => problems.push(format!(
+                    "{file}:{number}: `{name}` ends but never starts"
+                )),
             }
         } else if !is_anchor(line) {
             for (.., section) in &mut open {
@@ -314,7 +323,8 @@ fn dedent<'a>(lines: Lines<'a>) -> Lines<'a> {
         .map(|(_, line)| indent(line))
         .min()
         .unwrap_or(0);
-    let cut = |line: &'a str| line.get(shared.min(indent(line))..).unwrap_or_default();
+    let cut =
+        |line: &'a str| line.get(shared.min(indent(line))..).unwrap_or_default();
     lines.into_iter().map(|(n, line)| (n, cut(line))).collect()
 }
 
@@ -369,7 +379,9 @@ fn unmarked_runs(a: &Parsed, b: &Parsed) -> Vec<(Range<usize>, Range<usize>)> {
         at.entry(line.text).or_default().push(j);
     }
     let reported = |a_run: &Range<usize>, b_run: &Range<usize>| {
-        a_run.len() >= MIN_RUN || holds_a_whole_copy(a, a_run) || holds_a_whole_copy(b, b_run)
+        a_run.len() >= MIN_RUN
+            || holds_a_whole_copy(a, a_run)
+            || holds_a_whole_copy(b, b_run)
     };
     let mut runs = Vec::new();
     // The runs that end at the previous line of `a`: end in `b` -> length.
@@ -438,8 +450,11 @@ fn of() -> &'static str {
 
 #[test]
 fn equal_copies_pass_and_other_anchors_may_differ() {
-    let a = format!("// ANCHOR: main\nfn main() {{}}\n// ANCHOR_END: main\n{LAYER}");
-    let b = format!("{LAYER}// ANCHOR: main\nfn main() {{ run(); }}\n// ANCHOR_END: main\n");
+    let a =
+        format!("// ANCHOR: main\nfn main() {{}}\n// ANCHOR_END: main\n{LAYER}");
+    let b = format!(
+        "{LAYER}// ANCHOR: main\nfn main() {{ run(); }}\n// ANCHOR_END: main\n"
+    );
     let indented = format!("mod m {{\n{}}}\n", LAYER.replace('\n', "\n    "));
     let problems = check(&[
         program("a.rs", &a),
@@ -501,7 +516,8 @@ fn repeated_code_outside_copies_fails() {
     let problems = check(&[program("a.rs", &a), program("b.rs", &b)]);
     assert_eq!(problems.len(), 1, "{problems:#?}");
     let (a_end, b_end) = (MIN_RUN + 1, MIN_RUN + 2);
-    let expected = format!("a.rs:2-{a_end}, b.rs:3-{b_end}: the same {MIN_RUN} lines");
+    let expected =
+        format!("a.rs:2-{a_end}, b.rs:3-{b_end}: the same {MIN_RUN} lines");
     assert!(problems[0].starts_with(&expected), "{problems:#?}");
 
     // One line fewer is not reported.
@@ -520,10 +536,12 @@ fn a_copy_found_again_unmarked_fails_whatever_its_size() {
         program("c.rs", unmarked),
     ]);
     assert_eq!(problems.len(), 1, "{problems:#?}");
-    let expected = "a.rs:2-4, b.rs:2-4, c.rs:2-4: the same 3 lines, not marked as one copy";
+    let expected =
+        "a.rs:2-4, b.rs:2-4, c.rs:2-4: the same 3 lines, not marked as one copy";
     assert!(problems[0].starts_with(expected), "{problems:#?}");
     assert!(
-        problems[0].contains("they start in `copy_layer` in a.rs, `copy_layer` in b.rs"),
+        problems[0]
+            .contains("they start in `copy_layer` in a.rs, `copy_layer` in b.rs"),
         "{problems:#?}"
     );
 

@@ -52,7 +52,9 @@ fn chapters() -> Vec<Chapter> {
                 .code
                 .lines()
                 .map(|l| match l.trim_start().strip_prefix("# ") {
-                    Some(rest) => format!("{}{rest}\n", &l[..l.len() - l.trim_start().len()]),
+                    Some(rest) => {
+                        format!("{}{rest}\n", &l[..l.len() - l.trim_start().len()])
+                    }
                     None if l.trim() == "#" => "\n".to_string(),
                     None => format!("{l}\n"),
                 })
@@ -82,7 +84,8 @@ fn chapters() -> Vec<Chapter> {
 }
 
 #[test]
-fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependencies() {
+fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependencies()
+ {
     let root = common::repo_root();
     let target = root.join("target/copy-paste");
     let chapters = chapters();
@@ -102,7 +105,8 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
         // in whose target folder it lies.
         manifest.push_str("\n[workspace]\n");
         write_if_changed(&dir.join("Cargo.toml"), &manifest);
-        let lock = std::fs::read_to_string(root.join("Cargo.lock")).expect("Cargo.lock");
+        let lock =
+            std::fs::read_to_string(root.join("Cargo.lock")).expect("Cargo.lock");
         write_if_changed(&dir.join("Cargo.lock"), &lock);
         let mut listing = String::new();
         for (line, program) in &chapter.programs {
@@ -135,7 +139,8 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
             .env_remove("RUSTFLAGS");
         // A chapter's first check compiles all its dependencies' metadata.
         let built = common::run_with_timeout(build, Duration::from_secs(1200));
-        let built = built.unwrap_or_else(|e| panic!("{}.md: cargo check: {e}", chapter.name));
+        let built = built
+            .unwrap_or_else(|e| panic!("{}.md: cargo check: {e}", chapter.name));
         assert!(
             built.status.success(),
             "{}.md: a reader's crate with only the chapter's toml block does not compile:\n{listing}\n\

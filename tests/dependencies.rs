@@ -20,8 +20,9 @@ use book::Attributes;
 
 /// Names a path may start with that are not crates.
 const NOT_CRATES: &[&str] = &[
-    "std", "core", "alloc", "crate", "self", "super", "bool", "char", "str", "u8", "u16", "u32",
-    "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64",
+    "std", "core", "alloc", "crate", "self", "super", "bool", "char", "str", "u8",
+    "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128",
+    "isize", "f32", "f64",
 ];
 
 /// The entries of the table `[section]` of a TOML text, one a line: key
@@ -66,14 +67,15 @@ fn dependencies(toml: &str) -> BTreeMap<String, String> {
 /// `name.workspace = true`, with its version from the top `Cargo.toml`'s
 /// `[workspace.dependencies]`: crate name (with `_`) to version.
 fn workspace_dependencies(manifest: &str, what: &str) -> BTreeMap<String, String> {
-    let top = std::fs::read_to_string(common::repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    let top = std::fs::read_to_string(common::repo_root().join("Cargo.toml"))
+        .expect("Cargo.toml");
     let versions = entries(&top, "workspace.dependencies");
     let mut found = BTreeMap::new();
     for (key, value) in entries(manifest, "dependencies") {
         let name = key.strip_suffix(".workspace");
-        let name = name
-            .filter(|_| value == "true")
-            .unwrap_or_else(|| panic!("{what}: `{key} = {value}` is not `NAME.workspace = true`"));
+        let name = name.filter(|_| value == "true").unwrap_or_else(|| {
+            panic!("{what}: `{key} = {value}` is not `NAME.workspace = true`")
+        });
         let spec = versions.get(name).unwrap_or_else(|| {
             panic!("{what}: {name} is not in the top Cargo.toml's [workspace.dependencies]")
         });
@@ -84,10 +86,12 @@ fn workspace_dependencies(manifest: &str, what: &str) -> BTreeMap<String, String
 
 #[test]
 fn both_packages_take_the_same_crates_from_the_workspace() {
-    let read =
-        |path: &str| std::fs::read_to_string(common::repo_root().join(path)).expect("a manifest");
+    let read = |path: &str| {
+        std::fs::read_to_string(common::repo_root().join(path)).expect("a manifest")
+    };
     let book = workspace_dependencies(&read("Cargo.toml"), "Cargo.toml");
-    let recipes = workspace_dependencies(&read("recipes/Cargo.toml"), "recipes/Cargo.toml");
+    let recipes =
+        workspace_dependencies(&read("recipes/Cargo.toml"), "recipes/Cargo.toml");
     assert!(book.contains_key("arrow_flight"), "{book:?}");
     assert_eq!(book, recipes, "the book's package and recipes/ differ");
 }
@@ -108,11 +112,13 @@ fn code_only(source: &str) -> String {
                 i += 1;
             }
             i += 2;
-        } else if chars[i] == 'r' && raw_string_at(rest) && !ident_before(&chars, i) {
+        } else if chars[i] == 'r' && raw_string_at(rest) && !ident_before(&chars, i)
+        {
             let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
             i += 2 + hashes;
             while i < chars.len()
-                && !(chars[i] == '"' && chars[i + 1..].iter().take(hashes).all(|c| *c == '#'))
+                && !(chars[i] == '"'
+                    && chars[i + 1..].iter().take(hashes).all(|c| *c == '#'))
             {
                 i += 1;
             }
@@ -125,7 +131,9 @@ fn code_only(source: &str) -> String {
             }
             i += 1;
             out.push_str("\"\"");
-        } else if chars[i] == '\'' && (rest.get(2) == Some(&'\'') || rest.get(1) == Some(&'\\')) {
+        } else if chars[i] == '\''
+            && (rest.get(2) == Some(&'\'') || rest.get(1) == Some(&'\\'))
+        {
             i += 1;
             while i < chars.len() && chars[i] != '\'' {
                 i += if chars[i] == '\\' { 2 } else { 1 };
@@ -181,7 +189,8 @@ fn crates_named(source: &str) -> BTreeSet<String> {
         }
     }
     used.retain(|c: &String| {
-        !NOT_CRATES.contains(&c.as_str()) && c.starts_with(|ch: char| ch.is_ascii_lowercase())
+        !NOT_CRATES.contains(&c.as_str())
+            && c.starts_with(|ch: char| ch.is_ascii_lowercase())
     });
     used
 }
@@ -192,7 +201,8 @@ fn find_word(code: &str, word: &str) -> Option<usize> {
     while let Some(at) = code[from..].find(word).map(|at| from + at) {
         let before = code[..at].chars().next_back();
         let after = code[at + word.len()..].chars().next();
-        let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let boundary =
+            |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
         if boundary(before) && after.is_some_and(char::is_whitespace) {
             return Some(at);
         }
@@ -210,13 +220,15 @@ fn identifiers(code: &str) -> Vec<(String, bool)> {
     while i < chars.len() {
         if chars[i].is_alphabetic() || chars[i] == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_')
+            {
                 i += 1;
             }
             let before: String = chars[..start].iter().rev().take(2).collect();
             let after: String = chars[i..].iter().take(2).collect();
-            let starts_path =
-                !(before == "::" || before.starts_with('.') || before.starts_with('>'));
+            let starts_path = !(before == "::"
+                || before.starts_with('.')
+                || before.starts_with('>'));
             if starts_path {
                 found.push((chars[start..i].iter().collect(), after == "::"));
             }
@@ -254,7 +266,8 @@ async fn main() {
 #[test]
 fn every_crate_a_block_names_is_a_direct_dependency_listed_by_its_chapter() {
     let root = common::repo_root();
-    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let manifest =
+        std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
     let direct = workspace_dependencies(&manifest, "Cargo.toml");
     assert!(direct.contains_key("arrow_flight"), "{direct:?}");
     let src = root.join("book/src");
@@ -312,10 +325,11 @@ fn every_crate_a_block_names_is_a_direct_dependency_listed_by_its_chapter() {
                 None => problems.push(format!(
                     "{name}: uses `{krate}` but its toml block does not list it"
                 )),
-                Some(version) if direct.get(krate) != Some(version) => problems.push(format!(
-                    "{name}: lists {krate} {version}, the package tests {}",
-                    direct.get(krate).map_or("nothing", String::as_str)
-                )),
+                Some(version) if direct.get(krate) != Some(version) => problems
+                    .push(format!(
+                        "{name}: lists {krate} {version}, the package tests {}",
+                        direct.get(krate).map_or("nothing", String::as_str)
+                    )),
                 Some(_) => {}
             }
         }

@@ -102,7 +102,8 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -158,7 +159,8 @@ async fn exchange(
     batches: Vec<RecordBatch>,
 ) -> Result<Vec<RecordBatch>, FlightError> {
     let mut client = FlightClient::new(channel.clone());
-    let input = FlightDataEncoderBuilder::new().build(stream::iter(batches.into_iter().map(Ok)));
+    let input = FlightDataEncoderBuilder::new()
+        .build(stream::iter(batches.into_iter().map(Ok)));
     client.do_exchange(input).await?.try_collect().await
 }
 
@@ -186,7 +188,9 @@ fn results_come_back_while_the_input_is_still_open() {
                 .expect("send");
             let result = timeout(SOON, output.try_next())
                 .await
-                .unwrap_or_else(|_| panic!("no result for batch {round} while the input is open"))
+                .unwrap_or_else(|_| {
+                    panic!("no result for batch {round} while the input is open")
+                })
                 .expect("a result")
                 .expect("one");
             expected_total += round;
@@ -273,9 +277,11 @@ fn a_client_that_goes_away_mid_exchange_ends_it_on_the_server() {
             .expect("the client got its first result");
         assert_eq!(open.count(), 1);
         go.send(()).expect("go");
-        let _held = tokio::task::spawn_blocking(move || client.join().expect("client thread"))
-            .await
-            .expect("join");
+        let _held = tokio::task::spawn_blocking(move || {
+            client.join().expect("client thread")
+        })
+        .await
+        .expect("join");
         open.wait_for_none().await;
 
         // And the server goes on serving.
@@ -296,14 +302,16 @@ fn bad_exchanges_get_invalid_argument_naming_the_problem() {
         let (server, open) = start_counted().await;
         let channel = server.channel().await;
         let names = Arc::new(StringArray::from(vec!["a"])) as ArrayRef;
-        let missing = status(exchange(&channel, vec![batch("name", names.clone())]).await);
+        let missing =
+            status(exchange(&channel, vec![batch("name", names.clone())]).await);
         assert_eq!(missing.code(), Code::InvalidArgument, "{missing:?}");
         assert_eq!(
             missing.message(),
             r#"a batch needs an Int64 column "value"; this one has ["name"]"#
         );
 
-        let wrong_type = status(exchange(&channel, vec![batch("value", names)]).await);
+        let wrong_type =
+            status(exchange(&channel, vec![batch("value", names)]).await);
         assert_eq!(wrong_type.code(), Code::InvalidArgument, "{wrong_type:?}");
         assert_eq!(wrong_type.message(), r#"column "value" is Utf8, not Int64"#);
 
@@ -348,8 +356,8 @@ fn bad_exchanges_get_invalid_argument_naming_the_problem() {
 
         // An upload must say where it goes.
         let mut client = FlightClient::new(channel.clone());
-        let upload =
-            FlightDataEncoderBuilder::new().build(stream::iter([Ok(values(&[1]).expect("batch"))]));
+        let upload = FlightDataEncoderBuilder::new()
+            .build(stream::iter([Ok(values(&[1]).expect("batch"))]));
         let refused = match client.do_put(upload).await {
             Ok(acks) => acks.try_collect::<Vec<_>>().await.map(|_| ()),
             Err(error) => Err(error),
@@ -449,7 +457,10 @@ fn each_batch_keeps_its_metadata_also_when_the_encoder_splits_it() {
         for message in &messages {
             if let DecodedPayload::RecordBatch(batch) = &message.payload {
                 rows += batch.num_rows();
-                labels.push(String::from_utf8_lossy(&message.inner.app_metadata).into_owned());
+                labels.push(
+                    String::from_utf8_lossy(&message.inner.app_metadata)
+                        .into_owned(),
+                );
             }
         }
         assert_eq!(rows, big.len());

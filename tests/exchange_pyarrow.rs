@@ -33,9 +33,14 @@ use tonic::transport::Channel;
 )]
 fn a_pyarrow_client_exchanges_uploads_and_downloads_with_app_metadata() {
     let runtime = runtime();
-    let server = block_on(&runtime, "starting the server", TestServer::start(serve));
+    let server =
+        block_on(&runtime, "starting the server", TestServer::start(serve));
     let url = server.grpc_url();
-    let client = ChildProcess::python(&common::python(), "exchange_client.py", &[OsStr::new(&url)]);
+    let client = ChildProcess::python(
+        &common::python(),
+        "exchange_client.py",
+        &[OsStr::new(&url)],
+    );
     let finished = client.wait(TIMEOUT);
     assert!(finished.success(), "{}", finished.report());
     let lines: Vec<&str> = finished.stdout.lines().collect();
@@ -63,7 +68,9 @@ fn a_pyarrow_client_exchanges_uploads_and_downloads_with_app_metadata() {
     );
     assert!(refused.starts_with("ArrowInvalid: "), "{refused}");
     assert!(
-        refused.contains(r#"a batch needs an Int64 column "value"; this one has ["name"]"#),
+        refused.contains(
+            r#"a batch needs an Int64 column "value"; this one has ["name"]"#
+        ),
         "{refused}"
     );
     block_on(&runtime, "stopping the server", server.stop());
@@ -75,7 +82,8 @@ fn a_pyarrow_client_exchanges_uploads_and_downloads_with_app_metadata() {
     ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
 )]
 fn our_client_exchanges_uploads_and_downloads_with_a_pyarrow_server() {
-    let mut server = ChildProcess::python(&common::python(), "exchange_server.py", &[]);
+    let mut server =
+        ChildProcess::python(&common::python(), "exchange_server.py", &[]);
     let url = format!("http://{}", server.serving_on());
     let runtime = runtime();
     block_on(&runtime, "the calls", async {
@@ -97,7 +105,8 @@ fn our_client_exchanges_uploads_and_downloads_with_a_pyarrow_server() {
         let mut got = Vec::new();
         for message in data.try_collect::<Vec<_>>().await.expect("messages") {
             if let DecodedPayload::RecordBatch(batch) = &message.payload {
-                let progress = String::from_utf8_lossy(&message.inner.app_metadata).into_owned();
+                let progress = String::from_utf8_lossy(&message.inner.app_metadata)
+                    .into_owned();
                 got.push((progress, column(batch, "value").expect("value")));
             }
         }

@@ -93,10 +93,12 @@ fn the_grammar_is_case_insensitive_and_tolerates_white_space() {
     ] {
         assert_eq!(parse(sql).expect(sql), all, "{sql:?}");
     }
-    let some = parse("SELECT name , size FROM animals WHERE SIZE>50").expect("valid");
+    let some =
+        parse("SELECT name , size FROM animals WHERE SIZE>50").expect("valid");
     assert_eq!(some.select, Select::Columns(vec![Name, Size]));
     assert_eq!(some.filter, Some((Size, 50)));
-    let count = parse("select count ( * ) from animals where legs > 1").expect("valid");
+    let count =
+        parse("select count ( * ) from animals where legs > 1").expect("valid");
     assert_eq!(count.select, Select::Count);
     assert_eq!(count.filter, Some((Legs, 1)));
 }
@@ -169,7 +171,8 @@ fn every_refusal_is_invalid_argument_with_a_reason() {
         )
     );
     let word = "x".repeat(500);
-    let status = parse(&format!("SELECT {word} FROM animals")).expect_err("unknown column");
+    let status =
+        parse(&format!("SELECT {word} FROM animals")).expect_err("unknown column");
     assert!(status.message().len() < 100, "{}", status.message());
 }
 
@@ -356,7 +359,8 @@ async fn calls_need_a_token_from_the_handshake() {
     assert_eq!(status.code(), Code::Unauthenticated);
 
     anonymous.set_token("not-a-token".to_string());
-    let status = status_of(query(&mut anonymous, sql).await.expect_err("unknown token"));
+    let status =
+        status_of(query(&mut anonymous, sql).await.expect_err("unknown token"));
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(status.message(), "Invalid token");
 
@@ -370,7 +374,9 @@ async fn calls_need_a_token_from_the_handshake() {
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("Bearer <token>"), "{status}");
 
-    for (user, password) in [("test", "wrong"), ("nobody", "password"), ("test", "")] {
+    for (user, password) in
+        [("test", "wrong"), ("nobody", "password"), ("test", "")]
+    {
         let mut client = FlightSqlServiceClient::new(channel.clone());
         let error = client
             .handshake(user, password)

@@ -63,7 +63,13 @@ impl Relay {
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
                 let (s, c) = (switch.clone(), close.clone());
-                tokio::spawn(pump(client_read, server_write, Some(counter.clone()), s, c));
+                tokio::spawn(pump(
+                    client_read,
+                    server_write,
+                    Some(counter.clone()),
+                    s,
+                    c,
+                ));
                 let (s, c) = (switch.clone(), close.clone());
                 tokio::spawn(pump(server_read, client_write, None, s, c));
             }
@@ -139,8 +145,10 @@ fn a_client_with_keep_alive_gives_up_on_a_dead_connection_one_without_waits() {
         // The server answers both calls after 1 s; the relay goes silent
         // before that, so neither answer arrives.
         let started = Instant::now();
-        let with_call = tokio::spawn(async move { with.do_action(sleep(1000)).await });
-        let without_call = tokio::spawn(async move { without.do_action(sleep(1000)).await });
+        let with_call =
+            tokio::spawn(async move { with.do_action(sleep(1000)).await });
+        let without_call =
+            tokio::spawn(async move { without.do_action(sleep(1000)).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
         relay.silent.store(true, Ordering::SeqCst);
 
@@ -154,7 +162,10 @@ fn a_client_with_keep_alive_gives_up_on_a_dead_connection_one_without_waits() {
         eprintln!("keep-alive gave up after {gave_up:?}: {status}");
 
         // Well after the server answered, the other call still waits.
-        tokio::time::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed())).await;
+        tokio::time::sleep(
+            Duration::from_millis(2500).saturating_sub(started.elapsed()),
+        )
+        .await;
         assert!(
             !without_call.is_finished(),
             "without keep-alive the call should still wait"
@@ -191,7 +202,9 @@ fn gzip_sends_fewer_bytes_for_repetitive_numbers() {
         let gzip_bytes = relay.up.load(Ordering::SeqCst) - before;
         assert_eq!(said, "1000000 rows in 4 batches, encoding gzip");
 
-        eprintln!("1 000 000 Int64 values up: {plain_bytes} bytes plain, {gzip_bytes} with gzip");
+        eprintln!(
+            "1 000 000 Int64 values up: {plain_bytes} bytes plain, {gzip_bytes} with gzip"
+        );
         assert!(plain_bytes > 8_000_000, "{plain_bytes}");
         assert!(
             gzip_bytes * 4 < plain_bytes,
@@ -210,7 +223,9 @@ fn a_server_with_default_limits_refuses_an_8_mb_message_the_recipe_accepts() {
         let defaults = start_with_defaults().await;
         let recipe = TestServer::start(serve).await;
 
-        let mut client = FlightServiceClient::new(connect(defaults.url()).await.expect("connect"));
+        let mut client = FlightServiceClient::new(
+            connect(defaults.url()).await.expect("connect"),
+        );
         let refused = upload(&mut client, 1_000_000, usize::MAX).await;
         let message = format!("{:?}", refused.expect_err("refused"));
         assert!(message.contains("OutOfRange"), "{message}");
@@ -221,7 +236,8 @@ fn a_server_with_default_limits_refuses_an_8_mb_message_the_recipe_accepts() {
             .expect("split");
         assert_eq!(said, "1000000 rows in 4 batches, encoding identity");
 
-        let mut client = FlightServiceClient::new(connect(recipe.url()).await.expect("connect"));
+        let mut client =
+            FlightServiceClient::new(connect(recipe.url()).await.expect("connect"));
         let said = upload(&mut client, 1_000_000, usize::MAX)
             .await
             .expect("accepted");
@@ -236,13 +252,17 @@ fn a_server_with_default_limits_refuses_an_8_mb_message_the_recipe_accepts() {
 fn the_servers_time_limit_is_the_shorter_of_its_own_and_the_clients() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the time limit test", async {
-        let server = TestServer::start(|listener: TcpListener, shutdown: Shutdown| {
-            Server::builder()
-                .timeout(Duration::from_millis(300))
-                .add_service(FlightServiceServer::new(OptionsService))
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
-        })
-        .await;
+        let server =
+            TestServer::start(|listener: TcpListener, shutdown: Shutdown| {
+                Server::builder()
+                    .timeout(Duration::from_millis(300))
+                    .add_service(FlightServiceServer::new(OptionsService))
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener),
+                        shutdown,
+                    )
+            })
+            .await;
         let mut client = FlightServiceClient::new(server.channel().await);
 
         // No client deadline: the server's 300 ms end a 5 s nap.
@@ -259,11 +279,13 @@ fn the_servers_time_limit_is_the_shorter_of_its_own_and_the_clients() {
 }
 
 #[test]
-fn bad_tickets_and_actions_are_refused_with_what_is_wrong_and_the_server_serves_on() {
+fn bad_tickets_and_actions_are_refused_with_what_is_wrong_and_the_server_serves_on()
+{
     let runtime = common::runtime();
     common::block_on(&runtime, "the bad input test", async {
         let server = TestServer::start(serve).await;
-        let mut client = FlightServiceClient::new(connect(server.url()).await.expect("connect"));
+        let mut client =
+            FlightServiceClient::new(connect(server.url()).await.expect("connect"));
 
         let tickets = [
             ("abc", "the ticket (a row count) must be a whole number"),

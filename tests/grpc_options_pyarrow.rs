@@ -31,7 +31,8 @@ use tonic::Code;
     ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
 )]
 fn our_client_needs_a_raised_limit_for_a_pyarrow_servers_large_batch() {
-    let mut server = ChildProcess::python(&common::python(), "grpc_options_server.py", &[]);
+    let mut server =
+        ChildProcess::python(&common::python(), "grpc_options_server.py", &[]);
     let url = format!("http://{}", server.serving_on());
     let runtime = runtime();
     block_on(&runtime, "the calls", async {
@@ -49,8 +50,8 @@ fn our_client_needs_a_raised_limit_for_a_pyarrow_servers_large_batch() {
             other => panic!("expected OutOfRange, got {other:?}"),
         }
 
-        let inner =
-            FlightServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+        let inner = FlightServiceClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE);
         let mut client = FlightClient::new_from_inner(inner);
         let got = count_rows(&mut client, "1000000")
             .await
@@ -83,7 +84,8 @@ fn our_client_needs_a_raised_limit_for_a_pyarrow_servers_large_batch() {
 )]
 fn a_pyarrow_client_downloads_and_uploads_whole_batches_within_our_limit() {
     let runtime = runtime();
-    let server = block_on(&runtime, "starting the server", TestServer::start(serve));
+    let server =
+        block_on(&runtime, "starting the server", TestServer::start(serve));
     let url = server.grpc_url();
     let client = ChildProcess::python(
         &common::python(),

@@ -33,7 +33,8 @@ fn run_block(markdown: &str) -> Result<(), String> {
     }));
     run.map_err(|panic| {
         let text = panic.downcast_ref::<String>().cloned();
-        let text = text.or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+        let text =
+            text.or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
         text.unwrap_or_else(|| "a panic".to_string())
     })
 }
@@ -63,8 +64,10 @@ fn test_code(markdown: &str) -> Result<String, String> {
 
 #[test]
 fn a_program_does_not_depend_on_where_its_block_stands() {
-    let block = "```rust\nfn main() {\n    println!(\"x\");\n}\n```\n\n```text\nx\n```\n";
-    let program = |markdown: &str| check::Block::parse(&test_code(markdown).expect("code")).1;
+    let block =
+        "```rust\nfn main() {\n    println!(\"x\");\n}\n```\n\n```text\nx\n```\n";
+    let program =
+        |markdown: &str| check::Block::parse(&test_code(markdown).expect("code")).1;
     let moved = format!("# Another heading\n\nSome prose.\n\n{block}");
     assert_eq!(program(block), program(&moved));
     let (first, _) = check::Block::parse(&test_code(block).expect("code"));
@@ -115,7 +118,9 @@ fn the_report_shows_expected_and_printed_side_by_side() {
         rows[1].starts_with("    same") && rows[1].ends_with("| same"),
         "{report}"
     );
-    assert!(rows[2].starts_with("    Bearer ...") && rows[2].ends_with("| Bearer abc"));
+    assert!(
+        rows[2].starts_with("    Bearer ...") && rows[2].ends_with("| Bearer abc")
+    );
     assert!(
         rows[3].starts_with("  ✗ wanted") && rows[3].ends_with("| got"),
         "{report}"
@@ -129,13 +134,30 @@ fn the_report_shows_expected_and_printed_side_by_side() {
 #[test]
 fn ellipsis_matches_within_and_across_lines() {
     let m = |e, a| check::matches(e, a, false);
-    assert!(m("a\nb", "a\nb\n") && !m("a\nb", "a\nc") && !m("a", "a\nb") && m("a  \n\n", "a"));
-    assert!(m("Bearer ...", "Bearer abc") && m("a\n...\nd", "a\nb\nc\nd") && m("...", ""));
-    assert!(m("x...y...z", "x1y2z") && !m("x...y...z", "x1z2y") && !m("ab...ba", "aba"));
-    let excerpt = |e, a| check::matches(e, a, true);
-    assert!(excerpt("b\nc", "a\nb\nc\nd") && excerpt("a", "a\nb") && excerpt("b", "a\nb"));
     assert!(
-        !excerpt("b\nd", "a\nb\nc\nd") && !excerpt("ch", "echo") && excerpt("b...", "a\nbx\nc")
+        m("a\nb", "a\nb\n")
+            && !m("a\nb", "a\nc")
+            && !m("a", "a\nb")
+            && m("a  \n\n", "a")
+    );
+    assert!(
+        m("Bearer ...", "Bearer abc")
+            && m("a\n...\nd", "a\nb\nc\nd")
+            && m("...", "")
+    );
+    assert!(
+        m("x...y...z", "x1y2z") && !m("x...y...z", "x1z2y") && !m("ab...ba", "aba")
+    );
+    let excerpt = |e, a| check::matches(e, a, true);
+    assert!(
+        excerpt("b\nc", "a\nb\nc\nd")
+            && excerpt("a", "a\nb")
+            && excerpt("b", "a\nb")
+    );
+    assert!(
+        !excerpt("b\nd", "a\nb\nc\nd")
+            && !excerpt("ch", "echo")
+            && excerpt("b...", "a\nbx\nc")
     );
 }
 
@@ -233,7 +255,8 @@ fn main() {
 
 #[test]
 fn expected_output_under_a_block_that_does_not_run_is_refused() {
-    let markdown = "```rust,no_run\nfn main() {}\n```\n\n```text\nnever checked\n```\n";
+    let markdown =
+        "```rust,no_run\nfn main() {}\n```\n\n```text\nnever checked\n```\n";
     let error = test_code(markdown).expect_err("must be refused");
     assert!(error.contains("book/src/selftest.md:5"), "{error}");
 }
@@ -247,7 +270,8 @@ fn a_running_block_needs_a_main_and_known_words() {
 
 #[test]
 fn includes_expand_as_mdbook_expands_them() {
-    let dir = std::env::temp_dir().join(format!("cookbook-selftest-{}", std::process::id()));
+    let dir = std::env::temp_dir()
+        .join(format!("cookbook-selftest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let source = "// ANCHOR: a\nfn a() {}\n// ANCHOR_END: a\n// ANCHOR: b\nfn b() {}\n\
                   // ANCHOR_END: b\nfn main() {}\n// ANCHOR: a\nfn a2() {}\n// ANCHOR_END: a\n";

@@ -31,10 +31,11 @@ fn a_draining_server_says_not_serving_answers_flight_calls_then_stops() {
     let runtime = common::runtime();
     common::block_on(&runtime, "the drain test", async {
         let drain = Duration::from_secs(3);
-        let mut server = TestServer::start(|listener: TcpListener, shutdown: Shutdown| {
-            serve_with_drain(listener, shutdown, drain)
-        })
-        .await;
+        let mut server =
+            TestServer::start(|listener: TcpListener, shutdown: Shutdown| {
+                serve_with_drain(listener, shutdown, drain)
+            })
+            .await;
         let channel = server.channel().await;
         let mut health = HealthClient::new(channel.clone());
         let mut watches = Vec::new();
@@ -42,7 +43,8 @@ fn a_draining_server_says_not_serving_answers_flight_calls_then_stops() {
             let request = HealthCheckRequest {
                 service: service.to_string(),
             };
-            let mut watch = health.watch(request).await.expect("watch").into_inner();
+            let mut watch =
+                health.watch(request).await.expect("watch").into_inner();
             let first = watch.message().await.expect("a status").expect("one");
             assert_eq!(first.status(), ServingStatus::Serving, "{service:?}");
             watches.push(watch);

@@ -134,8 +134,9 @@ fn an_upload_cut_off_midway_stores_nothing_and_keeps_the_old_dataset() {
             // goes away.
             let messages = stream::iter(sent).chain(stream::pending());
             let mut raw = FlightServiceClient::new(server.channel().await);
-            let call =
-                tokio::spawn(async move { raw.do_put(Request::new(messages)).await.map(drop) });
+            let call = tokio::spawn(async move {
+                raw.do_put(Request::new(messages)).await.map(drop)
+            });
             tokio::time::sleep(Duration::from_millis(300)).await;
             call.abort();
             let _ = call.await;
@@ -234,10 +235,12 @@ fn bad_keys_tickets_and_actions_are_refused_by_name_and_the_server_serves_on() {
             );
             assert_eq!(status.code(), Code::InvalidArgument, "{descriptor:?}");
             assert_eq!(status.message(), *expected);
-            let sent: Vec<&str> = descriptor.path.iter().map(String::as_str).collect();
+            let sent: Vec<&str> =
+                descriptor.path.iter().map(String::as_str).collect();
             common::assert_clean_status(&status, &sent);
 
-            let status = status_of(client.get_schema(descriptor.clone()).await.map(drop));
+            let status =
+                status_of(client.get_schema(descriptor.clone()).await.map(drop));
             assert_eq!(status.code(), Code::InvalidArgument, "{descriptor:?}");
 
             let upload = FlightDataEncoderBuilder::new()
@@ -252,7 +255,8 @@ fn bad_keys_tickets_and_actions_are_refused_by_name_and_the_server_serves_on() {
             assert_eq!(status.message(), *expected);
         }
         // An upload with no descriptor at all.
-        let upload = FlightDataEncoderBuilder::new().build(stream::iter([Ok(ints(1, 1))]));
+        let upload =
+            FlightDataEncoderBuilder::new().build(stream::iter([Ok(ints(1, 1))]));
         let result = match client.do_put(upload).await {
             Ok(acks) => acks.try_collect::<Vec<_>>().await.map(drop),
             Err(error) => Err(error),
@@ -369,7 +373,9 @@ fn concurrent_uploads_and_reads_see_only_whole_datasets() {
             upload.await.expect("task").expect("each upload succeeds");
         }
         let values = get(&mut client, "race").await.expect("the dataset");
-        assert!((0..8).contains(&values[0]) && values.iter().all(|v| *v == values[0]));
+        assert!(
+            (0..8).contains(&values[0]) && values.iter().all(|v| *v == values[0])
+        );
         drop(client);
         server.stop().await;
     });
@@ -382,7 +388,8 @@ fn concurrent_uploads_and_reads_see_only_whole_datasets() {
 )]
 fn a_pyarrow_client_puts_describes_gets_lists_and_deletes() {
     let runtime = common::runtime();
-    let server = common::block_on(&runtime, "starting the server", TestServer::start(serve));
+    let server =
+        common::block_on(&runtime, "starting the server", TestServer::start(serve));
     let url = server.grpc_url();
     let client = ChildProcess::python(
         &common::python(),

@@ -18,7 +18,9 @@ use arrow_flight::{Action, FlightClient, Ticket};
 use common::{Shutdown, TestServer};
 use futures::{StreamExt, TryStreamExt};
 use middleware_client::work;
-use middleware_server::{CallLogLayer, ConcurrencyLimitLayer, LIMITS, WorkService, serve};
+use middleware_server::{
+    CallLogLayer, ConcurrencyLimitLayer, LIMITS, WorkService, serve,
+};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -47,16 +49,17 @@ impl Log {
 async fn start_logged() -> (TestServer, Log) {
     let log = Log::default();
     let sink = log.clone();
-    let server = TestServer::start(move |listener: TcpListener, shutdown: Shutdown| {
-        Server::builder()
-            .layer(CallLogLayer::new(move |line| {
-                sink.0.lock().expect("log").push(line)
-            }))
-            .layer(ConcurrencyLimitLayer::new(&LIMITS))
-            .add_service(FlightServiceServer::new(WorkService))
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
-    })
-    .await;
+    let server =
+        TestServer::start(move |listener: TcpListener, shutdown: Shutdown| {
+            Server::builder()
+                .layer(CallLogLayer::new(move |line| {
+                    sink.0.lock().expect("log").push(line)
+                }))
+                .layer(ConcurrencyLimitLayer::new(&LIMITS))
+                .add_service(FlightServiceServer::new(WorkService))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        })
+        .await;
     (server, log)
 }
 
@@ -80,7 +83,8 @@ fn the_log_has_one_line_per_call_written_when_it_ended() {
         // A download too large to fit in the HTTP/2 windows: while it is
         // under way, there is no line for it.
         let mut client = FlightClient::new(channel.clone());
-        let mut stream = client.do_get(Ticket::new("2000000")).await.expect("do_get");
+        let mut stream =
+            client.do_get(Ticket::new("2000000")).await.expect("do_get");
         let first = stream.next().await.expect("a batch").expect("ok");
         assert_eq!(first.num_rows(), 1000);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -134,10 +138,12 @@ fn a_download_dropped_midway_is_logged_cancelled_and_gives_its_permit_back() {
         // other; if permits leaked, the ninth would be refused.
         for round in 0..20 {
             let mut client = FlightClient::new(channel.clone());
-            let mut stream = client.do_get(Ticket::new("1000000")).await.expect("do_get");
+            let mut stream =
+                client.do_get(Ticket::new("1000000")).await.expect("do_get");
             stream.next().await.expect("a batch").expect("ok");
             drop(stream);
-            eventually("the cancelled line", || log.lines().len() == round + 1).await;
+            eventually("the cancelled line", || log.lines().len() == round + 1)
+                .await;
         }
         let lines = log.lines();
         assert!(
@@ -174,7 +180,10 @@ fn failed_calls_give_their_permits_back_and_unlimited_methods_are_never_refused(
             );
         }
         // Two permits are still there.
-        let (a, b) = tokio::join!(work(channel.clone(), "200"), work(channel.clone(), "200"));
+        let (a, b) = tokio::join!(
+            work(channel.clone(), "200"),
+            work(channel.clone(), "200")
+        );
         assert_eq!((a.as_str(), b.as_str()), ("worked 200 ms", "worked 200 ms"));
 
         // Calls to methods without a limit: many at once, none refused.

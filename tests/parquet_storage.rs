@@ -25,7 +25,9 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, FlightInfo, Ticket};
+use arrow_flight::{
+    Action, FlightClient, FlightData, FlightDescriptor, FlightInfo, Ticket,
+};
 use common::{ChildProcess, TestServer};
 use futures::{StreamExt, TryStreamExt, stream};
 use tonic::transport::Channel;
@@ -126,17 +128,22 @@ where
 async fn start(kind: Kind, repo: &Path) -> TestServer {
     match kind {
         Kind::Simple => {
-            let repository = parquet_storage_server::Repository::new(repo).expect("the repository");
+            let repository = parquet_storage_server::Repository::new(repo)
+                .expect("the repository");
             TestServer::start(|listener, shutdown| {
-                parquet_storage_server::serve_repository(listener, repository, shutdown)
+                parquet_storage_server::serve_repository(
+                    listener, repository, shutdown,
+                )
             })
             .await
         }
         Kind::Streaming => {
-            let repository =
-                streaming_parquet_server::Repository::new(repo).expect("the repository");
+            let repository = streaming_parquet_server::Repository::new(repo)
+                .expect("the repository");
             TestServer::start(|listener, shutdown| {
-                streaming_parquet_server::serve_repository(listener, repository, shutdown)
+                streaming_parquet_server::serve_repository(
+                    listener, repository, shutdown,
+                )
             })
             .await
         }
@@ -145,18 +152,21 @@ async fn start(kind: Kind, repo: &Path) -> TestServer {
 
 fn characters() -> RecordBatch {
     let names = StringArray::from(vec!["Mario", "Luigi", "Peach"]);
-    RecordBatch::try_from_iter([("Character", Arc::new(names) as ArrayRef)]).expect("a batch")
+    RecordBatch::try_from_iter([("Character", Arc::new(names) as ArrayRef)])
+        .expect("a batch")
 }
 
 fn ints(value: i64, rows: usize) -> RecordBatch {
     let values = Int64Array::from(vec![value; rows]);
-    RecordBatch::try_from_iter([("ints", Arc::new(values) as ArrayRef)]).expect("a batch")
+    RecordBatch::try_from_iter([("ints", Arc::new(values) as ArrayRef)])
+        .expect("a batch")
 }
 
 fn write_parquet(path: &Path, batch: &RecordBatch) {
     let file = std::fs::File::create(path).expect("a file");
     let mut writer =
-        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("a writer");
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+            .expect("a writer");
     writer.write(batch).expect("written");
     writer.close().expect("closed");
 }
@@ -178,8 +188,8 @@ async fn put(
     batches: Vec<RecordBatch>,
 ) -> Result<(), Status> {
     let schema = batches.first().map(RecordBatch::schema);
-    let mut encoder =
-        FlightDataEncoderBuilder::new().with_flight_descriptor(Some(path_descriptor(name)));
+    let mut encoder = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(path_descriptor(name)));
     if let Some(schema) = schema {
         encoder = encoder.with_schema(schema);
     }
@@ -189,7 +199,10 @@ async fn put(
     Ok(())
 }
 
-async fn get(client: &mut FlightClient, name: &str) -> Result<Vec<RecordBatch>, Status> {
+async fn get(
+    client: &mut FlightClient,
+    name: &str,
+) -> Result<Vec<RecordBatch>, Status> {
     let batches = client
         .do_get(Ticket::new(name.to_string()))
         .await
@@ -299,7 +312,8 @@ fn the_recipe_steps_put_describe_get_list_and_drop() {
         let endpoint = &info.endpoint[0];
         let ticket = endpoint.ticket.clone().expect("a ticket");
         assert_eq!(ticket.ticket, "uploaded.parquet".as_bytes());
-        let locations: Vec<&str> = endpoint.location.iter().map(|l| l.uri.as_str()).collect();
+        let locations: Vec<&str> =
+            endpoint.location.iter().map(|l| l.uri.as_str()).collect();
         assert_eq!(locations, [format!("grpc://{}", ctx.addr)]);
         let schema = info.clone().try_decode_schema().expect("a schema");
         assert_eq!(schema.fields(), characters().schema().fields());
@@ -382,7 +396,8 @@ fn bad_names(ctx: &Ctx) -> Vec<(String, &'static str)> {
 fn names_that_are_not_plain_file_names_are_refused_by_every_call() {
     for_each_server(|ctx| async move {
         let mut client = ctx.client().await;
-        let before_outside = std::fs::read(ctx.outside.join("secret.parquet")).expect("secret");
+        let before_outside =
+            std::fs::read(ctx.outside.join("secret.parquet")).expect("secret");
         for (name, problem) in bad_names(&ctx) {
             let shown = format!("{name:?}");
             let refused = put(&mut client, &name, vec![characters()]).await;
@@ -403,7 +418,8 @@ fn names_that_are_not_plain_file_names_are_refused_by_every_call() {
         assert!(ctx.repo_entries().is_empty(), "{:?}", ctx.repo_entries());
         assert_eq!(entries(&ctx.outside), ["secret.parquet"]);
         assert_eq!(entries(&ctx.root), ["outside", "repo"]);
-        let after_outside = std::fs::read(ctx.outside.join("secret.parquet")).expect("secret");
+        let after_outside =
+            std::fs::read(ctx.outside.join("secret.parquet")).expect("secret");
         assert_eq!(before_outside, after_outside);
     });
 }
@@ -485,7 +501,10 @@ fn tickets_action_bodies_and_descriptors_must_name_one_dataset() {
     });
 }
 
-async fn drop_dataset_bytes(client: &mut FlightClient, body: Vec<u8>) -> Result<(), Status> {
+async fn drop_dataset_bytes(
+    client: &mut FlightClient,
+    body: Vec<u8>,
+) -> Result<(), Status> {
     let results = client
         .do_action(Action::new("drop_dataset", body))
         .await
@@ -495,7 +514,10 @@ async fn drop_dataset_bytes(client: &mut FlightClient, body: Vec<u8>) -> Result<
 }
 
 /// Sends exactly `messages` as a DoPut call.
-async fn put_flight_data(ctx: &Ctx, messages: Vec<FlightData>) -> Result<(), Status> {
+async fn put_flight_data(
+    ctx: &Ctx,
+    messages: Vec<FlightData>,
+) -> Result<(), Status> {
     let mut client = ctx.raw_client().await;
     let mut results = client
         .do_put(Request::new(stream::iter(messages)))
@@ -541,7 +563,8 @@ fn an_empty_upload_is_refused_and_a_schema_only_upload_stores_an_empty_dataset()
         assert_clean(&ctx, &error, Code::InvalidArgument, "empty");
 
         // A descriptor and nothing else: no schema.
-        let descriptor_only = FlightData::new().with_descriptor(path_descriptor("nothing"));
+        let descriptor_only =
+            FlightData::new().with_descriptor(path_descriptor("nothing"));
         let error = put_flight_data(&ctx, vec![descriptor_only])
             .await
             .expect_err("no schema");
@@ -591,9 +614,12 @@ fn files_that_are_not_parquet_datasets_get_clean_errors_and_are_not_listed() {
         put(&mut client, "good.parquet", vec![characters()])
             .await
             .expect("stored");
-        let good = std::fs::read(ctx.repo.join("good.parquet")).expect("the good file");
-        std::fs::write(ctx.repo.join("garbage.parquet"), b"not a parquet file").expect("w");
-        std::fs::write(ctx.repo.join("truncated.parquet"), &good[..good.len() / 2]).expect("w");
+        let good =
+            std::fs::read(ctx.repo.join("good.parquet")).expect("the good file");
+        std::fs::write(ctx.repo.join("garbage.parquet"), b"not a parquet file")
+            .expect("w");
+        std::fs::write(ctx.repo.join("truncated.parquet"), &good[..good.len() / 2])
+            .expect("w");
         std::fs::write(ctx.repo.join("empty.parquet"), b"").expect("w");
         std::fs::create_dir(ctx.repo.join("folder.parquet")).expect("a folder");
         // Left by an upload under way when a server was killed.
@@ -697,8 +723,9 @@ fn an_upload_cut_off_midway_leaves_nothing_behind() {
                 .await;
             let messages = stream::iter(sent).chain(stream::pending());
             let mut raw = ctx.raw_client().await;
-            let call =
-                tokio::spawn(async move { raw.do_put(Request::new(messages)).await.map(drop) });
+            let call = tokio::spawn(async move {
+                raw.do_put(Request::new(messages)).await.map(drop)
+            });
 
             if let Kind::Streaming = ctx.kind {
                 // The streaming server writes as data arrives: it has begun.
@@ -743,7 +770,9 @@ fn concurrent_uploads_to_one_name_never_leave_a_torn_dataset() {
         // Meanwhile every read sees one whole dataset, old or new.
         let mut reads = 0;
         while !uploads.iter().all(|upload| upload.is_finished()) && reads < 1000 {
-            let values = int_values(&get(&mut client, "race").await.expect("a whole dataset"));
+            let values = int_values(
+                &get(&mut client, "race").await.expect("a whole dataset"),
+            );
             assert_eq!(values.len(), BATCHES * ROWS, "{:?}: a torn read", ctx.kind);
             assert!(
                 values.iter().all(|v| *v == values[0]),
@@ -758,7 +787,8 @@ fn concurrent_uploads_to_one_name_never_leave_a_torn_dataset() {
                 .expect("the upload task")
                 .expect("each upload succeeds");
         }
-        let values = int_values(&get(&mut client, "race").await.expect("the dataset"));
+        let values =
+            int_values(&get(&mut client, "race").await.expect("the dataset"));
         assert_eq!(values.len(), BATCHES * ROWS);
         assert!(
             values.iter().all(|v| *v == values[0]),
@@ -823,7 +853,11 @@ fn the_server_programs_serve_datasets_in_the_current_folder_or_the_repo_given() 
                     .await
                     .expect("stored");
                 let listed = listed_names(&list(&mut client).await);
-                assert_eq!(listed, ["uploaded.parquet"], "{name}: a new repository");
+                assert_eq!(
+                    listed,
+                    ["uploaded.parquet"],
+                    "{name}: a new repository"
+                );
             });
             let finished = server.terminate();
             assert!(finished.success(), "{name}: {}", finished.report());
@@ -877,7 +911,9 @@ impl http_body::Body for TestBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Chunk>, Status>>> {
         if !self.chunks.is_empty() {
             let chunk = self.chunks.remove(0);
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Chunk::from(chunk)))));
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(
+                Chunk::from(chunk),
+            ))));
         }
         std::task::Poll::Ready(self.then.take().map(Err))
     }
@@ -892,7 +928,11 @@ macro_rules! end_of_stream_of {
         impl tower::Service<http::Request<tonic::body::Body>> for Drain {
             type Response = Result<(), Status>;
             type Error = std::convert::Infallible;
-            type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+            type Future = Pin<
+                Box<
+                    dyn Future<Output = Result<Self::Response, Self::Error>> + Send,
+                >,
+            >;
 
             fn poll_ready(
                 &mut self,
@@ -901,15 +941,19 @@ macro_rules! end_of_stream_of {
                 std::task::Poll::Ready(Ok(()))
             }
 
-            fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+            fn call(
+                &mut self,
+                request: http::Request<tonic::body::Body>,
+            ) -> Self::Future {
                 let (parts, mut body) = request.into_parts();
                 let end = parts.extensions.get::<EndOfStream>().cloned();
                 Box::pin(async move {
                     use http_body::Body as _;
-                    while let Some(Ok(_)) =
-                        futures::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-                    {
-                    }
+                    while let Some(Ok(_)) = futures::future::poll_fn(|cx| {
+                        Pin::new(&mut body).poll_frame(cx)
+                    })
+                    .await
+                    {}
                     Ok(end.expect("the layer adds an EndOfStream").check())
                 })
             }
@@ -946,7 +990,8 @@ fn the_end_of_stream_layer_tells_a_complete_body_from_a_broken_off_one() {
             end_of_stream_of!(streaming_parquet_server, cancelled()).await,
         ];
         for result in results {
-            let status = result.expect("infallible").expect_err("a broken-off body");
+            let status =
+                result.expect("infallible").expect_err("a broken-off body");
             assert_eq!(status.code(), Code::Cancelled, "{status:?}");
             common::assert_clean_status(&status, &[]);
         }

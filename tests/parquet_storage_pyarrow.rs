@@ -44,15 +44,21 @@ use tonic::transport::Channel;
 fn start(runtime: &Runtime, streaming: bool, repo: &Path) -> TestServer {
     block_on(runtime, "starting our server", async {
         if streaming {
-            let repository = streaming_parquet_server::Repository::new(repo).expect("a repo");
+            let repository =
+                streaming_parquet_server::Repository::new(repo).expect("a repo");
             TestServer::start(|listener, shutdown| {
-                streaming_parquet_server::serve_repository(listener, repository, shutdown)
+                streaming_parquet_server::serve_repository(
+                    listener, repository, shutdown,
+                )
             })
             .await
         } else {
-            let repository = parquet_storage_server::Repository::new(repo).expect("a repo");
+            let repository =
+                parquet_storage_server::Repository::new(repo).expect("a repo");
             TestServer::start(|listener, shutdown| {
-                parquet_storage_server::serve_repository(listener, repository, shutdown)
+                parquet_storage_server::serve_repository(
+                    listener, repository, shutdown,
+                )
             })
             .await
         }
@@ -98,7 +104,9 @@ fn the_pyarrow_client_of_the_python_recipes_against_our_servers() {
             missing,
         ] = lines[..]
         else {
-            panic!("{which}: expected 10 lines from the pyarrow client, got:\n{stdout}\n{stderr}");
+            panic!(
+                "{which}: expected 10 lines from the pyarrow client, got:\n{stdout}\n{stderr}"
+            );
         };
         assert_eq!(put, "put: uploaded.parquet");
         assert!(
@@ -155,12 +163,16 @@ fn our_clients_against_the_pyarrow_server_of_the_python_recipe() {
 
         // The simple recipe's client steps.
         let names = StringArray::from(vec!["Mario", "Luigi", "Peach"]);
-        let table = RecordBatch::try_from_iter([("Character", Arc::new(names) as ArrayRef)])
-            .expect("a table");
+        let table = RecordBatch::try_from_iter([(
+            "Character",
+            Arc::new(names) as ArrayRef,
+        )])
+        .expect("a table");
         upload(&mut client, "uploaded.parquet", table.clone())
             .await
             .expect("pyarrow stores the upload");
-        let descriptor = FlightDescriptor::new_path(vec!["uploaded.parquet".into()]);
+        let descriptor =
+            FlightDescriptor::new_path(vec!["uploaded.parquet".into()]);
         let info = client
             .get_flight_info(descriptor)
             .await
@@ -206,7 +218,8 @@ fn our_clients_against_the_pyarrow_server_of_the_python_recipe() {
         // The streaming recipe's client steps.
         let ints = Int64Array::from_iter_values(0..4096);
         let batch =
-            RecordBatch::try_from_iter([("ints", Arc::new(ints) as ArrayRef)]).expect("a batch");
+            RecordBatch::try_from_iter([("ints", Arc::new(ints) as ArrayRef)])
+                .expect("a batch");
         let batches = stream::iter((0..1024).map(move |_| Ok(batch.clone())));
         upload_stream(&mut client, "streamed.parquet", batches)
             .await

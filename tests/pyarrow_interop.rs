@@ -35,10 +35,15 @@ use tonic::{Code, Request};
 )]
 fn pyarrow_client_against_our_server() {
     let runtime = runtime();
-    let server = block_on(&runtime, "starting our server", TestServer::start(serve));
+    let server =
+        block_on(&runtime, "starting our server", TestServer::start(serve));
 
     let url = server.grpc_url();
-    let client = ChildProcess::python(&common::python(), "basic_auth_client.py", &[url.as_ref()]);
+    let client = ChildProcess::python(
+        &common::python(),
+        "basic_auth_client.py",
+        &[url.as_ref()],
+    );
     let finished = client.wait(TIMEOUT);
     assert!(
         finished.success(),
@@ -57,7 +62,9 @@ fn pyarrow_client_against_our_server() {
         wrong_password,
     ] = lines[..]
     else {
-        panic!("expected 5 lines from the pyarrow client, got:\n{stdout}\nstderr:\n{stderr}");
+        panic!(
+            "expected 5 lines from the pyarrow client, got:\n{stdout}\nstderr:\n{stderr}"
+        );
     };
     let token = token_pair
         .strip_prefix("token pair: authorization Bearer ")
@@ -96,7 +103,8 @@ fn pyarrow_client_against_our_server() {
     ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
 )]
 fn our_client_against_pyarrow_server() {
-    let mut server = ChildProcess::python(&common::python(), "basic_auth_server.py", &[]);
+    let mut server =
+        ChildProcess::python(&common::python(), "basic_auth_server.py", &[]);
     let url = format!("http://{}", server.serving_on());
     let runtime = runtime();
 
@@ -133,8 +141,12 @@ fn our_client_against_pyarrow_server() {
             .expect("the pyarrow server accepts the token")
             .into_inner();
         let mut bodies = Vec::new();
-        while let Some(result) = results.message().await.expect("the results arrive") {
-            bodies.push(String::from_utf8(result.body.to_vec()).expect("a UTF-8 body"));
+        while let Some(result) =
+            results.message().await.expect("the results arrive")
+        {
+            bodies.push(
+                String::from_utf8(result.body.to_vec()).expect("a UTF-8 body"),
+            );
         }
         assert_eq!(bodies, ["echo", "Hello, world!"]);
 
@@ -148,9 +160,10 @@ fn our_client_against_pyarrow_server() {
             "{status:?}"
         );
 
-        let status = authenticate_basic_token(&mut client, "test", "wrong password")
-            .await
-            .expect_err("a wrong password is refused");
+        let status =
+            authenticate_basic_token(&mut client, "test", "wrong password")
+                .await
+                .expect_err("a wrong password is refused");
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
         assert!(
             status

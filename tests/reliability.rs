@@ -49,7 +49,9 @@ use std::time::{Duration, Instant};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, Criteria, FlightData, FlightDescriptor, HandshakeRequest, Ticket};
+use arrow_flight::{
+    Action, Criteria, FlightData, FlightDescriptor, HandshakeRequest, Ticket,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use basic_auth_server::{Authenticator, TokenPolicy};
@@ -95,7 +97,8 @@ fn the_clean_message_check_accepts_what_the_servers_say() {
 
 fn refused(message: &str) -> bool {
     let message = message.to_string();
-    std::panic::catch_unwind(move || common::assert_clean_message(&message, &[])).is_err()
+    std::panic::catch_unwind(move || common::assert_clean_message(&message, &[]))
+        .is_err()
 }
 
 #[test]
@@ -116,8 +119,9 @@ fn the_clean_message_check_refuses_paths_backtraces_and_panics() {
     }
     // Quoting back what the client sent does not excuse another path.
     let message = "dataset name \"/etc/passwd\" not in /srv/data/";
-    let check =
-        std::panic::catch_unwind(|| common::assert_clean_message(message, &["/etc/passwd"]));
+    let check = std::panic::catch_unwind(|| {
+        common::assert_clean_message(message, &["/etc/passwd"])
+    });
     assert!(check.is_err(), "{message:?} passed the check");
 }
 
@@ -134,7 +138,10 @@ fn runner(cases: u32) -> TestRunner {
         max_shrink_iters: 256,
         ..Config::default()
     };
-    TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
+    TestRunner::new_with_rng(
+        config,
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    )
 }
 
 /// Runs `test` on `cases` values of `strategy`, failing with the smallest
@@ -176,7 +183,8 @@ fn authorization_value() -> impl Strategy<Value = Vec<u8>> {
     let credentials = prop_oneof![
         proptest::collection::vec(header_byte(), 0..80),
         // Valid base64 of random bytes, colons and non-UTF-8 included.
-        proptest::collection::vec(any::<u8>(), 0..60).prop_map(|b| STANDARD.encode(b).into_bytes()),
+        proptest::collection::vec(any::<u8>(), 0..60)
+            .prop_map(|b| STANDARD.encode(b).into_bytes()),
         ("[a-z:]{0,12}", "\\PC{0,12}").prop_map(|(user, password)| STANDARD
             .encode(format!("{user}:{password}"))
             .into_bytes()),
@@ -248,7 +256,10 @@ fn random_authorization_values_are_refused_cleanly() {
             Ok(answer) => assert_eq!(value, good, "accepted: {answer:?}"),
             Err(status) => {
                 assert!(
-                    matches!(status.code(), Code::Unauthenticated | Code::InvalidArgument),
+                    matches!(
+                        status.code(),
+                        Code::Unauthenticated | Code::InvalidArgument
+                    ),
                     "{status:?}"
                 );
                 common::assert_clean_status(&status, &[]);
@@ -274,7 +285,9 @@ fn random_basic_credentials_get_the_same_refusal() {
         }
         headers.insert(AUTHORIZATION, HeaderValue::try_from(value).expect("ASCII"));
         match auth.check(&headers) {
-            Ok(_) => assert_eq!((user.as_str(), password.as_str()), ("test", "password")),
+            Ok(_) => {
+                assert_eq!((user.as_str(), password.as_str()), ("test", "password"))
+            }
             Err(status) => {
                 assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
                 assert_eq!(status.message(), "Unknown user or invalid password");
@@ -327,7 +340,9 @@ async fn echo(
 }
 
 /// A login on the Handshake; the `Bearer <token>` value.
-async fn log_in(client: &mut FlightServiceClient<Channel>) -> Result<String, Status> {
+async fn log_in(
+    client: &mut FlightServiceClient<Channel>,
+) -> Result<String, Status> {
     let mut request = Request::new(stream::iter([HandshakeRequest::default()]));
     let value = ascii_value(basic("test", "password").as_bytes());
     request.metadata_mut().insert("authorization", value);
@@ -366,9 +381,11 @@ fn sixty_four_clients_log_in_and_call_without_a_failure() {
                     if call % CALLS_PER_LOGIN == 0 {
                         tokens.push(log_in(&mut client).await.expect("a login"));
                     }
-                    let bearer = ascii_value(tokens.last().expect("a token").as_bytes());
+                    let bearer =
+                        ascii_value(tokens.last().expect("a token").as_bytes());
                     let body = format!("{client_number}/{call}");
-                    let bodies = echo(&mut client, bearer, &body).await.expect("a call");
+                    let bodies =
+                        echo(&mut client, bearer, &body).await.expect("a call");
                     assert_eq!(bodies, [b"echo".to_vec(), body.into_bytes()]);
                 }
                 (client, tokens)
@@ -392,9 +409,13 @@ fn sixty_four_clients_log_in_and_call_without_a_failure() {
             .map(|(mut client, tokens)| {
                 tokio::spawn(async move {
                     for token in tokens {
-                        let bodies = echo(&mut client, ascii_value(token.as_bytes()), "again")
-                            .await
-                            .unwrap_or_else(|e| panic!("{token}: {e:?}"));
+                        let bodies = echo(
+                            &mut client,
+                            ascii_value(token.as_bytes()),
+                            "again",
+                        )
+                        .await
+                        .unwrap_or_else(|e| panic!("{token}: {e:?}"));
                         assert_eq!(bodies.len(), 2);
                     }
                 })
@@ -411,7 +432,8 @@ fn sixty_four_clients_log_in_and_call_without_a_failure() {
         );
         server.stop().await;
     };
-    let finished = runtime.block_on(async { tokio::time::timeout(limit, load_test).await });
+    let finished =
+        runtime.block_on(async { tokio::time::timeout(limit, load_test).await });
     finished.unwrap_or_else(|_| panic!("the load test took longer than {limit:?}"));
 }
 
@@ -462,16 +484,22 @@ enum Storage {
 async fn start_storage(kind: Storage, repo: &Path) -> TestServer {
     match kind {
         Storage::Simple => {
-            let repository = parquet_storage_server::Repository::new(repo).expect("a repository");
+            let repository = parquet_storage_server::Repository::new(repo)
+                .expect("a repository");
             TestServer::start(|listener, shutdown| {
-                parquet_storage_server::serve_repository(listener, repository, shutdown)
+                parquet_storage_server::serve_repository(
+                    listener, repository, shutdown,
+                )
             })
             .await
         }
         Storage::Streaming => {
-            let repository = streaming_parquet_server::Repository::new(repo).expect("a repository");
+            let repository = streaming_parquet_server::Repository::new(repo)
+                .expect("a repository");
             TestServer::start(|listener, shutdown| {
-                streaming_parquet_server::serve_repository(listener, repository, shutdown)
+                streaming_parquet_server::serve_repository(
+                    listener, repository, shutdown,
+                )
             })
             .await
         }
@@ -480,7 +508,8 @@ async fn start_storage(kind: Storage, repo: &Path) -> TestServer {
 
 fn ints(values: impl IntoIterator<Item = i64>) -> RecordBatch {
     let values: Int64Array = values.into_iter().collect();
-    RecordBatch::try_from_iter([("ints", Arc::new(values) as ArrayRef)]).expect("a batch")
+    RecordBatch::try_from_iter([("ints", Arc::new(values) as ArrayRef)])
+        .expect("a batch")
 }
 
 fn int_values(batches: &[RecordBatch]) -> Vec<i64> {
@@ -518,9 +547,10 @@ async fn get(
     ticket: Vec<u8>,
 ) -> Result<Vec<RecordBatch>, Status> {
     let messages = client.do_get(Ticket::new(ticket)).await?.into_inner();
-    let batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-        messages.map_err(arrow_flight::error::FlightError::from),
-    );
+    let batches =
+        arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            messages.map_err(arrow_flight::error::FlightError::from),
+        );
     batches.try_collect().await.map_err(|e| match e {
         arrow_flight::error::FlightError::Tonic(status) => *status,
         other => Status::internal(other.to_string()),
@@ -621,7 +651,8 @@ fn the_storage_servers_survive_random_dataset_names() {
                 assert_name_answer("get_flight_info", &name, info, false);
                 let batches = get(&mut client, name.clone().into_bytes()).await;
                 assert_name_answer("do_get", &name, batches, false);
-                let dropped = drop_dataset(&mut client, name.clone().into_bytes()).await;
+                let dropped =
+                    drop_dataset(&mut client, name.clone().into_bytes()).await;
                 assert_name_answer("drop_dataset", &name, dropped, false);
 
                 let stored = put(&mut client, &name, vec![ints([7])]).await;
@@ -652,7 +683,9 @@ fn the_storage_servers_survive_random_dataset_names() {
                     ];
                     for answer in answers {
                         match &name {
-                            Ok(name) => assert_name_answer("a call", name, answer, false),
+                            Ok(name) => {
+                                assert_name_answer("a call", name, answer, false)
+                            }
                             Err(_) => {
                                 let status = answer.expect_err("not UTF-8");
                                 assert_eq!(status.code(), Code::InvalidArgument);
@@ -705,7 +738,8 @@ fn a_write_error_keeps_the_old_dataset_and_the_server_serving() {
         let repo = root.path().join("repo");
         std::fs::create_dir(&repo).expect("the repository");
         // Left by a server that was killed during an upload.
-        std::fs::write(repo.join(".upload-stale"), b"half a dataset").expect("written");
+        std::fs::write(repo.join(".upload-stale"), b"half a dataset")
+            .expect("written");
 
         let mut server = start_with_file_limit(name, &repo, 256);
         let url = format!("http://{}", server.serving_on());
@@ -723,7 +757,8 @@ fn a_write_error_keeps_the_old_dataset_and_the_server_serving() {
 /// datasets `kept` and `small`.
 async fn fill_up(what: &str, url: &str, repo: &Path) {
     let channel = Channel::from_shared(url.to_string()).expect("a URL");
-    let mut client = FlightServiceClient::new(channel.connect().await.expect("connected"));
+    let mut client =
+        FlightServiceClient::new(channel.connect().await.expect("connected"));
     put(&mut client, "kept", vec![ints([1, 2, 3])])
         .await
         .expect("a small dataset fits");
@@ -741,7 +776,8 @@ async fn fill_up(what: &str, url: &str, repo: &Path) {
             .await
             .expect_err("the write fails");
         assert_eq!(status.code(), Code::ResourceExhausted, "{what}: {status:?}");
-        let expected = format!("dataset {target:?} could not be written: no storage space");
+        let expected =
+            format!("dataset {target:?} could not be written: no storage space");
         assert!(status.message().starts_with(&expected), "{status:?}");
         common::assert_clean_status(&status, &[]);
     }

@@ -33,11 +33,13 @@ fn the_rendered_book_loads_links_hides_fits_and_finds() {
         .arg(&built)
         .arg(root.join("book/src/SUMMARY.md"))
         .arg(&screenshots);
-    let mut browser = common::ChildProcess::start("tests/python/rendered_book.py", check);
+    let mut browser =
+        common::ChildProcess::start("tests/python/rendered_book.py", check);
 
     let started = Instant::now();
     if built.exists() {
-        std::fs::remove_dir_all(&built).expect("remove the previous build of the book");
+        std::fs::remove_dir_all(&built)
+            .expect("remove the previous build of the book");
     }
     let mut build = Command::new("mdbook");
     build
@@ -45,7 +47,8 @@ fn the_rendered_book_loads_links_hides_fits_and_finds() {
         .arg(root.join("book"))
         .arg("--dest-dir")
         .arg(&built);
-    let output = common::run_with_timeout(build, Duration::from_secs(120)).expect("mdbook build");
+    let output = common::run_with_timeout(build, Duration::from_secs(120))
+        .expect("mdbook build");
     assert!(
         output.status.success(),
         "mdbook build failed:\n{}",

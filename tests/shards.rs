@@ -139,7 +139,8 @@ fn wrong_bad_and_unknown_requests_get_clean_errors() {
             assert_eq!(bad.message(), format!("{ticket:?} is not a ticket"));
         }
         let other = FlightDescriptor::new_path(vec!["letters".to_string()]);
-        let unknown = status(first.get_flight_info(other).await.expect_err("unknown"));
+        let unknown =
+            status(first.get_flight_info(other).await.expect_err("unknown"));
         assert_eq!(unknown.code(), Code::NotFound);
         assert_eq!(unknown.message(), "the one dataset here is [\"numbers\"]");
 
@@ -209,9 +210,14 @@ fn the_one_process_cluster_stops_both_shards() {
 )]
 fn a_pyarrow_client_follows_the_endpoints() {
     let runtime = common::runtime();
-    let servers = common::block_on(&runtime, "starting the shards", cluster(2, 1_000_000));
+    let servers =
+        common::block_on(&runtime, "starting the shards", cluster(2, 1_000_000));
     let url = servers[1].grpc_url();
-    let client = ChildProcess::python(&common::python(), "shard_client.py", &[OsStr::new(&url)]);
+    let client = ChildProcess::python(
+        &common::python(),
+        "shard_client.py",
+        &[OsStr::new(&url)],
+    );
     let finished = client.wait(common::TIMEOUT);
     assert!(finished.success(), "{}", finished.report());
     assert_eq!(

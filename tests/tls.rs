@@ -54,12 +54,18 @@ async fn start(dir: &Path, mutual: bool) -> (TestServer, String) {
         &read(dir, "server.key"),
         ca.as_deref(),
     );
-    let server = TestServer::start(|listener, shutdown| serve_tls(listener, tls, shutdown)).await;
+    let server =
+        TestServer::start(|listener, shutdown| serve_tls(listener, tls, shutdown))
+            .await;
     let url = format!("https://localhost:{}", server.addr.port());
     (server, url)
 }
 
-async fn whoami_at(url: &str, dir: &Path, identity: bool) -> Result<String, Box<dyn Error>> {
+async fn whoami_at(
+    url: &str,
+    dir: &Path,
+    identity: bool,
+) -> Result<String, Box<dyn Error>> {
     let (cert, key) = (read(dir, "client.pem"), read(dir, "client.key"));
     let identity = identity.then_some((cert.as_slice(), key.as_slice()));
     let channel = connect(url, &read(dir, "ca.pem"), identity).await?;
@@ -73,7 +79,8 @@ fn the_server_program_serves_over_tls_and_prints_what_it_received() {
     let dir = certificates();
     let folder = tempfile::tempdir().expect("a temporary folder");
     write_certificates(&folder.path().join("certs")).expect("certificates");
-    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let (cert, key) =
+        (dir.path().join("server.pem"), dir.path().join("server.key"));
     let with_files = ["--tls".as_ref(), cert.as_os_str(), key.as_os_str()];
     let defaults = folder.path().join("certs");
     let runs = [(&with_files[..], dir.path()), (&[][..], defaults.as_path())];
@@ -101,7 +108,8 @@ fn the_server_program_serves_over_tls_and_prints_what_it_received() {
 
         let finished = server.terminate();
         assert!(finished.success(), "{options:?}: {}", finished.report());
-        let (_, printed) = finished.stdout.split_once('\n').expect("two lines or more");
+        let (_, printed) =
+            finished.stdout.split_once('\n').expect("two lines or more");
         assert_eq!(
             printed,
             "[\"AnimalData\"] from anonymous:\n\
@@ -131,7 +139,8 @@ fn the_server_program_says_what_is_missing_from_its_command_line() {
         );
         finished.stderr
     };
-    let usage = "usage: tls_server [ADDR] [--tls CERTFILE KEYFILE] [--client-ca CAFILE]";
+    let usage =
+        "usage: tls_server [ADDR] [--tls CERTFILE KEYFILE] [--client-ca CAFILE]";
     assert!(run(&["127.0.0.1:0", "--tls", "only-one.pem"]).contains(usage));
     assert!(run(&["127.0.0.1:0", "--client-ca"]).contains(usage));
     let missing = run(&["127.0.0.1:0", "--tls", "no-such.pem", "no-such.key"]);
@@ -204,7 +213,8 @@ fn clients_that_get_tls_wrong_get_clear_errors_and_the_server_serves_on() {
             .expect("certificate");
 
         let call = |url: String, tls: Option<ClientTlsConfig>| async move {
-            let mut endpoint = Endpoint::from_shared(url).map_err(|e| e.to_string())?;
+            let mut endpoint =
+                Endpoint::from_shared(url).map_err(|e| e.to_string())?;
             if let Some(tls) = tls {
                 endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
             }
@@ -224,7 +234,8 @@ fn clients_that_get_tls_wrong_get_clear_errors_and_the_server_serves_on() {
         ];
         assert!(forms.iter().any(|form| why.contains(form)), "{why}");
 
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(stranger.pem()));
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(stranger.pem()));
         let why = call(url.clone(), Some(tls)).await.expect_err("untrusted");
         assert_eq!(why, "invalid peer certificate: UnknownIssuer");
 
@@ -280,7 +291,8 @@ fn every_certificate_has_a_name_of_its_own_and_common_name_reads_the_subject() {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = |file: &str| {
-            let metadata = std::fs::metadata(dir.path().join(file)).expect("metadata");
+            let metadata =
+                std::fs::metadata(dir.path().join(file)).expect("metadata");
             metadata.permissions().mode() & 0o777
         };
         assert_eq!(mode("server.key"), 0o600);
@@ -310,20 +322,25 @@ fn a_pyarrow_client_connects_over_tls_and_over_mutual_tls() {
     let runtime = common::runtime();
     let dir = certificates();
     for (mutual, expected) in [(false, "anonymous"), (true, CLIENT_NAME)] {
-        let (server, url) = common::block_on(&runtime, "start", start(dir.path(), mutual));
+        let (server, url) =
+            common::block_on(&runtime, "start", start(dir.path(), mutual));
         let url = url.replacen("https://", "grpc+tls://", 1);
         let mut args = vec![url.into(), dir.path().join("ca.pem").into_os_string()];
         if mutual {
             args.push(dir.path().join("client.pem").into_os_string());
             args.push(dir.path().join("client.key").into_os_string());
         }
-        let args: Vec<&std::ffi::OsStr> = args.iter().map(|arg| arg.as_os_str()).collect();
-        let client = ChildProcess::python(&common::python(), "tls_client.py", &args);
+        let args: Vec<&std::ffi::OsStr> =
+            args.iter().map(|arg| arg.as_os_str()).collect();
+        let client =
+            ChildProcess::python(&common::python(), "tls_client.py", &args);
         let finished = client.wait(TIMEOUT);
         assert!(finished.success(), "{}", finished.report());
         assert_eq!(
             finished.stdout,
-            format!("pushed AnimalData; the server knows this client as: {expected}\n")
+            format!(
+                "pushed AnimalData; the server knows this client as: {expected}\n"
+            )
         );
         common::block_on(&runtime, "stop", server.stop());
     }

@@ -21,8 +21,8 @@ use common::{Shutdown, TestServer, within};
 use futures::TryStreamExt;
 use futures::stream::{self, BoxStream};
 use opentelemetry::trace::{
-    FutureExt, SpanId, SpanKind, Status as SpanStatus, TraceContextExt, TraceId, Tracer,
-    TracerProvider,
+    FutureExt, SpanId, SpanKind, Status as SpanStatus, TraceContextExt, TraceId,
+    Tracer, TracerProvider,
 };
 use opentelemetry::{Context, Value};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData};
@@ -33,8 +33,8 @@ use tonic::transport::{Channel, Server};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tower::Layer;
 use tracing_echo::{
-    ClientTracing, ClientTracingLayer, MemoryExporter, ServerTracingLayer, configure_tracing,
-    method_name, serve,
+    ClientTracing, ClientTracingLayer, MemoryExporter, ServerTracingLayer,
+    configure_tracing, method_name, serve,
 };
 
 /// A traced server on a free port, with its own exporter.
@@ -71,10 +71,11 @@ impl Traced {
         let provider = configure_tracing(exporter.clone());
         let tracer = provider.tracer("tests");
         let server_tracer = tracer.clone();
-        let server = TestServer::start(move |listener: TcpListener, shutdown: Shutdown| {
-            serve(listener, server_tracer, shutdown)
-        })
-        .await;
+        let server =
+            TestServer::start(move |listener: TcpListener, shutdown: Shutdown| {
+                serve(listener, server_tracer, shutdown)
+            })
+            .await;
         Traced {
             exporter,
             provider,
@@ -183,7 +184,8 @@ impl FlightService for Streamer {
         _request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let receiver = self.items.lock().expect("lock").take();
-        let receiver = receiver.ok_or_else(|| Status::unavailable("only one do_get"))?;
+        let receiver =
+            receiver.ok_or_else(|| Status::unavailable("only one do_get"))?;
         let items = stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|item| (item, receiver))
         });
@@ -317,7 +319,8 @@ async fn an_error_in_the_middle_of_a_stream_is_recorded_on_both_spans() {
         .await
         .expect("do_get")
         .into_inner();
-    let result: Result<Vec<FlightData>, Status> = within("reading", stream.try_collect()).await;
+    let result: Result<Vec<FlightData>, Status> =
+        within("reading", stream.try_collect()).await;
     let error = result.expect_err("the stream fails");
     assert_eq!(error.code(), Code::DataLoss);
 
@@ -388,7 +391,8 @@ async fn concurrent_calls_keep_their_own_traces() {
 
     let calls = (0..8).map(|i| {
         let mut client = client.clone();
-        let cx = Context::current_with_span(fixture.tracer.start(format!("caller{i}")));
+        let cx =
+            Context::current_with_span(fixture.tracer.start(format!("caller{i}")));
         async move {
             let results: Vec<_> = client
                 .do_action(Action::new("echo", format!("{i}")))
@@ -488,7 +492,9 @@ async fn a_malformed_traceparent_is_ignored() {
                 .await
         })
         .await
-        .unwrap_or_else(|status| panic!("traceparent {value:?} failed the call: {status}"));
+        .unwrap_or_else(|status| {
+            panic!("traceparent {value:?} failed the call: {status}")
+        });
         assert_eq!(results.len(), 2);
 
         let spans = fixture.exporter.take_spans();

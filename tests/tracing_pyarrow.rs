@@ -11,7 +11,9 @@ mod tracing_echo;
 use std::ffi::OsStr;
 
 use common::{ChildProcess, Shutdown, TIMEOUT, TestServer, block_on, runtime};
-use opentelemetry::trace::{SpanId, SpanKind, Status as SpanStatus, TraceId, TracerProvider};
+use opentelemetry::trace::{
+    SpanId, SpanKind, Status as SpanStatus, TraceId, TracerProvider,
+};
 use tokio::net::TcpListener;
 use tracing_echo::{MemoryExporter, configure_tracing, serve};
 

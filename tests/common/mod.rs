@@ -64,7 +64,8 @@ impl TestServer {
                 let _ = stopped.await;
             }),
         );
-        let task = tokio::spawn(async move { served.await.map_err(|e| e.to_string()) });
+        let task =
+            tokio::spawn(async move { served.await.map_err(|e| e.to_string()) });
         TestServer {
             addr,
             stop: Some(stop),
@@ -107,7 +108,9 @@ impl TestServer {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => panic!("the server failed: {e}"),
             Ok(Err(e)) => panic!("the server task failed: {e}"),
-            Err(_) => panic!("the server did not stop within {TIMEOUT:?} of being asked to"),
+            Err(_) => panic!(
+                "the server did not stop within {TIMEOUT:?} of being asked to"
+            ),
         }
     }
 }
@@ -190,7 +193,11 @@ impl ChildProcess {
     }
 
     /// A Python script of `tests/python`, run with `python`.
-    pub fn python(python: &str, script_name: &str, args: &[&std::ffi::OsStr]) -> ChildProcess {
+    pub fn python(
+        python: &str,
+        script_name: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> ChildProcess {
         let mut command = Command::new(python);
         command.arg(script(script_name)).args(args);
         ChildProcess::start(script_name, command)
@@ -330,9 +337,13 @@ pub fn example(name: &str) -> Command {
         .and_then(Path::parent)
         .expect("target/debug/deps");
     let binary = dir.join("examples").join(name);
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let modified =
+        |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let source = repo_root().join(format!("examples/{name}.rs"));
-    if !modified(&binary).zip(modified(&source)).is_some_and(|(b, s)| b >= s) {
+    if !modified(&binary)
+        .zip(modified(&source))
+        .is_some_and(|(b, s)| b >= s)
+    {
         panic!(
             "{} is missing or older than its source: run `cargo test`, or \
              `cargo build -p flight-cookbook-recipes --examples` first",
@@ -370,7 +381,11 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Runs `future` on `runtime`, panicking if it takes longer than [`TIMEOUT`].
-pub fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, what: &str, future: F) -> F::Output {
+pub fn block_on<F: Future>(
+    runtime: &tokio::runtime::Runtime,
+    what: &str,
+    future: F,
+) -> F::Output {
     runtime
         .block_on(async { tokio::time::timeout(TIMEOUT, future).await })
         .unwrap_or_else(|_| panic!("{what} took longer than {TIMEOUT:?}"))
@@ -399,7 +414,10 @@ pub fn collect(mut from: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 /// Waits for `child` for at most `timeout`; `None` if it is still running.
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+pub fn wait_timeout(
+    child: &mut Child,
+    timeout: Duration,
+) -> std::io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -413,7 +431,10 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Opt
 }
 
 /// Runs `command` to its end with no input, killing it after `timeout`.
-pub fn run_with_timeout(mut command: Command, timeout: Duration) -> std::io::Result<Output> {
+pub fn run_with_timeout(
+    mut command: Command,
+    timeout: Duration,
+) -> std::io::Result<Output> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -506,7 +527,8 @@ fn absolute_path(text: &str) -> Option<&str> {
     let bytes = text.as_bytes();
     let part = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
     for (start, _) in text.match_indices('/') {
-        let after_word = start > 0 && (part(bytes[start - 1]) || bytes[start - 1] == b'/');
+        let after_word =
+            start > 0 && (part(bytes[start - 1]) || bytes[start - 1] == b'/');
         if after_word {
             continue;
         }
@@ -546,7 +568,8 @@ impl TestServer {
                 let _ = stopped.await;
             }),
         );
-        let task = tokio::spawn(async move { served.await.map_err(|e| e.to_string()) });
+        let task =
+            tokio::spawn(async move { served.await.map_err(|e| e.to_string()) });
         TestServer {
             addr,
             stop: Some(stop),
