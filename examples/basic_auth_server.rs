@@ -338,6 +338,7 @@ where
     B: Send + 'static,
 {
     type Response = S::Response;
+    // ANCHOR: copy_service_head
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -349,6 +350,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // ANCHOR_END: copy_service_head
         let bearer = match self.auth.check(request.headers()) {
             Ok(bearer) => bearer,
             Err(status) => {

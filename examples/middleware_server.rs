@@ -208,6 +208,7 @@ where
     B: Send + 'static,
 {
     type Response = http::Response<Body>;
+    // ANCHOR: copy_service_head
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -219,6 +220,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // ANCHOR_END: copy_service_head
         let call = CallRecord {
             method: method(&request),
             started: Instant::now(),
@@ -356,6 +358,7 @@ where
     B: Send + 'static,
 {
     type Response = http::Response<Body>;
+    // ANCHOR: copy_service_head
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -367,6 +370,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // ANCHOR_END: copy_service_head
         let method = method(&request);
         let permit = match self.limits.get(&method) {
             None => None,
