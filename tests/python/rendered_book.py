@@ -58,7 +58,7 @@ SEARCHES = {
 VIEWPORT = {"width": 1280, "height": 800}
 
 # Pages open at once, beside the search tab: more gains nothing on 2 cores.
-TABS = int(os.environ.get("RENDERED_BOOK_TABS", "3"))
+TABS = 3
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -140,7 +140,8 @@ TOGGLE_AND_MEASURE = """
     const box = code.getBoundingClientRect();
     const style = getComputedStyle(code);
     const textLeft = box.left + code.clientLeft + parseFloat(style.paddingLeft);
-    const textRight = box.left + code.clientLeft + code.clientWidth - parseFloat(style.paddingRight);
+    const edge = box.left + code.clientLeft + code.clientWidth;
+    const textRight = edge - parseFloat(style.paddingRight);
     const probe = document.createElement('span');
     probe.textContent = 'x'.repeat(100);
     code.appendChild(probe);
@@ -247,7 +248,9 @@ async def check_page(page, errors: list[str], base: str, name: str, shots: pathl
     hidden = [block for block in survey["blocks"] if block["hidden"]]
     for block in hidden:
         if block["shownBefore"]:
-            problems.append(f"block {block['index']}: hidden lines show before the eye button is pressed")
+            problems.append(
+                f"block {block['index']}: hidden lines show before the eye button is pressed"
+            )
         if not block["eye"]:
             problems.append(f"block {block['index']}: has hidden lines but no eye button")
     # The first block with hidden lines is clicked as a reader does, with
@@ -281,6 +284,7 @@ async def check_page(page, errors: list[str], base: str, name: str, shots: pathl
     # A program shown in several blocks of a page, a part in each, has the
     # same long line in each of them: it is named once, with its blocks.
     fits = set(toggled["fits"])
+    other_problems = bool(errors or problems)
     wide: dict[str, dict] = {}
     for measured in toggled["measured"]:
         block = blocks[measured["index"]]
@@ -288,8 +292,12 @@ async def check_page(page, errors: list[str], base: str, name: str, shots: pathl
         where = f"block {block['index']} ({language}"
         where += f", under {measured['heading']!r})" if measured["heading"] else ")"
         for line in measured["overflowing"]:
-            seen = wide.setdefault(line["text"], {"fits": measured["fits"], "shown": [], "hidden": []})
-            seen["hidden" if line["hidden"] else "shown"].append(block["index"] if line["hidden"] else where)
+            empty = {"fits": measured["fits"], "shown": [], "hidden": []}
+            seen = wide.setdefault(line["text"], empty)
+            if line["hidden"]:
+                seen["hidden"].append(block["index"])
+            else:
+                seen["shown"].append(where)
         if not measured["overflowing"]:
             problems.append(f"{where}: scrolls sideways, though no line of its text is too wide")
     for text, seen in wide.items():
@@ -298,18 +306,21 @@ async def check_page(page, errors: list[str], base: str, name: str, shots: pathl
             places.append("shown in " + ", ".join(seen["shown"]))
         if seen["hidden"]:
             numbers = ", ".join(map(str, seen["hidden"]))
-            places.append(f"behind the eye button in block{'s' if len(seen['hidden']) > 1 else ''} {numbers}")
+            blocks_word = "blocks" if len(seen["hidden"]) > 1 else "block"
+            places.append(f"behind the eye button in {blocks_word} {numbers}")
         size = f"a code line of {len(text)} characters, where {seen['fits']} fit"
         if len(text) <= seen["fits"]:
             size = f"a code line of {len(text)} characters, wider than its block all the same"
         problems.append(f"{size}: {text.strip()}   [{'; '.join(places)}]")
 
     # The top of the page, as a reader first sees it, costs a tenth of a
-    # second; the whole page (seconds) only when something is wrong on it.
+    # second; the whole page (seconds) only when something is wrong on it
+    # that a picture shows better than the report (not a long line, which
+    # the report quotes).
     shot = shots / name.replace(".html", ".png")
     await page.evaluate("window.scrollTo(0, 0)")
     try:
-        await page.screenshot(path=str(shot), full_page=bool(errors or problems), timeout=30_000)
+        await page.screenshot(path=str(shot), full_page=other_problems, timeout=30_000)
     except Exception:
         await page.screenshot(path=str(shot))
     return {
@@ -445,9 +456,17 @@ async def run(root: pathlib.Path, pages: list[str], shots: pathlib.Path) -> tupl
                     results[name] = await check_page(page, errors, base, name, shots)
                 except Exception as e:
                     stopped = f"{name}: the check of this page stopped: {e}"
-                    results[name] = {"name": name, "problems": [stopped], "ids": set(), "hrefs": [], "fits": set()}
+                    results[name] = {
+                        "name": name,
+                        "problems": [stopped],
+                        "ids": set(),
+                        "hrefs": [],
+                        "fits": set(),
+                    }
 
-        searched, *_ = await asyncio.gather(check_searches(search_tab, base), *map(check_pages, tabs))
+        searched, *_ = await asyncio.gather(
+            check_searches(search_tab, base), *map(check_pages, tabs)
+        )
         checked = [results[name] for name in pages]
         times["pages and searches"] = time.monotonic() - start
         await browser.close()
@@ -466,9 +485,10 @@ def main() -> int:
     problems, times = asyncio.run(run(root, pages, shots))
     fits = times.pop("fits", [])
     took = ", ".join(f"{what} {seconds:.1f} s" for what, seconds in times.items())
-    print(f"checked {len(pages)} pages and {len(SEARCHES)} searches ({took}); screenshots in {shots}")
-    width = VIEWPORT["width"], VIEWPORT["height"]
-    print(f"code blocks at {width[0]}x{width[1]} fit {' or '.join(map(str, fits))} characters a line")
+    print(f"checked {len(pages)} pages and {len(SEARCHES)} searches ({took})")
+    print(f"screenshots in {shots}")
+    fit = " or ".join(map(str, fits))
+    print(f"code blocks at {VIEWPORT['width']}x{VIEWPORT['height']} fit {fit} characters a line")
     for problem in problems:
         print("PROBLEM:", problem)
     return 1 if problems else 0
