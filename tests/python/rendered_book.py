@@ -12,8 +12,9 @@ button is pressed (the first block of each page is clicked with the mouse,
 as a reader does), no line of a code block may be wider than the block (the
 hidden ones once the eye button shows them), no page may show a playground
 Run button, and the search box must find the recipes by their key words. A
-screenshot of every page goes to SCREENSHOT_DIR. Exits non-zero on any
-problem, listing each one.
+screenshot of every page goes to SCREENSHOT_DIR: of its top, as a reader
+first sees it, or of the whole page when it has a problem that the report
+does not quote. Exits non-zero on any problem, listing each one.
 
 The pages are checked in parallel tabs of one browser, each with a few
 round trips: the checks run inside the page, and every wait is on the
