@@ -2,7 +2,8 @@
 //! `target/rendered-book` and opened in headless Chromium by
 //! `tests/python/rendered_book.py`, which checks every page, link, reference
 //! link, hidden line, code line's width, search and Run button, and leaves a
-//! screenshot of every page in `target/screenshots`.
+//! screenshot of every page in `target/screenshots`. A code line fits when
+//! its block does not scroll sideways: 86 characters at the book's width.
 
 mod common;
 

@@ -12,8 +12,9 @@ button is pressed (the first block of each page is clicked with the mouse,
 as a reader does), no line of a code block may be wider than the block (the
 hidden ones once the eye button shows them), no page may show a playground
 Run button, and the search box must find the recipes by their key words. A
-screenshot of every page goes to SCREENSHOT_DIR. Exits non-zero on any
-problem, listing each one.
+screenshot of every page goes to SCREENSHOT_DIR: of its top, as a reader
+first sees it, or of the whole page when it has a problem that the report
+does not quote. Exits non-zero on any problem, listing each one.
 
 The pages are checked in parallel tabs of one browser, each with a few
 round trips: the checks run inside the page, and every wait is on the
@@ -53,12 +54,12 @@ SEARCHES = {
     "app_metadata": "exchange.html",
 }
 
-# A laptop's screen; the book's code column is as wide at any width above
-# about 1100 pixels (its text is at most 750 pixels wide).
+# A laptop's screen. The book's code blocks are as wide (750 pixels, 86
+# characters) at any width from 1024 pixels up.
 VIEWPORT = {"width": 1280, "height": 800}
 
 # Pages open at once, beside the search tab: more gains nothing on 2 cores.
-TABS = int(os.environ.get("RENDERED_BOOK_TABS", "3"))
+TABS = 3
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -94,7 +95,12 @@ async () => {
     ids: all('[id]').map(e => e.id),
     hrefs: all('main a[href]').map(a => a.getAttribute('href')),
     html: prose.map(e => e.innerHTML).join('\\n'),
-    text: prose.map(e => e.textContent).join('\\n'),
+    // Without inline code, where `a[i][j]` is no link.
+    text: prose.map(e => {
+      const copy = e.cloneNode(true);
+      copy.querySelectorAll('code').forEach(c => c.remove());
+      return copy.textContent;
+    }).join('\\n'),
     runButtons: all('.play-button').length,
     blocks,
   };
@@ -135,7 +141,8 @@ TOGGLE_AND_MEASURE = """
     const box = code.getBoundingClientRect();
     const style = getComputedStyle(code);
     const textLeft = box.left + code.clientLeft + parseFloat(style.paddingLeft);
-    const textRight = box.left + code.clientLeft + code.clientWidth - parseFloat(style.paddingRight);
+    const edge = box.left + code.clientLeft + code.clientWidth;
+    const textRight = edge - parseFloat(style.paddingRight);
     const probe = document.createElement('span');
     probe.textContent = 'x'.repeat(100);
     code.appendChild(probe);
@@ -197,7 +204,7 @@ def pages_in(summary: pathlib.Path) -> list[str]:
 
 def serve(root: pathlib.Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
@@ -205,6 +212,11 @@ def serve(root: pathlib.Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a tab closed while a file was on its way
 
 
 def watch(page, errors: list[str]) -> None:
@@ -218,12 +230,11 @@ def watch(page, errors: list[str]) -> None:
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} ({r.failure})"))
 
 
-async def check_page(context, base: str, name: str, shots: pathlib.Path) -> dict:
-    """Loads one page, checks it, and leaves its screenshot."""
-    page = await context.new_page()
-    errors: list[str] = []
-    watch(page, errors)
+async def check_page(page, errors: list[str], base: str, name: str, shots: pathlib.Path) -> dict:
+    """Loads one page in a tab, checks it, and leaves its screenshot; the
+    tab's errors are collected in `errors`."""
     problems: list[str] = []
+    errors.clear()
     await page.goto(base + name, wait_until="load")
     survey = await page.evaluate(SURVEY)
 
@@ -238,13 +249,20 @@ async def check_page(context, base: str, name: str, shots: pathlib.Path) -> dict
     hidden = [block for block in survey["blocks"] if block["hidden"]]
     for block in hidden:
         if block["shownBefore"]:
-            problems.append(f"block {block['index']}: hidden lines show before the eye button is pressed")
+            problems.append(
+                f"block {block['index']}: hidden lines show before the eye button is pressed"
+            )
         if not block["eye"]:
             problems.append(f"block {block['index']}: has hidden lines but no eye button")
     # The first block with hidden lines is clicked as a reader does, with
     # the mouse; the others get the same click event from the page itself.
     first = next((block["index"] for block in hidden if block["eye"]), 0)
-    clicked = page.locator(f'main pre:has(> code[data-block="{first}"])')
+    if first:
+        # The browser's own selector: Playwright's `:has()` takes a third
+        # of a second on the longest pages.
+        clicked = await page.evaluate_handle(
+            "n => document.querySelector(`main pre > code[data-block='${n}']`).parentElement", first
+        )
     if first and not await mouse_click(page, clicked, "Show hidden lines"):
         problems.append(f"block {first}: the eye button does not show under the mouse")
     toggled = await page.evaluate(TOGGLE_AND_MEASURE, first)
@@ -267,6 +285,7 @@ async def check_page(context, base: str, name: str, shots: pathlib.Path) -> dict
     # A program shown in several blocks of a page, a part in each, has the
     # same long line in each of them: it is named once, with its blocks.
     fits = set(toggled["fits"])
+    other_problems = bool(errors or problems)
     wide: dict[str, dict] = {}
     for measured in toggled["measured"]:
         block = blocks[measured["index"]]
@@ -274,8 +293,12 @@ async def check_page(context, base: str, name: str, shots: pathlib.Path) -> dict
         where = f"block {block['index']} ({language}"
         where += f", under {measured['heading']!r})" if measured["heading"] else ")"
         for line in measured["overflowing"]:
-            seen = wide.setdefault(line["text"], {"fits": measured["fits"], "shown": [], "hidden": []})
-            seen["hidden" if line["hidden"] else "shown"].append(block["index"] if line["hidden"] else where)
+            empty = {"fits": measured["fits"], "shown": [], "hidden": []}
+            seen = wide.setdefault(line["text"], empty)
+            if line["hidden"]:
+                seen["hidden"].append(block["index"])
+            else:
+                seen["shown"].append(where)
         if not measured["overflowing"]:
             problems.append(f"{where}: scrolls sideways, though no line of its text is too wide")
     for text, seen in wide.items():
@@ -284,33 +307,37 @@ async def check_page(context, base: str, name: str, shots: pathlib.Path) -> dict
             places.append("shown in " + ", ".join(seen["shown"]))
         if seen["hidden"]:
             numbers = ", ".join(map(str, seen["hidden"]))
-            places.append(f"behind the eye button in block{'s' if len(seen['hidden']) > 1 else ''} {numbers}")
-        problems.append(
-            f"a code line of {len(text)} characters, where {seen['fits']} fit: "
-            f"{text.strip()}   [{'; '.join(places)}]"
-        )
+            blocks_word = "blocks" if len(seen["hidden"]) > 1 else "block"
+            places.append(f"behind the eye button in {blocks_word} {numbers}")
+        size = f"a code line of {len(text)} characters, where {seen['fits']} fit"
+        if len(text) <= seen["fits"]:
+            size = f"a code line of {len(text)} characters, wider than its block all the same"
+        problems.append(f"{size}: {text.strip()}   [{'; '.join(places)}]")
 
     # The top of the page, as a reader first sees it, costs a tenth of a
-    # second; the whole page (seconds) only when something is wrong on it.
+    # second; the whole page (seconds) only when something is wrong on it
+    # that a picture shows better than the report (not a long line, which
+    # the report quotes).
     shot = shots / name.replace(".html", ".png")
     await page.evaluate("window.scrollTo(0, 0)")
-    await page.screenshot(path=str(shot), full_page=bool(errors or problems))
-    await page.close()
+    try:
+        await page.screenshot(path=str(shot), full_page=other_problems, timeout=30_000)
+    except Exception:
+        await page.screenshot(path=str(shot))
     return {
         "name": name,
-        "problems": [f"{name}: {e}" for e in errors] + [f"{name}: {p}" for p in problems],
+        "problems": [f"{name}: {p}" for p in dict.fromkeys(errors + problems)],
         "ids": set(survey["ids"]),
         "hrefs": survey["hrefs"],
         "fits": fits,
     }
 
 
-async def mouse_click(page, block, title: str) -> bool:
+async def mouse_click(page, pre, title: str) -> bool:
     """Clicks a block's button with the mouse, as a reader does: the block's
     top is scrolled below the menu bar, the mouse moves over the block, and
     once the button has faded in (it shows only under the mouse) the mouse
     clicks it. False if the button does not show."""
-    pre = await block.element_handle()
     at = await pre.evaluate(
         """pre => {
           window.scrollTo(0, pre.getBoundingClientRect().top + window.scrollY - 200);
@@ -359,31 +386,36 @@ def check_links(root: pathlib.Path, base: str, checked: list[dict]) -> list[str]
     return problems
 
 
-async def check_searches(context, base: str) -> list[str]:
+async def check_searches(page, base: str) -> list[str]:
     """Types each key word into the search box, as a reader does, and reads
     the results once their header names the word."""
-    page = await context.new_page()
     errors: list[str] = []
     watch(page, errors)
     problems = []
     await page.goto(base + "index.html", wait_until="load")
     await page.click("#mdbook-search-toggle")
     searchbar = page.locator("#mdbook-searchbar")
+    answered = False
     for word, expected in SEARCHES.items():
         # The search runs when a key goes up: the word goes in whole but
         # for its last letter, which is typed.
         await searchbar.fill(word[:-1])
         await searchbar.press(word[-1])
         try:
+            # The first search waits for the search index to load, too.
             await page.wait_for_function(
                 "w => document.querySelector('#mdbook-searchresults-header')"
                 ".textContent.includes(\"'\" + w + \"'\")",
                 arg=word,
-                timeout=10_000,
+                timeout=5_000 if answered else 20_000,
             )
         except Exception:
-            problems.append(f"search for {word!r}: no results header within 10 s")
+            if not answered:
+                problems.append(f"search for {word!r}: no results header: the search does not work")
+                break
+            problems.append(f"search for {word!r}: no results header within 5 s")
             continue
+        answered = True
         found = await page.eval_on_selector_all(
             "#mdbook-searchresults a", "els => els.map(e => e.getAttribute('href'))"
         )
@@ -391,33 +423,52 @@ async def check_searches(context, base: str) -> list[str]:
             problems.append(f"search for {word!r}: no results")
         elif not any(re.split(r"[?#]", href)[0] == expected for href in found):
             problems.append(f"search for {word!r}: {expected} not among {found}")
-    await page.close()
-    return [f"search: {e}" for e in errors] + problems
+    return [f"search: {e}" for e in dict.fromkeys(errors)] + problems
 
 
 async def run(root: pathlib.Path, pages: list[str], shots: pathlib.Path) -> tuple[list[str], dict]:
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     times = {}
     start = time.monotonic()
+    built = asyncio.create_task(asyncio.to_thread(sys.stdin.readline))
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         context = await browser.new_context(viewport=VIEWPORT)
         context.set_default_timeout(10_000)
+        # A tab for the searches, and TABS for the pages: each checks the
+        # next page not yet taken (a new tab costs a renderer process, a
+        # tab that goes on to another page costs nothing).
+        search_tab, *tabs = await asyncio.gather(*(context.new_page() for _ in range(TABS + 1)))
         times["browser start"] = time.monotonic() - start
-        if not sys.stdin.readline():
+        if not await built:
             await browser.close()
             return ["the book was not built"], times
         server, base = serve(root)
         start = time.monotonic()
-        tabs = asyncio.Semaphore(TABS)
+        queue = list(pages)
+        results: dict[str, dict] = {}
 
-        async def one(name):
-            async with tabs:
-                return await check_page(context, base, name, shots)
+        async def check_pages(page):
+            errors: list[str] = []
+            watch(page, errors)
+            while queue:
+                name = queue.pop(0)
+                try:
+                    results[name] = await check_page(page, errors, base, name, shots)
+                except Exception as e:
+                    stopped = f"{name}: the check of this page stopped: {e}"
+                    results[name] = {
+                        "name": name,
+                        "problems": [stopped],
+                        "ids": set(),
+                        "hrefs": [],
+                        "fits": set(),
+                    }
 
-        searched, *checked = await asyncio.gather(
-            check_searches(context, base), *(one(name) for name in pages)
+        searched, *_ = await asyncio.gather(
+            check_searches(search_tab, base), *map(check_pages, tabs)
         )
+        checked = [results[name] for name in pages]
         times["pages and searches"] = time.monotonic() - start
         await browser.close()
         server.shutdown()
@@ -435,9 +486,10 @@ def main() -> int:
     problems, times = asyncio.run(run(root, pages, shots))
     fits = times.pop("fits", [])
     took = ", ".join(f"{what} {seconds:.1f} s" for what, seconds in times.items())
-    print(f"checked {len(pages)} pages and {len(SEARCHES)} searches ({took}); screenshots in {shots}")
-    width = VIEWPORT["width"], VIEWPORT["height"]
-    print(f"code blocks at {width[0]}x{width[1]} fit {' or '.join(map(str, fits))} characters a line")
+    print(f"checked {len(pages)} pages and {len(SEARCHES)} searches ({took})")
+    print(f"screenshots in {shots}")
+    fit = " or ".join(map(str, fits))
+    print(f"code blocks at {VIEWPORT['width']}x{VIEWPORT['height']} fit {fit} characters a line")
     for problem in problems:
         print("PROBLEM:", problem)
     return 1 if problems else 0
