@@ -340,10 +340,8 @@ pub fn example(name: &str) -> Command {
     let modified =
         |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let source = repo_root().join(format!("examples/{name}.rs"));
-    if !modified(&binary)
-        .zip(modified(&source))
-        .is_some_and(|(b, s)| b >= s)
-    {
+    let fresh = modified(&binary).zip(modified(&source));
+    if fresh.is_none_or(|(built, written)| built < written) {
         panic!(
             "{} is missing or older than its source: run `cargo test`, or \
              `cargo build -p flight-cookbook-recipes --examples` first",
