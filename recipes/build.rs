@@ -19,12 +19,21 @@ fn main() {
     println!("cargo:rerun-if-env-changed=FLIGHT_COOKBOOK_PYTHON");
     println!("cargo:rerun-if-env-changed=CI");
     println!("cargo:rerun-if-env-changed=PATH");
-    // The top folder changes when `.venv` is made; the venv when a package
-    // is installed into it.
-    println!("cargo:rerun-if-changed=..");
     println!("cargo:rerun-if-changed=../tests/python/requirements.txt");
-    if root.join(".venv/lib").exists() {
-        println!("cargo:rerun-if-changed=../.venv/lib");
+    // Watching a file that does not exist makes cargo run this again on
+    // every build: so a tool installed later is found (only where one is
+    // missing, and at the price of rebuilding this package's tests).
+    let mdbook =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|dir| dir.join("mdbook"))
+            .find(|path| path.exists());
+    let watched = [
+        root.join(".venv/pyvenv.cfg"),
+        mdbook.unwrap_or_else(|| root.join("no-mdbook-on-the-path")),
+        Path::new("/usr/bin/chromium").to_path_buf(),
+    ];
+    for path in watched {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rustc-check-cfg=cfg(python)");
     println!("cargo:rustc-check-cfg=cfg(mdbook)");
