@@ -56,21 +56,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("the listener's address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let served = serve(
-            listener,
-            Box::pin(async move {
-                let _ = stopped.await;
-            }),
-        );
-        let task =
-            tokio::spawn(async move { served.await.map_err(|e| e.to_string()) });
-        TestServer {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        TestServer::start_on(listener, serve).await
     }
 
     /// `http://127.0.0.1:PORT`, what a tonic channel connects to.
