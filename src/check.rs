@@ -54,7 +54,8 @@ impl Block {
                 "end" => block.end = number,
                 "heading" => block.heading = value.into(),
                 "expected_line" => block.expected_line = number,
-                _ => block.excerpt = value == "true",
+                "excerpt" => block.excerpt = value == "true",
+                _ => {}
             }
         }
         (block, program)
