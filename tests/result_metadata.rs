@@ -501,6 +501,7 @@ fn pyarrow_sees_the_order_app_metadata_headers_and_trailers() {
             "  endpoint b'sample/1': app_metadata b'min_id=1000;max_id=1999', locations []",
             "  endpoint b'sample/2': app_metadata b'min_id=2000;max_id=2999', locations []",
             "read in endpoint order: ids 0 to 2999 in order: True",
+            "received_headers calls, our keys: [['x-rows-planned'], ['x-rows-sent', 'x-server-micros']]",
             "headers: x-rows-planned ['1000']",
             "trailers: x-rows-sent ['1000'], x-server-micros is a number: True",
             "slow with a 0.5 s timeout: FlightTimedOutError",

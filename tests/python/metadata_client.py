@@ -52,10 +52,16 @@ def main():
     for endpoint in numbers.endpoints:
         table = client.do_get(endpoint.ticket).read_all()
         ids.extend(table.column("id").to_pylist())
-    print(f"read in endpoint order: ids 0 to 2999 in order: {ids == list(range(3000))}")
+    in_order = ids == list(range(3000))
+    print(f"read in endpoint order: ids 0 to 2999 in order: {in_order}")
 
     recorder.received.clear()
     client.do_get(flight.Ticket(b"numbers/0")).read_all()
+    ours = [
+        sorted(key for key in headers if key.startswith("x-"))
+        for headers in recorder.received
+    ]
+    print(f"received_headers calls, our keys: {ours}")
     merged = {}
     for headers in recorder.received:
         merged.update(headers)
