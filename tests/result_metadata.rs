@@ -309,11 +309,13 @@ fn a_dropped_download_stops_the_work_on_the_server() {
             let (made, end) = made(&first_line(&lines).await);
             assert_eq!(end, "the client went away");
             // What the server made beyond what the client read: what it had
-            // made ahead (flow control lets it) and what it made after the
-            // client left, together. 100 000 would mean it never stopped.
+            // made ahead (HTTP/2 flow control and send buffers let it) and
+            // what it made after the client left, together; 500 batches are
+            // a second of work at least. A server that never noticed would
+            // log no line at all.
             assert!(made >= read, "made {made}, read {read}");
             assert!(
-                made - read <= 64,
+                made - read <= 500,
                 "made {made} batches, the client read {read}"
             );
             // The server goes on serving.
