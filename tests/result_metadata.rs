@@ -181,13 +181,14 @@ fn ordered_endpoints_fetched_at_once_and_put_back_give_the_sequential_table() {
         let info = describe(&mut client, "numbers").await.expect("numbers");
         assert!(info.ordered);
         assert_eq!(info.total_records, 3000);
+        // The first DoGet calls: the layer makes the first of them that
+        // comes in the last to end, and the second the last but one.
+        let parallel = all_at_once(&channel, &info.endpoint).await.expect("read");
+        let parallel = ids(&parallel).expect("ids");
         let sequential =
             ids(&one_by_one(&channel, &info.endpoint).await.expect("read"))
                 .expect("ids");
         assert_eq!(sequential, (0..3000).collect::<Vec<i64>>());
-        // The layer makes the first call that comes in the last to end.
-        let parallel = all_at_once(&channel, &info.endpoint).await.expect("read");
-        let parallel = ids(&parallel).expect("ids");
         let starts =
             |ids: &[i64]| ids.iter().step_by(1000).copied().collect::<Vec<_>>();
         assert!(
