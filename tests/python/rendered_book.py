@@ -52,6 +52,7 @@ SEARCHES = {
     "traceparent": "tracing.html",
     "clear_token": "flight_sql.html",
     "app_metadata": "exchange.html",
+    "RenewFlightEndpoint": "long_queries.html",
 }
 
 # A laptop's screen. The book's code blocks are as wide (750 pixels, 86
