@@ -69,6 +69,7 @@ enum State {
     Cancelled,
     /// Nobody polled it before its poll descriptor expired.
     Abandoned,
+    Failed,
 }
 
 struct Query {
@@ -200,10 +201,14 @@ fn schema() -> SchemaRef {
 // ANCHOR: work
 /// Computes the parts of query `id` one after another, each taking
 /// `part_time`, and stops when the query is cancelled or abandoned.
-async fn work(queries: Queries, id: u64, timing: Timing) {
+async fn work(queries: Queries, id: u64, rows: i64, timing: Timing) {
     let mut part = 0;
     loop {
         tokio::time::sleep(timing.part_time).await;
+        let first = part as i64 * PART_ROWS + 1;
+        let last = (first + PART_ROWS - 1).min(rows);
+        let column = Int64Array::from_iter_values(first..=last);
+        let batch = RecordBatch::try_new(schema(), vec![Arc::new(column)]);
         let Ok(mut queries) = queries.lock() else {
             return;
         };
@@ -218,12 +223,8 @@ async fn work(queries: Queries, id: u64, timing: Timing) {
             query.stop(State::Abandoned);
             return;
         }
-        let first = part as i64 * PART_ROWS + 1;
-        let last = (first + PART_ROWS - 1).min(query.rows);
-        let column = Int64Array::from_iter_values(first..=last);
-        let Ok(batch) = RecordBatch::try_new(schema(), vec![Arc::new(column)])
-        else {
-            query.stop(State::Cancelled);
+        let Ok(batch) = batch else {
+            query.stop(State::Failed);
             return;
         };
         let expires = (!query.read_once).then(|| now + timing.ttl);
@@ -266,7 +267,7 @@ impl LongQueryService {
                 || query.last_valid() + self.timing.ttl > now
         });
         let total_parts = (rows + PART_ROWS - 1) / PART_ROWS;
-        let work = tokio::spawn(work(self.queries.clone(), id, self.timing));
+        let work = tokio::spawn(work(self.queries.clone(), id, rows, self.timing));
         let query = Query {
             rows,
             total_parts: total_parts as usize,
@@ -334,6 +335,11 @@ impl LongQueryService {
                      expired; start the query again",
                     query.progress()
                 )));
+            }
+            State::Failed => {
+                let message =
+                    format!("query {id} failed after {}", query.progress());
+                return Err(Status::internal(message));
             }
             State::Running | State::Done => {}
         }
@@ -554,7 +560,9 @@ impl LongQueryService {
                 query.stop(State::Cancelled);
                 CancelStatus::Cancelled
             }
-            State::Cancelled | State::Abandoned => CancelStatus::Cancelled,
+            State::Cancelled | State::Abandoned | State::Failed => {
+                CancelStatus::Cancelled
+            }
             State::Done => CancelStatus::NotCancellable,
         };
         Ok(CancelFlightInfoResult::new(status))
