@@ -640,9 +640,12 @@ fn arguments() -> Result<(String, Timing), Box<dyn std::error::Error>> {
     let (mut addr, mut timing) = ("127.0.0.1:8826".to_string(), Timing::default());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut seconds = || -> Result<Duration, Box<dyn std::error::Error>> {
-            let value = args.next().ok_or(format!("{arg} needs SECONDS"))?;
-            Ok(Duration::try_from_secs_f64(value.parse()?)?)
+        let mut seconds = || {
+            let value = args.next().unwrap_or_default();
+            let seconds = value.parse().ok();
+            let duration =
+                seconds.and_then(|s| Duration::try_from_secs_f64(s).ok());
+            duration.ok_or(format!("{arg} {value:?}: not a number of seconds"))
         };
         match arg.as_str() {
             "--part-time" => timing.part_time = seconds()?,

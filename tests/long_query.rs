@@ -471,3 +471,45 @@ fn bad_descriptors_tickets_and_actions_get_clear_statuses() {
         server.stop().await;
     });
 }
+
+#[test]
+fn the_server_program_takes_its_timing_from_the_command_line() {
+    let mut program = common::example("long_query_server");
+    program.args(["127.0.0.1:0", "--part-time", "0.05", "--ttl", "0.5"]);
+    let mut server = common::ChildProcess::start("long_query_server", program);
+    let url = format!("http://{}", server.serving_on());
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the calls", async {
+        let channel = tonic::transport::Channel::from_shared(url)
+            .expect("a URL")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = FlightClient::new(channel);
+        let sent = SystemTime::now();
+        let info = poll(&mut client, command("count to 1000")).await;
+        let until = SystemTime::try_from(info.expiration_time.expect("expires"))
+            .expect("a time");
+        let ttl = Duration::from_millis(500);
+        let got = SystemTime::now();
+        assert!(
+            until > sent && until <= got + ttl,
+            "{until:?}, not --ttl 0.5"
+        );
+        // Four parts of 50 ms, where the default takes 2 s.
+        let started = Instant::now();
+        let info = client.get_flight_info(command("count to 1000")).await;
+        assert_eq!(info.expect("a result").endpoint.len(), 4);
+        assert!(started.elapsed() < PART_TIME * 3, "{:?}", started.elapsed());
+    });
+    let finished = server.terminate();
+    assert!(finished.success(), "{}", finished.report());
+
+    let mut program = common::example("long_query_server");
+    program.args(["127.0.0.1:0", "--ttl", "soon"]);
+    let output = common::run_with_timeout(program, common::TIMEOUT).expect("ran");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = ["--ttl", "soon", "not a number of seconds"];
+    assert!(expected.iter().all(|e| stderr.contains(e)), "{stderr}");
+}
