@@ -17,7 +17,9 @@ pub async fn read(
     client: &mut FlightClient,
     endpoint: &FlightEndpoint,
 ) -> Result<Vec<i64>, FlightError> {
-    let ticket = endpoint.ticket.clone().unwrap_or_default();
+    let ticket = endpoint.ticket.clone();
+    let ticket = ticket
+        .ok_or_else(|| FlightError::protocol("the endpoint has no ticket"))?;
     let batches: Vec<RecordBatch> =
         client.do_get(ticket).await?.try_collect().await?;
     let mut values = Vec::new();

@@ -285,7 +285,8 @@ impl LongQueryService {
 
     // ANCHOR: wait
     /// Waits until query `id` has more than `seen` parts or has ended, but
-    /// no longer than `longest`; renews its poll descriptor meanwhile.
+    /// no longer than `longest`. It counts as a poll: the query's poll
+    /// descriptor is valid for `ttl` from now.
     async fn wait(
         &self,
         id: u64,
