@@ -513,3 +513,29 @@ fn the_server_program_takes_its_timing_from_the_command_line() {
     let expected = ["--ttl", "soon", "not a number of seconds"];
     assert!(expected.iter().all(|e| stderr.contains(e)), "{stderr}");
 }
+
+#[test]
+fn a_get_flight_info_client_that_hangs_up_abandons_its_query() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the hang-up test", async {
+        let part_time = Duration::from_millis(100);
+        let ttl = Duration::from_millis(500);
+        let server = start_with(Timing { part_time, ttl }).await;
+        let mut client = server.client().await;
+        let call = client.get_flight_info(command("count to 100000"));
+        let gave_up = tokio::time::timeout(Duration::from_millis(300), call).await;
+        assert!(gave_up.is_err(), "the call did not wait: {gave_up:?}");
+        // 300 ms of waiting and 500 ms of TTL are 8 parts; had the work gone
+        // on, 30 parts would be done by now.
+        tokio::time::sleep(part_time * 30).await;
+        let status = status_of(client.poll_flight_info(command("query 1")).await);
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        let abandoned = parts_computed(&status);
+        assert!(abandoned <= 12, "{status:?}");
+        tokio::time::sleep(part_time * 5).await;
+        let status = status_of(client.poll_flight_info(command("query 1")).await);
+        assert_eq!(parts_computed(&status), abandoned, "the work went on");
+        drop(client);
+        server.stop().await;
+    });
+}
