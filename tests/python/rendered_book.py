@@ -53,6 +53,7 @@ SEARCHES = {
     "clear_token": "flight_sql.html",
     "app_metadata": "exchange.html",
     "trailers": "result_metadata.html",
+    "RenewFlightEndpoint": "long_queries.html",
 }
 
 # A laptop's screen. The book's code blocks are as wide (750 pixels, 86
