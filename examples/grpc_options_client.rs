@@ -10,6 +10,7 @@ use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt, stream};
 use tonic::codec::CompressionEncoding;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 // ANCHOR_END: uses
@@ -84,6 +85,27 @@ pub async fn upload(
 }
 // ANCHOR_END: upload
 
+// ANCHOR: headers
+/// Asks the server to sleep `ms` milliseconds, with an `x-filler` header of
+/// `filler` bytes on the call.
+pub async fn sleep(
+    client: &mut FlightServiceClient<Channel>,
+    ms: &str,
+    filler: usize,
+) -> Result<String, tonic::Status> {
+    let mut request = Request::new(Action::new("sleep", ms.to_string()));
+    let value = MetadataValue::try_from("x".repeat(filler))
+        .map_err(|_| tonic::Status::invalid_argument("not a header value"))?;
+    request.metadata_mut().insert("x-filler", value);
+    let mut results = client.do_action(request).await?.into_inner();
+    let mut text = String::new();
+    while let Some(result) = results.message().await? {
+        text.push_str(&String::from_utf8_lossy(&result.body));
+    }
+    Ok(text)
+}
+// ANCHOR_END: headers
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1);
@@ -131,7 +153,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: gzip
 
     // ANCHOR: deadline
-    let mut client = FlightServiceClient::new(channel);
+    let mut client = FlightServiceClient::new(channel.clone());
     let mut request = Request::new(Action::new("sleep", "100"));
     request.set_timeout(Duration::from_secs(5));
     let mut results = client.do_action(request).await?.into_inner();
@@ -149,5 +171,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(_) => return Err("expected the call to run out of time".into()),
     }
     // ANCHOR_END: deadline
+
+    // ANCHOR: headers
+    let mut sleeper = FlightServiceClient::new(channel.clone());
+    let nap = tokio::spawn(async move { sleep(&mut sleeper, "500", 0).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for kib in [8, 64, 1000] {
+        match sleep(&mut client, "0", kib * 1024).await {
+            Ok(text) => println!("{kib} KiB of headers: {text}"),
+            Err(status) => {
+                println!("{kib} KiB: {:?}: {}", status.code(), status.message())
+            }
+        }
+    }
+    println!("the call in flight: {}", nap.await??);
+    // ANCHOR_END: headers
     Ok(())
 }

@@ -337,3 +337,35 @@ fn a_pyarrow_download_survives_an_oversized_header() {
     );
     common::block_on(&runtime, "stopping the server", server.stop());
 }
+
+/// What the chapter says happens beyond the 1 MiB it states: h2 answers
+/// HTTP 431 itself (`Unknown` to a tonic client), and the call still fails
+/// alone; a header block of more than 81 frames closes the connection.
+#[tokio::test]
+async fn beyond_1_mib_h2_answers_431_then_closes_the_connection() {
+    let server = TestServer::start(grpc_options_server::serve).await;
+    for (size, alone) in [(1024 * 1024 + 1024, true), (2 * 1024 * 1024, false)] {
+        let channel = server.channel().await;
+        let mut sleeper = FlightServiceClient::new(channel.clone());
+        let sleep = tokio::spawn(async move {
+            let action = Action::new("sleep", "700");
+            let results = sleeper.do_action(Request::new(action)).await?;
+            results.into_inner().try_collect::<Vec<_>>().await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut client = FlightServiceClient::new(channel.clone());
+        let refused = within("the oversized call", list_actions(&mut client, size));
+        let status = refused.await.expect_err("refused");
+        let slept = within("the sleep", sleep).await.expect("the task");
+        if alone {
+            assert_eq!(status.code(), Code::Unknown, "{status:?}");
+            assert!(status.message().contains("431"), "{status:?}");
+            assert!(slept.is_ok(), "the sleep completes: {slept:?}");
+        } else {
+            let error = format!("{status:?}");
+            assert!(error.contains("too_many_continuations"), "{error}");
+            assert!(slept.is_err(), "the sleep dies with the connection");
+        }
+    }
+    server.stop().await;
+}
