@@ -15,13 +15,40 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 // ANCHOR_END: uses
 
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
+
 /// The largest message this client accepts once it raises its limit: 64 MiB.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 // ANCHOR: channel
 /// Connects with explicit time limits and HTTP/2 keep-alive.
-pub async fn connect(url: String) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(url)?
+pub async fn connect(url: String) -> Result<Channel, Box<dyn std::error::Error>> {
+    let channel = flight_endpoint(&url)?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
         .http2_keep_alive_interval(Duration::from_secs(20))
@@ -29,7 +56,8 @@ pub async fn connect(url: String) -> Result<Channel, tonic::transport::Error> {
         .keep_alive_while_idle(true)
         .tcp_nodelay(true)
         .connect()
-        .await
+        .await?;
+    Ok(channel)
 }
 // ANCHOR_END: channel
 
@@ -109,7 +137,7 @@ pub async fn sleep(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1);
-    let url = url.unwrap_or_else(|| "http://localhost:8817".to_string());
+    let url = url.unwrap_or_else(|| "grpc://localhost:8817".to_string());
     // ANCHOR: channel
     let channel = connect(url).await?;
     // ANCHOR_END: channel

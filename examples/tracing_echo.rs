@@ -35,10 +35,37 @@ use tokio::sync::oneshot;
 use tonic::body::Body;
 use tonic::service::InterceptorLayer;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tower::{Layer, Service};
 // ANCHOR_END: uses
+
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
 
 // ANCHOR: headers
 /// Lets an OpenTelemetry propagator write its headers into a call's headers.
@@ -498,7 +525,7 @@ pub async fn connect(
     url: String,
     tracer: SdkTracer,
 ) -> Result<FlightClient<ClientTracing<Channel>>, Box<dyn Error>> {
-    let channel = Channel::from_shared(url)?.connect().await?;
+    let channel = flight_endpoint(&url)?.connect().await?;
     let traced = ClientTracingLayer::new(tracer).layer(channel);
     Ok(FlightClient::new_from_inner(FlightServiceClient::new(
         traced,
@@ -549,7 +576,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let tracer = provider.tracer("flight-cookbook");
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let url = format!("grpc://{}", listener.local_addr()?);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, tracer.clone(), async {
         stopped.await.ok();
