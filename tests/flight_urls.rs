@@ -256,3 +256,20 @@ fn a_grpc_url_reaches_the_pyarrow_options_server() {
     });
     server.stop();
 }
+
+/// A client without a TLS configuration never speaks plain text to a
+/// `grpc+tls://` URL: tonic refuses to connect.
+#[test]
+fn a_plain_text_client_refuses_a_tls_url() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut server = start_server("basic_auth_server", dir.path(), &[]);
+    let url = serving_url(&mut server).replacen("grpc://", "grpc+tls://", 1);
+    let mut command = example("basic_auth_client");
+    command.arg(&url);
+    let output = run_with_timeout(command, TIMEOUT).expect("the client runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{url} was reached in plain text");
+    assert!(stderr.contains("HttpsUriWithoutTlsSupport"), "{stderr}");
+    let finished = server.terminate();
+    assert!(finished.success(), "{}", finished.report());
+}
