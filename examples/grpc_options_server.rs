@@ -198,8 +198,8 @@ impl FlightService for OptionsService {
 pub const MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
 
 /// The header list HTTP/2 decodes and passes on to `limit_headers`. Up to
-/// four times as much, h2 answers HTTP 431 itself; beyond that, or in more
-/// than 80 frames, it closes the connection.
+/// four times as much, h2 answers HTTP 431 itself; beyond that, or sent in
+/// more than 81 frames, it closes the connection.
 pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
 
 /// Refuses a call whose headers take more than `MAX_HEADER_LIST_SIZE`, with

@@ -43,6 +43,22 @@ mod shard_server;
 #[path = "../examples/streaming_parquet_server.rs"]
 mod streaming_parquet_server;
 
+#[allow(dead_code)]
+#[path = "../examples/tls_certificates.rs"]
+mod tls_certificates;
+
+#[allow(dead_code)]
+#[path = "../examples/tls_client.rs"]
+mod tls_client;
+
+#[allow(dead_code)]
+#[path = "../examples/tls_server.rs"]
+mod tls_server;
+
+#[allow(dead_code)]
+#[path = "../examples/tracing_echo.rs"]
+mod tracing_echo;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +68,8 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, Criteria, FlightClient, FlightDescriptor, Ticket};
 use common::{ChildProcess, TestServer, within};
 use futures::{TryStreamExt, stream};
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -275,8 +293,27 @@ async fn every_server_refuses_an_oversized_header_list() {
             .await,
         ),
     ];
+    let provider = SdkTracerProvider::builder().build();
+    let tracer = provider.tracer("tests");
+    let traced = TestServer::start(|l, s| tracing_echo::serve(l, tracer, s)).await;
+    let certs = folder.path().join("certs");
+    tls_certificates::write_certificates(&certs).expect("certificates");
+    let read = |name: &str| std::fs::read(certs.join(name)).expect("a file");
+    let tls =
+        tls_server::tls_config(&read("server.pem"), &read("server.key"), None);
+    let secure = TestServer::start(|l, s| tls_server::serve_tls(l, tls, s)).await;
+    let url = format!("grpc+tls://localhost:{}", secure.addr.port());
+    let channel = tls_client::connect(&url, &read("ca.pem"), None).await;
+    let tls_channel = channel.expect("a TLS channel");
+    let mut channels = vec![
+        ("tracing", traced.channel().await, traced),
+        ("tls", tls_channel, secure),
+    ];
     for (name, server) in servers {
         let channel = server.channel().await;
+        channels.push((name, channel, server));
+    }
+    for (name, channel, server) in channels {
         let mut client = FlightServiceClient::new(channel.clone());
         let refused = within(name, list_actions(&mut client, 64 * 1024)).await;
         let status = refused.expect_err(name);
