@@ -371,6 +371,34 @@ where
 }
 // ANCHOR_END: layer
 
+// ANCHOR: copy_header_limit
+/// The most a call's headers may take, counted as HTTP/2 counts them: each
+/// header's name and value, and 32 bytes.
+pub const MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
+
+/// The header list HTTP/2 decodes and passes on to `limit_headers`. Up to
+/// four times as much, h2 answers HTTP 431 itself; beyond that, or sent in
+/// more than 81 frames, it closes the connection.
+pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
+
+/// Refuses a call whose headers take more than `MAX_HEADER_LIST_SIZE`, with
+/// `ResourceExhausted` as gRPC C++ servers do: the call fails alone, and the
+/// other calls on its connection go on.
+pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
+    let headers = request.metadata().as_ref().iter();
+    let size: usize = headers
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if size > MAX_HEADER_LIST_SIZE {
+        return Err(Status::resource_exhausted(format!(
+            "the call's headers take {size} bytes, the limit is \
+             {MAX_HEADER_LIST_SIZE} bytes"
+        )));
+    }
+    Ok(request)
+}
+// ANCHOR_END: copy_header_limit
+
 // ANCHOR: serve
 /// Serves the echo service behind the authentication layer on `listener`
 /// until `shutdown` completes.
@@ -381,8 +409,12 @@ pub async fn serve(
     let passwords = HashMap::from([("test".to_string(), "password".to_string())]);
     let auth = Arc::new(Authenticator::new(passwords, TokenPolicy::default()));
     Server::builder()
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
         .layer(BasicAuthLayer::new(auth))
-        .add_service(FlightServiceServer::new(EchoServer))
+        .add_service(FlightServiceServer::with_interceptor(
+            EchoServer,
+            limit_headers,
+        ))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await
 }

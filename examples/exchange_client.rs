@@ -10,8 +10,35 @@ use arrow_flight::{FlightClient, FlightData, FlightDescriptor, Ticket};
 use futures::channel::mpsc;
 use futures::stream;
 use futures::{SinkExt, Stream, StreamExt, TryStreamExt};
-use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 // ANCHOR_END: uses
+
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
 
 /// A batch of one column, `value`.
 pub fn values(values: &[i64]) -> Result<RecordBatch, Box<dyn Error>> {
@@ -149,8 +176,12 @@ pub async fn wrong_schema(client: &mut FlightClient) -> Result<(), Box<dyn Error
     let input = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(descriptor))
         .build(stream::iter([Ok(batch)]));
-    let results = client.do_exchange(input).await?;
-    match results.try_collect::<Vec<_>>().await {
+    // The refusal may end the call at once or come after it started.
+    let result = match client.do_exchange(input).await {
+        Ok(results) => results.try_collect::<Vec<_>>().await,
+        Err(error) => Err(error),
+    };
+    match result {
         Err(FlightError::Tonic(status)) => {
             println!("{:?}: {}", status.code(), status.message());
             Ok(())
@@ -164,8 +195,8 @@ pub async fn wrong_schema(client: &mut FlightClient) -> Result<(), Box<dyn Error
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let url = std::env::args().nth(1);
-    let url = url.unwrap_or_else(|| "http://localhost:8820".to_string());
-    let channel = Channel::from_shared(url)?.connect().await?;
+    let url = url.unwrap_or_else(|| "grpc://localhost:8820".to_string());
+    let channel = flight_endpoint(&url)?.connect().await?;
     let mut client = FlightClient::new(channel);
 
     running_totals(&mut client).await?;

@@ -10,17 +10,45 @@ use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt, stream};
 use tonic::codec::CompressionEncoding;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 // ANCHOR_END: uses
+
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
 
 /// The largest message this client accepts once it raises its limit: 64 MiB.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 // ANCHOR: channel
 /// Connects with explicit time limits and HTTP/2 keep-alive.
-pub async fn connect(url: String) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(url)?
+pub async fn connect(url: String) -> Result<Channel, Box<dyn std::error::Error>> {
+    let channel = flight_endpoint(&url)?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
         .http2_keep_alive_interval(Duration::from_secs(20))
@@ -28,7 +56,8 @@ pub async fn connect(url: String) -> Result<Channel, tonic::transport::Error> {
         .keep_alive_while_idle(true)
         .tcp_nodelay(true)
         .connect()
-        .await
+        .await?;
+    Ok(channel)
 }
 // ANCHOR_END: channel
 
@@ -84,10 +113,31 @@ pub async fn upload(
 }
 // ANCHOR_END: upload
 
+// ANCHOR: headers
+/// Asks the server to sleep `ms` milliseconds, with an `x-filler` header of
+/// `filler` bytes on the call.
+pub async fn sleep(
+    client: &mut FlightServiceClient<Channel>,
+    ms: &str,
+    filler: usize,
+) -> Result<String, tonic::Status> {
+    let mut request = Request::new(Action::new("sleep", ms.to_string()));
+    let value = MetadataValue::try_from("x".repeat(filler))
+        .map_err(|_| tonic::Status::invalid_argument("not a header value"))?;
+    request.metadata_mut().insert("x-filler", value);
+    let mut results = client.do_action(request).await?.into_inner();
+    let mut text = String::new();
+    while let Some(result) = results.message().await? {
+        text.push_str(&String::from_utf8_lossy(&result.body));
+    }
+    Ok(text)
+}
+// ANCHOR_END: headers
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1);
-    let url = url.unwrap_or_else(|| "http://localhost:8817".to_string());
+    let url = url.unwrap_or_else(|| "grpc://localhost:8817".to_string());
     // ANCHOR: channel
     let channel = connect(url).await?;
     // ANCHOR_END: channel
@@ -131,7 +181,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: gzip
 
     // ANCHOR: deadline
-    let mut client = FlightServiceClient::new(channel);
+    let mut client = FlightServiceClient::new(channel.clone());
     let mut request = Request::new(Action::new("sleep", "100"));
     request.set_timeout(Duration::from_secs(5));
     let mut results = client.do_action(request).await?.into_inner();
@@ -149,5 +199,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(_) => return Err("expected the call to run out of time".into()),
     }
     // ANCHOR_END: deadline
+
+    // ANCHOR: headers
+    let mut sleeper = FlightServiceClient::new(channel.clone());
+    let nap = tokio::spawn(async move { sleep(&mut sleeper, "500", 0).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for kib in [8, 64, 1000] {
+        match sleep(&mut client, "0", kib * 1024).await {
+            Ok(text) => println!("{kib} KiB of headers: {text}"),
+            Err(status) => {
+                println!("{kib} KiB: {:?}: {}", status.code(), status.message())
+            }
+        }
+    }
+    println!("the call in flight: {}", nap.await??);
+    // ANCHOR_END: headers
     Ok(())
 }

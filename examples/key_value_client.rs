@@ -7,8 +7,35 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, FlightInfo};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{TryStreamExt, stream};
-use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 // ANCHOR_END: uses
+
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
 
 // ANCHOR: describe
 /// One line about a dataset: its key, schema, rows and where to get it.
@@ -39,8 +66,8 @@ pub fn describe(info: &FlightInfo) -> Result<String, Box<dyn std::error::Error>>
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: connect
     let url = std::env::args().nth(1);
-    let url = url.unwrap_or_else(|| "http://localhost:33333".to_string());
-    let channel = Channel::from_shared(url.clone())?.connect().await?;
+    let url = url.unwrap_or_else(|| "grpc://localhost:33333".to_string());
+    let channel = flight_endpoint(&url)?.connect().await?;
     let mut client = FlightClient::new(channel);
     println!("C1: connected to {url}");
     // ANCHOR_END: connect

@@ -4,25 +4,59 @@ use arrow_flight::{FlightClient, FlightDescriptor, FlightEndpoint};
 use arrow_select::concat::concat_batches;
 use futures::TryStreamExt;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 // ANCHOR_END: uses
 
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
+
 // ANCHOR: fetch
+/// The location that means "the connection this endpoint came from".
+pub const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection:";
+
 /// The batches of one endpoint, from the server its first location names,
-/// or from `origin`, the server that gave out the endpoint, if it names none.
+/// or over `origin`, the connection that gave out the endpoint, if it names
+/// none or `arrow-flight-reuse-connection://?`.
 pub async fn fetch(
     endpoint: FlightEndpoint,
-    origin: String,
+    origin: Channel,
 ) -> Result<Vec<RecordBatch>, Box<dyn std::error::Error + Send + Sync>> {
-    let url = match endpoint.location.first() {
-        Some(location) => location.uri.replacen("grpc://", "http://", 1),
-        None => origin,
-    };
     let ticket = endpoint.ticket.ok_or("an endpoint without a ticket")?;
-    let channel = Channel::from_shared(url.clone())?
-        .connect()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let channel = match endpoint.location.first() {
+        Some(location) if !location.uri.starts_with(REUSE_CONNECTION) => {
+            let url = &location.uri;
+            let endpoint = flight_endpoint(url)?;
+            endpoint
+                .connect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?
+        }
+        _ => origin,
+    };
     let mut client = FlightClient::new(channel);
     let batches = client.do_get(ticket).await?.try_collect().await?;
     Ok(batches)
@@ -32,11 +66,11 @@ pub async fn fetch(
 /// the endpoints' order.
 pub async fn fetch_all(
     endpoints: Vec<FlightEndpoint>,
-    origin: &str,
+    origin: &Channel,
 ) -> Result<Vec<RecordBatch>, Box<dyn std::error::Error + Send + Sync>> {
     let mut fetches = JoinSet::new();
     for (index, endpoint) in endpoints.into_iter().enumerate() {
-        let origin = origin.to_string();
+        let origin = origin.clone();
         fetches.spawn(async move { (index, fetch(endpoint, origin).await) });
     }
     let mut parts = Vec::new();
@@ -53,9 +87,9 @@ pub async fn fetch_all(
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // ANCHOR: main
     let url = std::env::args().nth(1);
-    let url = url.unwrap_or_else(|| "http://localhost:8822".to_string());
-    let channel = Channel::from_shared(url.clone())?.connect().await?;
-    let mut client = FlightClient::new(channel);
+    let url = url.unwrap_or_else(|| "grpc://localhost:8822".to_string());
+    let channel = flight_endpoint(&url)?.connect().await?;
+    let mut client = FlightClient::new(channel.clone());
     let descriptor = FlightDescriptor::new_path(vec!["numbers".to_string()]);
     let info = client.get_flight_info(descriptor).await?;
     println!(
@@ -65,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     );
 
     let schema = std::sync::Arc::new(info.clone().try_decode_schema()?);
-    let batches = fetch_all(info.endpoint, &url).await?;
+    let batches = fetch_all(info.endpoint, &channel).await?;
     let table = concat_batches(&schema, &batches)?;
     let ids = table
         .column(0)

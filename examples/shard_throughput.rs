@@ -23,7 +23,34 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::{FlightClient, FlightDescriptor};
 use shard_client::fetch_all;
-use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
 
 struct Shards(Vec<Child>);
 
@@ -70,17 +97,17 @@ fn start(
             return Err(format!("shard {shard} did not start: {line:?}").into());
         }
     }
-    Ok((shards, urls[0].replacen("grpc://", "http://", 1)))
+    Ok((shards, urls[0].clone()))
 }
 
 async fn fetch(
     url: &str,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-    let channel = Channel::from_shared(url.to_string())?.connect().await?;
-    let mut client = FlightClient::new(channel);
+    let channel = flight_endpoint(url)?.connect().await?;
+    let mut client = FlightClient::new(channel.clone());
     let descriptor = FlightDescriptor::new_path(vec!["numbers".to_string()]);
     let info = client.get_flight_info(descriptor).await?;
-    let batches = fetch_all(info.endpoint, url).await?;
+    let batches = fetch_all(info.endpoint, &channel).await?;
     Ok(batches.iter().map(|batch| batch.num_rows()).sum())
 }
 

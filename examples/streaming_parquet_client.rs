@@ -7,7 +7,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightDescriptor};
 use futures::{Stream, TryStreamExt, stream};
-use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 
 const NUM_BATCHES: usize = 1024;
 const ROWS_PER_BATCH: usize = 4096;
@@ -15,7 +15,7 @@ const ROWS_PER_BATCH: usize = 4096;
 /// A client of the server at `url`, which may send HTTP/2 frames of up to
 /// 1 MiB rather than the default 16 KiB.
 pub async fn connect(url: String) -> Result<FlightClient, Box<dyn Error>> {
-    let channel = Channel::from_shared(url)?
+    let channel = flight_endpoint(&url)?
         .max_frame_size(1024 * 1024)
         .connect()
         .await?;
@@ -38,6 +38,33 @@ pub async fn upload_stream(
     Ok(())
 }
 // ANCHOR_END: upload
+
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
 
 // ANCHOR: read
 /// Reads the dataset `name` back one batch at a time, and counts its rows.
@@ -66,7 +93,7 @@ pub async fn count_rows(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let url = std::env::args().nth(1);
-    let url = url.unwrap_or_else(|| "http://localhost:8815".to_string());
+    let url = url.unwrap_or_else(|| "grpc://localhost:8815".to_string());
     let mut client = connect(url).await?;
 
     let ints = Int64Array::from_iter_values(0..ROWS_PER_BATCH as i64);

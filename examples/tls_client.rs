@@ -10,12 +10,40 @@ use futures::{TryStreamExt, stream};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 // ANCHOR_END: uses
 
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
+
 // ANCHOR: connect
-/// `https://HOST:PORT` for a server URL of any scheme: this client only
-/// speaks TLS.
-pub fn https(url: &str) -> String {
-    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
-    format!("https://{authority}")
+/// The `grpc+tls://` URL of the server a Flight URL names: this client
+/// speaks only TLS, so `grpc://` and `http://` mean TLS here too.
+pub fn tls_url(url: &str) -> Result<String, String> {
+    let endpoint = flight_endpoint(url)?;
+    let authority = endpoint.uri().authority().map_or("", |a| a.as_str());
+    Ok(format!("grpc+tls://{authority}"))
 }
 
 /// Connects over TLS, trusting the certificate authorities in `roots` (PEM)
@@ -24,16 +52,14 @@ pub async fn connect(
     url: &str,
     roots: &[u8],
     identity: Option<(&[u8], &[u8])>,
-) -> Result<Channel, tonic::transport::Error> {
+) -> Result<Channel, Box<dyn std::error::Error>> {
     let mut tls =
         ClientTlsConfig::new().ca_certificate(Certificate::from_pem(roots));
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
-    Endpoint::from_shared(https(url))?
-        .tls_config(tls)?
-        .connect()
-        .await
+    let endpoint = flight_endpoint(&tls_url(url)?)?.tls_config(tls)?;
+    Ok(endpoint.connect().await?)
 }
 // ANCHOR_END: connect
 

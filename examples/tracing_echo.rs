@@ -33,11 +33,39 @@ use opentelemetry_sdk::trace::{
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
+use tonic::service::InterceptorLayer;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tower::{Layer, Service};
 // ANCHOR_END: uses
+
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
 
 // ANCHOR: headers
 /// Lets an OpenTelemetry propagator write its headers into a call's headers.
@@ -445,6 +473,34 @@ impl FlightService for EchoServer {
 }
 // ANCHOR_END: echo
 
+// ANCHOR: copy_header_limit
+/// The most a call's headers may take, counted as HTTP/2 counts them: each
+/// header's name and value, and 32 bytes.
+pub const MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
+
+/// The header list HTTP/2 decodes and passes on to `limit_headers`. Up to
+/// four times as much, h2 answers HTTP 431 itself; beyond that, or sent in
+/// more than 81 frames, it closes the connection.
+pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
+
+/// Refuses a call whose headers take more than `MAX_HEADER_LIST_SIZE`, with
+/// `ResourceExhausted` as gRPC C++ servers do: the call fails alone, and the
+/// other calls on its connection go on.
+pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
+    let headers = request.metadata().as_ref().iter();
+    let size: usize = headers
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if size > MAX_HEADER_LIST_SIZE {
+        return Err(Status::resource_exhausted(format!(
+            "the call's headers take {size} bytes, the limit is \
+             {MAX_HEADER_LIST_SIZE} bytes"
+        )));
+    }
+    Ok(request)
+}
+// ANCHOR_END: copy_header_limit
+
 // ANCHOR: serve
 /// Serves the echo service, traced with `tracer`, on `listener` until
 /// `shutdown` completes.
@@ -454,6 +510,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     Server::builder()
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
+        .layer(InterceptorLayer::new(limit_headers))
         .layer(ServerTracingLayer::new(tracer))
         .add_service(FlightServiceServer::new(EchoServer))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
@@ -467,7 +525,7 @@ pub async fn connect(
     url: String,
     tracer: SdkTracer,
 ) -> Result<FlightClient<ClientTracing<Channel>>, Box<dyn Error>> {
-    let channel = Channel::from_shared(url)?.connect().await?;
+    let channel = flight_endpoint(&url)?.connect().await?;
     let traced = ClientTracingLayer::new(tracer).layer(channel);
     Ok(FlightClient::new_from_inner(FlightServiceClient::new(
         traced,
@@ -518,7 +576,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let tracer = provider.tracer("flight-cookbook");
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let url = format!("grpc://{}", listener.local_addr()?);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, tracer.clone(), async {
         stopped.await.ok();

@@ -70,7 +70,7 @@ fn every_server_describes_all_shards_and_the_parts_come_back_in_order() {
         // 3 shards of an odd number of rows: shares of 33 333 and 33 334.
         let servers = cluster(3, 100_001).await;
         let urls: Vec<String> = servers.iter().map(TestServer::url).collect();
-        for url in &urls {
+        for (server, url) in servers.iter().zip(&urls) {
             let info = client(url)
                 .await
                 .get_flight_info(numbers())
@@ -88,7 +88,8 @@ fn every_server_describes_all_shards_and_the_parts_come_back_in_order() {
                 .map(|u| u.replacen("http://", "grpc://", 1))
                 .collect();
             assert_eq!(locations, expected);
-            let batches = fetch_all(info.endpoint, url).await.expect("fetched");
+            let origin = server.channel().await;
+            let batches = fetch_all(info.endpoint, &origin).await.expect("fetched");
             let ids: Vec<i64> = batches
                 .iter()
                 .flat_map(|b| {
@@ -151,18 +152,38 @@ fn wrong_bad_and_unknown_requests_get_clean_errors() {
         let endpoint = FlightEndpoint::new()
             .with_ticket(Ticket::new("numbers/0"))
             .with_location(format!("grpc://{address}"));
-        let error = fetch(endpoint, urls[0].clone())
+        let origin = servers[0].channel().await;
+        let error = fetch(endpoint, origin.clone())
             .await
             .expect_err("unreachable")
             .to_string();
-        assert!(error.starts_with(&format!("http://{address}: ")), "{error}");
+        assert!(error.starts_with(&format!("grpc://{address}: ")), "{error}");
 
-        // An endpoint without a location goes to the origin.
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new("numbers/0"));
-        let batches = fetch(endpoint, urls[0].clone())
+        // An endpoint without a location, or whose location is
+        // `arrow-flight-reuse-connection://?`, goes over the origin's
+        // connection.
+        for location in [None, Some("arrow-flight-reuse-connection://?")] {
+            let mut endpoint =
+                FlightEndpoint::new().with_ticket(Ticket::new("numbers/0"));
+            if let Some(location) = location {
+                endpoint = endpoint.with_location(location);
+            }
+            let batches = fetch(endpoint, origin.clone())
+                .await
+                .expect("from the origin");
+            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 500);
+        }
+
+        // A location of a scheme no client knows: a clear error.
+        let endpoint = FlightEndpoint::new()
+            .with_ticket(Ticket::new("numbers/0"))
+            .with_location("grpc+unix:///tmp/shard.sock");
+        let error = fetch(endpoint, origin.clone())
             .await
-            .expect("from the origin");
-        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 500);
+            .expect_err("unknown scheme")
+            .to_string();
+        assert!(error.contains("is not a Flight URL this client"), "{error}");
+        drop(origin);
 
         // Still serving.
         let parts: Vec<_> = first
@@ -192,7 +213,9 @@ fn the_one_process_cluster_stops_both_shards() {
         let second = info.endpoint[1].location[0]
             .uri
             .replacen("grpc://", "http://", 1);
-        let batches = fetch_all(info.endpoint, &url).await.expect("fetched");
+        let origin = server.channel().await;
+        let batches = fetch_all(info.endpoint, &origin).await.expect("fetched");
+        drop(origin);
         assert_eq!(
             batches.iter().map(|b| b.num_rows()).sum::<usize>(),
             1_000_000

@@ -188,7 +188,7 @@ fn mutual_tls_names_the_caller_and_refuses_clients_without_a_good_certificate() 
             Ok(channel) => whoami(&mut FlightClient::new(channel))
                 .await
                 .map_err(|e| e.to_string()),
-            Err(error) => Err(cause(&error)),
+            Err(error) => Err(cause(error.as_ref())),
         };
         assert!(result.is_err(), "a foreign client certificate was accepted");
 
