@@ -4,7 +4,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_array::builder::{
     BinaryBuilder, Float64Builder, Int64Builder, StringBuilder, UInt8Builder,
@@ -599,9 +599,21 @@ struct Prepared {
     parameters: Option<RecordBatch>,
 }
 
+/// How long a transaction may go unused before it is rolled back: a client
+/// that goes away without ending its transaction would otherwise hold
+/// SQLite's write lock for ever.
+pub const TRANSACTION_IDLE: Duration = Duration::from_secs(30);
+
 struct Transaction {
     user: String,
     connection: Arc<Mutex<Connection>>,
+    used: Instant,
+}
+
+/// Rolls back (by closing their connections) the transactions unused for
+/// [`TRANSACTION_IDLE`].
+fn expire(transactions: &mut HashMap<Vec<u8>, Transaction>) {
+    transactions.retain(|_, t| t.used.elapsed() < TRANSACTION_IDLE);
 }
 
 pub struct SqlServer {
@@ -651,9 +663,13 @@ impl SqlServer {
         let Some(id) = transaction else {
             return Ok(Session::New(self.database.clone()));
         };
-        let transactions = lock(&self.transactions);
-        match transactions.get(id) {
-            Some(t) if t.user == user => Ok(Session::Transaction(t.connection.clone())),
+        let mut transactions = lock(&self.transactions);
+        expire(&mut transactions);
+        match transactions.get_mut(id) {
+            Some(t) if t.user == user => {
+                t.used = Instant::now();
+                Ok(Session::Transaction(t.connection.clone()))
+            }
             _ => Err(Status::not_found(
                 "no such transaction: it was never begun, has ended, or is not yours",
             )),
@@ -1338,11 +1354,14 @@ impl FlightSqlService for SqlServer {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
         let user = self.user(&request)?;
-        if lock(&self.transactions).len() >= MAX_TRANSACTIONS {
+        let mut transactions = lock(&self.transactions);
+        expire(&mut transactions);
+        if transactions.len() >= MAX_TRANSACTIONS {
             return Err(Status::resource_exhausted(format!(
                 "{MAX_TRANSACTIONS} transactions are open: end some first"
             )));
         }
+        drop(transactions);
         let path = self.database.clone();
         let connection = tokio::task::spawn_blocking(move || {
             let connection = open(&path)?;
@@ -1355,6 +1374,7 @@ impl FlightSqlService for SqlServer {
         let transaction = Transaction {
             user,
             connection: Arc::new(Mutex::new(connection)),
+            used: Instant::now(),
         };
         lock(&self.transactions).insert(id.clone(), transaction);
         Ok(ActionBeginTransactionResult {
