@@ -1354,14 +1354,15 @@ impl FlightSqlService for SqlServer {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
         let user = self.user(&request)?;
-        let mut transactions = lock(&self.transactions);
-        expire(&mut transactions);
-        if transactions.len() >= MAX_TRANSACTIONS {
-            return Err(Status::resource_exhausted(format!(
-                "{MAX_TRANSACTIONS} transactions are open: end some first"
-            )));
+        {
+            let mut transactions = lock(&self.transactions);
+            expire(&mut transactions);
+            if transactions.len() >= MAX_TRANSACTIONS {
+                return Err(Status::resource_exhausted(format!(
+                    "{MAX_TRANSACTIONS} transactions are open: end some first"
+                )));
+            }
         }
-        drop(transactions);
         let path = self.database.clone();
         let connection = tokio::task::spawn_blocking(move || {
             let connection = open(&path)?;
