@@ -1478,8 +1478,9 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.user(&request)?;
-        let batch = built(query.into_builder().build())?;
-        Ok(Response::new(batch_stream(batch)))
+        let mut builder = query.into_builder();
+        builder.append("", "main");
+        Ok(Response::new(batch_stream(built(builder.build())?)))
     }
 
     async fn get_flight_info_tables(
@@ -1502,7 +1503,7 @@ impl FlightSqlService for SqlServer {
         let mut builder = query.into_builder();
         for (name, kind, schema) in found {
             builder
-                .append("", "", name, kind, &schema)
+                .append("", "main", name, kind, &schema)
                 .map_err(|_| Status::internal("the table list could not be built"))?;
         }
         Ok(Response::new(batch_stream(built(builder.build())?)))
