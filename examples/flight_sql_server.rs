@@ -6,10 +6,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow_array::builder::Int32Builder;
 use arrow_array::builder::{
     BinaryBuilder, Float64Builder, Int64Builder, StringBuilder, UInt8Builder,
 };
-use arrow_array::builder::Int32Builder;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_cast::display::ArrayFormatter;
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -30,8 +30,8 @@ use arrow_flight::sql::{
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
     CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
     CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction,
-    Nullable, ProstMessageExt, Searchable, SqlInfo, SqlSupportedTransaction,
+    CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction, Nullable,
+    ProstMessageExt, Searchable, SqlInfo, SqlSupportedTransaction,
     TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
@@ -127,7 +127,8 @@ fn authorize(context: AuthContext<'_>) -> Authorization {
             Authorization::Deny
         }
         AuthAction::Pragma { pragma_name, .. } => {
-            let allowed = PRAGMAS.iter().any(|p| p.eq_ignore_ascii_case(pragma_name));
+            let allowed =
+                PRAGMAS.iter().any(|p| p.eq_ignore_ascii_case(pragma_name));
             if allowed || context.accessor.is_some() {
                 Authorization::Allow
             } else {
@@ -164,7 +165,9 @@ fn sql_error(error: rusqlite::Error) -> Status {
                          load_extension and most pragmas"
                     ))
                 }
-                ErrorCode::ConstraintViolation => Status::failed_precondition(message),
+                ErrorCode::ConstraintViolation => {
+                    Status::failed_precondition(message)
+                }
                 ErrorCode::CannotOpen
                 | ErrorCode::SystemIoFailure
                 | ErrorCode::DiskFull
@@ -199,11 +202,17 @@ pub fn declared_type(declared: &str) -> Option<DataType> {
     let declared = declared.to_ascii_uppercase();
     if declared.contains("INT") {
         Some(DataType::Int64)
-    } else if ["CHAR", "CLOB", "TEXT"].iter().any(|t| declared.contains(t)) {
+    } else if ["CHAR", "CLOB", "TEXT"]
+        .iter()
+        .any(|t| declared.contains(t))
+    {
         Some(DataType::Utf8)
     } else if declared.contains("BLOB") {
         Some(DataType::Binary)
-    } else if ["REAL", "FLOA", "DOUB"].iter().any(|t| declared.contains(t)) {
+    } else if ["REAL", "FLOA", "DOUB"]
+        .iter()
+        .any(|t| declared.contains(t))
+    {
         Some(DataType::Float64)
     } else {
         None
@@ -264,7 +273,9 @@ impl Column {
                 b.append_value(String::from_utf8_lossy(t));
                 return Ok(t.len() + 4);
             }
-            (Column::Texts(b), ValueRef::Integer(i)) => b.append_value(i.to_string()),
+            (Column::Texts(b), ValueRef::Integer(i)) => {
+                b.append_value(i.to_string())
+            }
             (Column::Texts(b), ValueRef::Real(f)) => b.append_value(f.to_string()),
             (Column::Texts(_), ValueRef::Blob(_)) => return Err(mismatch("TEXT")),
             (Column::Blobs(b), ValueRef::Blob(bytes) | ValueRef::Text(bytes)) => {
@@ -291,9 +302,15 @@ impl Column {
 type Batches = mpsc::Sender<Result<RecordBatch, Status>>;
 
 /// The values of row `row` of `parameters`, one per column, as SQLite values.
-fn parameter_row(parameters: &RecordBatch, row: usize) -> Result<Vec<Value>, Status> {
+fn parameter_row(
+    parameters: &RecordBatch,
+    row: usize,
+) -> Result<Vec<Value>, Status> {
     let mut values = Vec::with_capacity(parameters.num_columns());
-    for (column, field) in parameters.columns().iter().zip(parameters.schema().fields())
+    for (column, field) in parameters
+        .columns()
+        .iter()
+        .zip(parameters.schema().fields())
     {
         let value = if column.is_null(row) {
             Value::Null
@@ -308,12 +325,15 @@ fn parameter_row(parameters: &RecordBatch, row: usize) -> Result<Vec<Value>, Sta
                 | DataType::UInt32
                 | DataType::UInt64
                 | DataType::Boolean => {
-                    let integer = arrow_cast::cast(&column.slice(row, 1), &DataType::Int64)
-                        .ok()
-                        .and_then(|a| {
-                            let a = a.as_any().downcast_ref::<arrow_array::Int64Array>()?;
-                            a.is_valid(0).then(|| a.value(0))
-                        });
+                    let integer =
+                        arrow_cast::cast(&column.slice(row, 1), &DataType::Int64)
+                            .ok()
+                            .and_then(|a| {
+                                let a = a
+                                    .as_any()
+                                    .downcast_ref::<arrow_array::Int64Array>()?;
+                                a.is_valid(0).then(|| a.value(0))
+                            });
                     match integer {
                         Some(integer) => Value::Integer(integer),
                         None => {
@@ -326,30 +346,39 @@ fn parameter_row(parameters: &RecordBatch, row: usize) -> Result<Vec<Value>, Sta
                     }
                 }
                 DataType::Float16 | DataType::Float32 | DataType::Float64 => {
-                    let real = arrow_cast::cast(&column.slice(row, 1), &DataType::Float64)
-                        .map_err(|_| Status::invalid_argument("a bad number"))?;
-                    let real = real.as_any().downcast_ref::<arrow_array::Float64Array>();
+                    let real =
+                        arrow_cast::cast(&column.slice(row, 1), &DataType::Float64)
+                            .map_err(|_| {
+                                Status::invalid_argument("a bad number")
+                            })?;
+                    let real =
+                        real.as_any().downcast_ref::<arrow_array::Float64Array>();
                     Value::Real(real.map_or(0.0, |a| a.value(0)))
                 }
                 DataType::Binary
                 | DataType::LargeBinary
                 | DataType::BinaryView
                 | DataType::FixedSizeBinary(_) => {
-                    let bytes = arrow_cast::cast(&column.slice(row, 1), &DataType::Binary)
-                        .map_err(|_| Status::invalid_argument("bad bytes"))?;
-                    let bytes = bytes.as_any().downcast_ref::<arrow_array::BinaryArray>();
+                    let bytes =
+                        arrow_cast::cast(&column.slice(row, 1), &DataType::Binary)
+                            .map_err(|_| Status::invalid_argument("bad bytes"))?;
+                    let bytes =
+                        bytes.as_any().downcast_ref::<arrow_array::BinaryArray>();
                     Value::Blob(bytes.map_or(Vec::new(), |a| a.value(0).to_vec()))
                 }
                 _ => {
-                    let text = ArrayFormatter::try_new(column.as_ref(), &Default::default())
-                        .map_err(|_| {
-                            Status::invalid_argument(format!(
-                                "parameter {:?} has the type {}, which this server \
+                    let text = ArrayFormatter::try_new(
+                        column.as_ref(),
+                        &Default::default(),
+                    )
+                    .map_err(|_| {
+                        Status::invalid_argument(format!(
+                            "parameter {:?} has the type {}, which this server \
                                  cannot bind",
-                                field.name(),
-                                column.data_type()
-                            ))
-                        })?;
+                            field.name(),
+                            column.data_type()
+                        ))
+                    })?;
                     Value::Text(text.value(row).to_string())
                 }
             }
@@ -429,9 +458,16 @@ fn run_query(
         };
         let schema = result_schema(&mut statement, &values)?;
         bind(&mut statement, &values)?;
-        let names: Vec<String> = statement.column_names().into_iter().map(String::from).collect();
-        let mut columns: Vec<Column> =
-            schema.fields().iter().map(|f| Column::new(f.data_type())).collect();
+        let names: Vec<String> = statement
+            .column_names()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut columns: Vec<Column> = schema
+            .fields()
+            .iter()
+            .map(|f| Column::new(f.data_type()))
+            .collect();
         let (mut rows_in_batch, mut bytes_in_batch) = (0, 0);
         let mut rows = statement.raw_query();
         loop {
@@ -659,7 +695,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SqlServer {
-    fn session(&self, user: &str, transaction: Option<&[u8]>) -> Result<Session, Status> {
+    fn session(
+        &self,
+        user: &str,
+        transaction: Option<&[u8]>,
+    ) -> Result<Session, Status> {
         let Some(id) = transaction else {
             return Ok(Session::New(self.database.clone()));
         };
@@ -720,7 +760,9 @@ async fn read_parameters(
         return Ok(None);
     };
     let batch = arrow_select::concat::concat_batches(&first.schema(), &all)
-        .map_err(|_| Status::invalid_argument("the parameter batches differ in schema"))?;
+        .map_err(|_| {
+            Status::invalid_argument("the parameter batches differ in schema")
+        })?;
     Ok(Some(batch))
 }
 // ANCHOR_END: state
@@ -848,7 +890,9 @@ fn foreign_keys_schema() -> Schema {
 
 /// The tables (and views) of the database, and each one's Arrow schema,
 /// from the declared types and NOT NULL of its columns.
-fn tables(connection: &Connection) -> Result<Vec<(String, String, Schema)>, Status> {
+fn tables(
+    connection: &Connection,
+) -> Result<Vec<(String, String, Schema)>, Status> {
     let mut statement = connection
         .prepare(
             "SELECT name, type FROM sqlite_schema \
@@ -857,7 +901,9 @@ fn tables(connection: &Connection) -> Result<Vec<(String, String, Schema)>, Stat
         )
         .map_err(sql_error)?;
     let names = statement
-        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
         .map_err(sql_error)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(sql_error)?;
@@ -944,12 +990,18 @@ fn foreign_key_batch(keys: &[ForeignKey]) -> Result<RecordBatch, Status> {
     for builder in &mut rules {
         arrays.push(Arc::new(builder.finish()));
     }
-    built(RecordBatch::try_new(Arc::new(foreign_keys_schema()), arrays))
+    built(RecordBatch::try_new(
+        Arc::new(foreign_keys_schema()),
+        arrays,
+    ))
 }
 
 fn sql_info() -> Result<SqlInfoData, FlightError> {
     let mut info = SqlInfoDataBuilder::new();
-    info.append(SqlInfo::FlightSqlServerName, "flight-cookbook SQLite server");
+    info.append(
+        SqlInfo::FlightSqlServerName,
+        "flight-cookbook SQLite server",
+    );
     info.append(SqlInfo::FlightSqlServerVersion, rusqlite::version());
     info.append(SqlInfo::FlightSqlServerArrowVersion, "60.1");
     info.append(SqlInfo::FlightSqlServerReadOnly, false);
@@ -975,13 +1027,34 @@ fn sql_info() -> Result<SqlInfoData, FlightError> {
 
 /// SQLite's keywords beyond SQL-92's, as JDBC's `getSQLKeywords` lists them.
 const SQL_KEYWORDS: [&str; 24] = [
-    "ABORT", "ANALYZE", "ATTACH", "AUTOINCREMENT", "CONFLICT", "DATABASE",
-    "DETACH", "EXCLUSIVE", "EXPLAIN", "FAIL", "GLOB", "IF", "IGNORE", "INDEXED",
-    "INSTEAD", "ISNULL", "LIMIT", "NOTNULL", "OFFSET", "PLAN", "PRAGMA", "RAISE",
-    "REGEXP", "VACUUM",
+    "ABORT",
+    "ANALYZE",
+    "ATTACH",
+    "AUTOINCREMENT",
+    "CONFLICT",
+    "DATABASE",
+    "DETACH",
+    "EXCLUSIVE",
+    "EXPLAIN",
+    "FAIL",
+    "GLOB",
+    "IF",
+    "IGNORE",
+    "INDEXED",
+    "INSTEAD",
+    "ISNULL",
+    "LIMIT",
+    "NOTNULL",
+    "OFFSET",
+    "PLAN",
+    "PRAGMA",
+    "RAISE",
+    "REGEXP",
+    "VACUUM",
 ];
-const NUMERIC_FUNCTIONS: [&str; 8] =
-    ["abs", "max", "min", "random", "round", "sign", "total", "sum"];
+const NUMERIC_FUNCTIONS: [&str; 8] = [
+    "abs", "max", "min", "random", "round", "sign", "total", "sum",
+];
 const STRING_FUNCTIONS: [&str; 12] = [
     "char", "glob", "hex", "instr", "length", "like", "lower", "ltrim", "replace",
     "substr", "trim", "upper",
@@ -1075,7 +1148,9 @@ fn ingest(
         return Err(Status::invalid_argument("no data to ingest"));
     };
     if !in_transaction {
-        connection.execute_batch("BEGIN IMMEDIATE").map_err(sql_error)?;
+        connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql_error)?;
     }
     let create = || {
         let columns: Vec<String> = first
@@ -1127,7 +1202,11 @@ fn ingest(
         Ok(rows)
     })();
     if !in_transaction {
-        let end = if written.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let end = if written.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
         connection.execute_batch(end).map_err(sql_error)?;
     }
     written
@@ -1179,7 +1258,9 @@ impl FlightSqlService for SqlServer {
     ) -> Result<Response<DoGetStream>, Status> {
         let user = self.user(&request)?;
         let query = CommandStatementQuery::decode(ticket.statement_handle)
-            .map_err(|_| Status::invalid_argument("the ticket is not one of this server's"))?;
+            .map_err(|_| {
+                Status::invalid_argument("the ticket is not one of this server's")
+            })?;
         let session = self.session(&user, query.transaction_id.as_deref())?;
         Ok(Response::new(stream_query(session, query.query, None)))
     }
@@ -1265,7 +1346,9 @@ impl FlightSqlService for SqlServer {
         let parameters = read_parameters(request).await?;
         match lock(&self.prepared).get_mut(&handle[..]) {
             Some(prepared) => prepared.parameters = parameters,
-            None => return Err(Status::not_found("the prepared statement was closed")),
+            None => {
+                return Err(Status::not_found("the prepared statement was closed"));
+            }
         }
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle),
@@ -1303,12 +1386,14 @@ impl FlightSqlService for SqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let user = self.user(&request)?;
-        let (sql, _, transaction) =
+        let (sql, bound, transaction) =
             self.prepared(&user, &query.prepared_statement_handle)?;
         let session = self.session(&user, transaction.as_deref())?;
-        let parameters = read_parameters(request).await?;
+        let parameters = read_parameters(request).await?.or(bound);
         session
-            .run(move |connection| run_update(connection, &sql, parameters.as_ref()))
+            .run(move |connection| {
+                run_update(connection, &sql, parameters.as_ref())
+            })
             .await
     }
 
@@ -1318,7 +1403,10 @@ impl FlightSqlService for SqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let user = self.user(&request)?;
-        if command.temporary || command.catalog.is_some() || command.schema.is_some() {
+        if command.temporary
+            || command.catalog.is_some()
+            || command.schema.is_some()
+        {
             return Err(Status::invalid_argument(
                 "ingest into a table of the database: no catalog, schema or \
                  temporary table",
@@ -1392,9 +1480,14 @@ impl FlightSqlService for SqlServer {
         let end = match EndTransaction::try_from(query.action) {
             Ok(EndTransaction::Commit) => "COMMIT",
             Ok(EndTransaction::Rollback) => "ROLLBACK",
-            _ => return Err(Status::invalid_argument("end a transaction with commit or rollback")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "end a transaction with commit or rollback",
+                ));
+            }
         };
-        let Session::Transaction(shared) = self.session(&user, Some(&query.transaction_id))?
+        let Session::Transaction(shared) =
+            self.session(&user, Some(&query.transaction_id))?
         else {
             return Err(Status::not_found("no such transaction"));
         };
@@ -1504,7 +1597,9 @@ impl FlightSqlService for SqlServer {
         for (name, kind, schema) in found {
             builder
                 .append("", "main", name, kind, &schema)
-                .map_err(|_| Status::internal("the table list could not be built"))?;
+                .map_err(|_| {
+                    Status::internal("the table list could not be built")
+                })?;
         }
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
@@ -1563,7 +1658,8 @@ impl FlightSqlService for SqlServer {
             })
             .await?;
         let (table, keys) = keys;
-        let mut text: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+        let mut text: Vec<StringBuilder> =
+            (0..5).map(|_| StringBuilder::new()).collect();
         let mut sequence = Int32Builder::new();
         for (column, at) in keys {
             text[0].append_null();
@@ -1573,10 +1669,15 @@ impl FlightSqlService for SqlServer {
             text[4].append_null();
             sequence.append_value(at);
         }
-        let mut arrays: Vec<ArrayRef> =
-            text.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        let mut arrays: Vec<ArrayRef> = text
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
         arrays.push(Arc::new(sequence.finish()));
-        let batch = built(RecordBatch::try_new(Arc::new(primary_keys_schema()), arrays))?;
+        let batch = built(RecordBatch::try_new(
+            Arc::new(primary_keys_schema()),
+            arrays,
+        ))?;
         Ok(Response::new(batch_stream(batch)))
     }
 
@@ -1596,7 +1697,8 @@ impl FlightSqlService for SqlServer {
     ) -> Result<Response<DoGetStream>, Status> {
         let user = self.user(&request)?;
         let keys = self.session(&user, None)?.run(foreign_keys).await?;
-        let keys: Vec<_> = keys.into_iter().filter(|k| k.2 == query.table).collect();
+        let keys: Vec<_> =
+            keys.into_iter().filter(|k| k.2 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
     }
 
@@ -1616,7 +1718,8 @@ impl FlightSqlService for SqlServer {
     ) -> Result<Response<DoGetStream>, Status> {
         let user = self.user(&request)?;
         let keys = self.session(&user, None)?.run(foreign_keys).await?;
-        let keys: Vec<_> = keys.into_iter().filter(|k| k.0 == query.table).collect();
+        let keys: Vec<_> =
+            keys.into_iter().filter(|k| k.0 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
     }
 
