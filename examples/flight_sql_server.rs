@@ -739,7 +739,10 @@ impl SqlServer {
 async fn read_parameters(
     request: Request<PeekableFlightDataStream>,
 ) -> Result<Option<RecordBatch>, Status> {
-    let stream = request.into_inner().map_err(FlightError::from);
+    let stream = request
+        .into_inner()
+        .try_filter(|data| std::future::ready(!data.data_header.is_empty()))
+        .map_err(FlightError::from);
     let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
     let mut all = Vec::new();
     let mut bytes = 0;
