@@ -458,11 +458,8 @@ fn run_query(
         };
         let schema = result_schema(&mut statement, &values)?;
         bind(&mut statement, &values)?;
-        let names: Vec<String> = statement
-            .column_names()
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let names: Vec<String> =
+            statement.column_names().map(String::from).collect();
         let mut columns: Vec<Column> = schema
             .fields()
             .iter()
@@ -628,6 +625,7 @@ pub const MAX_TRANSACTIONS: usize = 64;
 /// The most bytes of parameters one DoPut may bind.
 pub const MAX_PARAMETER_BYTES: usize = 16 << 20;
 
+#[derive(Clone)]
 struct Prepared {
     user: String,
     sql: String,
@@ -716,17 +714,11 @@ impl SqlServer {
         }
     }
 
-    /// The SQL, parameters and transaction of a prepared statement of `user`.
-    fn prepared(
-        &self,
-        user: &str,
-        handle: &[u8],
-    ) -> Result<(String, Option<RecordBatch>, Option<Vec<u8>>), Status> {
+    /// The prepared statement `handle` of `user`.
+    fn prepared(&self, user: &str, handle: &[u8]) -> Result<Prepared, Status> {
         let prepared = lock(&self.prepared);
         match prepared.get(handle) {
-            Some(p) if p.user == user => {
-                Ok((p.sql.clone(), p.parameters.clone(), p.transaction.clone()))
-            }
+            Some(p) if p.user == user => Ok(p.clone()),
             _ => Err(Status::not_found(
                 "no such prepared statement: it was closed, never created, \
                  or is not yours",
@@ -1364,8 +1356,12 @@ impl FlightSqlService for SqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let user = self.user(&request)?;
-        let (sql, parameters, transaction) =
-            self.prepared(&user, &query.prepared_statement_handle)?;
+        let Prepared {
+            sql,
+            parameters,
+            transaction,
+            ..
+        } = self.prepared(&user, &query.prepared_statement_handle)?;
         let session = self.session(&user, transaction.as_deref())?;
         let schema = query_schema(session, sql, parameters).await?;
         flight_info(&schema, query, request.into_inner())
@@ -1377,8 +1373,12 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let user = self.user(&request)?;
-        let (sql, parameters, transaction) =
-            self.prepared(&user, &query.prepared_statement_handle)?;
+        let Prepared {
+            sql,
+            parameters,
+            transaction,
+            ..
+        } = self.prepared(&user, &query.prepared_statement_handle)?;
         let session = self.session(&user, transaction.as_deref())?;
         Ok(Response::new(stream_query(session, sql, parameters)))
     }
@@ -1389,8 +1389,12 @@ impl FlightSqlService for SqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let user = self.user(&request)?;
-        let (sql, bound, transaction) =
-            self.prepared(&user, &query.prepared_statement_handle)?;
+        let Prepared {
+            sql,
+            parameters: bound,
+            transaction,
+            ..
+        } = self.prepared(&user, &query.prepared_statement_handle)?;
         let session = self.session(&user, transaction.as_deref())?;
         let parameters = read_parameters(request).await?.or(bound);
         session
@@ -1544,7 +1548,7 @@ impl FlightSqlService for SqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.user(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         flight_info(&schema, query, request.into_inner())
     }
 
@@ -1613,7 +1617,7 @@ impl FlightSqlService for SqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.user(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         flight_info(&schema, query, request.into_inner())
     }
 

@@ -237,7 +237,7 @@ async fn a_large_result_streams_in_bounded_batches() {
         let batch = batch.expect("a batch");
         assert!(batch.num_rows() <= BATCH_ROWS, "{}", batch.num_rows());
         let values = column::<Int64Array>(&batch, "i");
-        if values.len() > 0 {
+        if !values.is_empty() {
             assert_eq!(values.value(0), last + 1, "in order, none lost");
             last = values.value(values.len() - 1);
         }
