@@ -10,8 +10,10 @@ use arrow_array::builder::Int32Builder;
 use arrow_array::builder::{
     BinaryBuilder, Float64Builder, Int64Builder, StringBuilder, UInt8Builder,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_cast::display::ArrayFormatter;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch, UnionArray};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -301,91 +303,69 @@ impl Column {
 // ANCHOR: run
 type Batches = mpsc::Sender<Result<RecordBatch, Status>>;
 
-/// The values of row `row` of `parameters`, one per column, as SQLite values.
+/// One Arrow value as a SQLite value: integers and booleans as INTEGER,
+/// floats as REAL, binary as BLOB, a union's value as its member's (a client
+/// that binds values of any type sends a union), anything else as its text.
+fn sql_value(column: &dyn Array, row: usize, name: &str) -> Result<Value, Status> {
+    let refused = |what: String| {
+        Status::invalid_argument(format!("parameter {name:?} in row {row}: {what}"))
+    };
+    if let Some(union) = column.as_any().downcast_ref::<UnionArray>() {
+        return sql_value(union.value(row).as_ref(), 0, name);
+    }
+    let null = column.logical_nulls().is_some_and(|n| n.is_null(row));
+    if null || column.data_type() == &DataType::Null {
+        return Ok(Value::Null);
+    }
+    let one = column.slice(row, 1);
+    let cast = |to: &DataType| {
+        arrow_cast::cast(&one, to).map_err(|e| refused(e.to_string()))
+    };
+    let data_type = column.data_type();
+    let value = if data_type.is_integer() || data_type == &DataType::Boolean {
+        let integer = cast(&DataType::Int64)?;
+        let integer = integer.as_primitive::<Int64Type>();
+        if integer.is_null(0) {
+            return Err(refused("does not fit in SQLite's 64-bit integer".into()));
+        }
+        Value::Integer(integer.value(0))
+    } else if data_type.is_floating() {
+        Value::Real(
+            cast(&DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .value(0),
+        )
+    } else if let DataType::Binary
+    | DataType::LargeBinary
+    | DataType::BinaryView
+    | DataType::FixedSizeBinary(_) = data_type
+    {
+        Value::Blob(
+            cast(&DataType::Binary)?
+                .as_binary::<i32>()
+                .value(0)
+                .to_vec(),
+        )
+    } else {
+        let text = ArrayFormatter::try_new(column, &FormatOptions::default())
+            .map_err(|_| {
+                refused(format!("this server cannot bind a {data_type}"))
+            })?;
+        Value::Text(text.value(row).to_string())
+    };
+    Ok(value)
+}
+
+/// The values of row `row` of `parameters`, one per column.
 fn parameter_row(
     parameters: &RecordBatch,
     row: usize,
 ) -> Result<Vec<Value>, Status> {
-    let mut values = Vec::with_capacity(parameters.num_columns());
-    for (column, field) in parameters
-        .columns()
-        .iter()
-        .zip(parameters.schema().fields())
-    {
-        let value = if column.is_null(row) {
-            Value::Null
-        } else {
-            match column.data_type() {
-                DataType::Int8
-                | DataType::Int16
-                | DataType::Int32
-                | DataType::Int64
-                | DataType::UInt8
-                | DataType::UInt16
-                | DataType::UInt32
-                | DataType::UInt64
-                | DataType::Boolean => {
-                    let integer =
-                        arrow_cast::cast(&column.slice(row, 1), &DataType::Int64)
-                            .ok()
-                            .and_then(|a| {
-                                let a = a
-                                    .as_any()
-                                    .downcast_ref::<arrow_array::Int64Array>()?;
-                                a.is_valid(0).then(|| a.value(0))
-                            });
-                    match integer {
-                        Some(integer) => Value::Integer(integer),
-                        None => {
-                            return Err(Status::invalid_argument(format!(
-                                "parameter {:?} in row {row} does not fit in \
-                                 SQLite's 64-bit integer",
-                                field.name()
-                            )));
-                        }
-                    }
-                }
-                DataType::Float16 | DataType::Float32 | DataType::Float64 => {
-                    let real =
-                        arrow_cast::cast(&column.slice(row, 1), &DataType::Float64)
-                            .map_err(|_| {
-                                Status::invalid_argument("a bad number")
-                            })?;
-                    let real =
-                        real.as_any().downcast_ref::<arrow_array::Float64Array>();
-                    Value::Real(real.map_or(0.0, |a| a.value(0)))
-                }
-                DataType::Binary
-                | DataType::LargeBinary
-                | DataType::BinaryView
-                | DataType::FixedSizeBinary(_) => {
-                    let bytes =
-                        arrow_cast::cast(&column.slice(row, 1), &DataType::Binary)
-                            .map_err(|_| Status::invalid_argument("bad bytes"))?;
-                    let bytes =
-                        bytes.as_any().downcast_ref::<arrow_array::BinaryArray>();
-                    Value::Blob(bytes.map_or(Vec::new(), |a| a.value(0).to_vec()))
-                }
-                _ => {
-                    let text = ArrayFormatter::try_new(
-                        column.as_ref(),
-                        &Default::default(),
-                    )
-                    .map_err(|_| {
-                        Status::invalid_argument(format!(
-                            "parameter {:?} has the type {}, which this server \
-                                 cannot bind",
-                            field.name(),
-                            column.data_type()
-                        ))
-                    })?;
-                    Value::Text(text.value(row).to_string())
-                }
-            }
-        };
-        values.push(value);
-    }
-    Ok(values)
+    let schema = parameters.schema();
+    let columns = parameters.columns().iter().zip(schema.fields());
+    columns
+        .map(|(column, field)| sql_value(column.as_ref(), row, field.name()))
+        .collect()
 }
 
 /// Binds one row of parameters to `statement`, by position.

@@ -98,3 +98,34 @@ fn the_adbc_driver_logs_in_to_the_user_password_server_too() {
     );
     block_on(&runtime, "stopping the server", server.stop());
 }
+
+#[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
+fn pandas_over_adbc_and_flightsql_dbapi_read_the_server_too() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("others.db");
+    let server = block_on(
+        &runtime,
+        "starting the server",
+        TestServer::start(move |l, s| {
+            flight_sql_server::serve_database(l, s, path)
+        }),
+    );
+    let finished = run_adbc("flight_sql_others.py", &server);
+    let expected = [
+        "pandas ['name', 'legs', 'size'] ['str', 'int64', 'float64']",
+        "pandas {'name': ['cat', 'dog', 'horse'], 'legs': [4, 4, 4], \
+         'size': [46.0, 90.0, 240.0]}",
+        "flightsql-dbapi ['name', 'legs']",
+        "flightsql-dbapi [['ant', 6], ['spider', 8]]",
+        "flightsql-dbapi [[3]]",
+        "flightsql-dbapi columns ['name', 'legs', 'size']",
+    ];
+    let lines: Vec<&str> = finished.stdout.lines().collect();
+    assert_eq!(lines, expected, "stderr:\n{}", finished.stderr);
+    block_on(&runtime, "stopping the server", server.stop());
+}
