@@ -3,6 +3,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use arrow_flight::sql::metadata::{
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionBeginTransactionRequest, ActionBeginTransactionResult,
+    ActionCancelQueryRequest, ActionCancelQueryResult,
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, ActionEndTransactionRequest, Any,
     CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas,
@@ -37,8 +39,8 @@ use arrow_flight::sql::{
     TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
-    HandshakeResponse, Ticket,
+    CancelFlightInfoRequest, CancelFlightInfoResult, FlightDescriptor,
+    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use base64::Engine;
@@ -427,6 +429,7 @@ fn run_query(
     sql: &str,
     parameters: Option<&RecordBatch>,
     out: &Batches,
+    cancelled: &AtomicBool,
 ) -> Result<(), Status> {
     let mut statement = connection.prepare(sql).map_err(sql_error)?;
     let runs = parameters.map_or(1, RecordBatch::num_rows);
@@ -448,6 +451,9 @@ fn run_query(
         let (mut rows_in_batch, mut bytes_in_batch) = (0, 0);
         let mut rows = statement.raw_query();
         loop {
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(Status::cancelled("the query was cancelled"));
+            }
             let row = rows.next().map_err(sql_error)?;
             if let Some(row) = row {
                 for (at, column) in columns.iter_mut().enumerate() {
@@ -578,6 +584,15 @@ impl SqlServer {
         Ok((user.to_string(), token))
     }
 
+    /// Checks `Bearer <token>` and returns the token: a login is a session,
+    /// which owns its prepared statements and transactions.
+    fn owner<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        self.user(request)?;
+        let token =
+            authorization(request.metadata())?.trim_start_matches("Bearer ");
+        Ok(token.to_string())
+    }
+
     /// Checks `Bearer <token>` and returns the user the token was issued to.
     fn user<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let Some(token) =
@@ -607,7 +622,7 @@ pub const MAX_PARAMETER_BYTES: usize = 16 << 20;
 
 #[derive(Clone)]
 struct Prepared {
-    user: String,
+    owner: String,
     sql: String,
     transaction: Option<Vec<u8>>,
     parameters: Option<RecordBatch>,
@@ -619,7 +634,7 @@ struct Prepared {
 pub const TRANSACTION_IDLE: Duration = Duration::from_secs(30);
 
 struct Transaction {
-    user: String,
+    owner: String,
     connection: Arc<Mutex<Connection>>,
     used: Instant,
 }
@@ -638,6 +653,7 @@ pub struct SqlServer {
     transactions: Mutex<HashMap<Vec<u8>, Transaction>>,
     sql_info: SqlInfoData,
     type_info: XdbcTypeInfoData,
+    running: RunningQueries,
 }
 
 /// A connection for one call: the transaction's, or a new one.
@@ -673,9 +689,28 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SqlServer {
+    /// Cancels the queries of `owner` that serve a ticket of `info`: 1 when
+    /// one was running (cancelled), 3 when none was (not cancellable).
+    fn cancel(&self, owner: &str, info: &FlightInfo) -> u8 {
+        let tickets: Vec<&[u8]> = info
+            .endpoint
+            .iter()
+            .filter_map(|e| e.ticket.as_ref().map(|t| &t.ticket[..]))
+            .collect();
+        let mut found = false;
+        for query in lock(&self.running).values() {
+            if query.owner == owner && tickets.contains(&&query.ticket[..]) {
+                query.cancelled.store(true, Ordering::Relaxed);
+                query.interrupt.interrupt();
+                found = true;
+            }
+        }
+        if found { 1 } else { 3 }
+    }
+
     fn session(
         &self,
-        user: &str,
+        owner: &str,
         transaction: Option<&[u8]>,
     ) -> Result<Session, Status> {
         let Some(id) = transaction else {
@@ -684,24 +719,24 @@ impl SqlServer {
         let mut transactions = lock(&self.transactions);
         expire(&mut transactions);
         match transactions.get_mut(id) {
-            Some(t) if t.user == user => {
+            Some(t) if t.owner == owner => {
                 t.used = Instant::now();
                 Ok(Session::Transaction(t.connection.clone()))
             }
             _ => Err(Status::not_found(
-                "no such transaction: it was never begun, has ended, or is not yours",
+                "no such transaction: it was never begun, has ended, or is not this session's",
             )),
         }
     }
 
-    /// The prepared statement `handle` of `user`.
-    fn prepared(&self, user: &str, handle: &[u8]) -> Result<Prepared, Status> {
+    /// The prepared statement `handle` of the session `owner`.
+    fn prepared(&self, owner: &str, handle: &[u8]) -> Result<Prepared, Status> {
         let prepared = lock(&self.prepared);
         match prepared.get(handle) {
-            Some(p) if p.user == user => Ok(p.clone()),
+            Some(p) if p.owner == owner => Ok(p.clone()),
             _ => Err(Status::not_found(
                 "no such prepared statement: it was closed, never created, \
-                 or is not yours",
+                 or is not this session's",
             )),
         }
     }
@@ -782,16 +817,41 @@ fn built<E>(batch: Result<RecordBatch, E>) -> Result<RecordBatch, Status> {
 
 /// Streams the result of `sql` from a blocking thread, a batch at a time:
 /// the channel holds two batches, so a slow client slows the query down.
+/// While it runs, the query is listed in `running` under its ticket, for
+/// CancelFlightInfo.
 fn stream_query(
+    running: RunningQueries,
+    owner: String,
+    ticket: Vec<u8>,
     session: Session,
-    sql: String,
-    parameters: Option<RecordBatch>,
+    query: (String, Option<RecordBatch>),
 ) -> DoGetStream {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let (sender, receiver) = mpsc::channel(2);
     let errors = sender.clone();
     tokio::spawn(async move {
         let ran = session
-            .run(move |c| run_query(c, &sql, parameters.as_ref(), &sender))
+            .run(move |connection| {
+                let id = NEXT.fetch_add(1, Ordering::Relaxed);
+                let cancelled = Arc::new(AtomicBool::new(false));
+                let entry = Running {
+                    owner,
+                    ticket,
+                    interrupt: connection.get_interrupt_handle(),
+                    cancelled: cancelled.clone(),
+                };
+                lock(&running).insert(id, entry);
+                let (sql, parameters) = query;
+                let ran = run_query(
+                    connection,
+                    &sql,
+                    parameters.as_ref(),
+                    &sender,
+                    &cancelled,
+                );
+                lock(&running).remove(&id);
+                ran
+            })
             .await;
         if let Err(status) = ran {
             let _ = errors.send(Err(status)).await;
@@ -1188,6 +1248,97 @@ fn ingest(
 }
 // ANCHOR_END: ingest
 
+// ANCHOR: sessions
+/// Flight's session messages (Flight.proto), which arrow-flight 60 has no
+/// types for: a value of a session option, and the bodies of the
+/// SetSessionOptions, GetSessionOptions and CloseSession actions.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionOptionValue {
+    #[prost(oneof = "OptionValue", tags = "1, 2, 3, 4, 5")]
+    pub value: Option<OptionValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum OptionValue {
+    #[prost(string, tag = "1")]
+    String(String),
+    #[prost(bool, tag = "2")]
+    Bool(bool),
+    #[prost(sfixed64, tag = "3")]
+    Int64(i64),
+    #[prost(double, tag = "4")]
+    Double(f64),
+    #[prost(message, tag = "5")]
+    Strings(StringList),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringList {
+    #[prost(string, repeated, tag = "1")]
+    pub values: Vec<String>,
+}
+
+/// `SetSessionOptionsRequest` and `GetSessionOptionsResult` alike.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionOptions {
+    #[prost(map = "string, message", tag = "1")]
+    pub options: HashMap<String, SessionOptionValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetSessionOptionsResult {
+    #[prost(map = "string, message", tag = "1")]
+    pub errors: HashMap<String, SetSessionOptionError>,
+}
+
+/// 1: an unknown option, 2: a value the option cannot take.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetSessionOptionError {
+    #[prost(int32, tag = "1")]
+    pub value: i32,
+}
+
+/// 1: closed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CloseSessionResult {
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+}
+
+/// The options of every session: the database has no catalog and one
+/// schema, `main`, so these are all the values they can take.
+fn session_options() -> HashMap<String, SessionOptionValue> {
+    let text = |value: &str| SessionOptionValue {
+        value: Some(OptionValue::String(value.to_string())),
+    };
+    HashMap::from([
+        ("catalog".to_string(), text("")),
+        ("schema".to_string(), text("main")),
+    ])
+}
+
+fn action_result(
+    message: impl Message,
+) -> <SqlServer as FlightService>::DoActionStream {
+    let result = arrow_flight::Result {
+        body: message.encode_to_vec().into(),
+    };
+    Box::pin(stream::iter([Ok(result)]))
+}
+
+/// A running query that a client may cancel: its owner, the ticket it
+/// serves, SQLite's handle to interrupt it, and a flag for when it is
+/// waiting for the client rather than running.
+struct Running {
+    owner: String,
+    ticket: Vec<u8>,
+    interrupt: rusqlite::InterruptHandle,
+    cancelled: Arc<AtomicBool>,
+}
+
+type RunningQueries = Arc<Mutex<HashMap<u64, Running>>>;
+// ANCHOR_END: sessions
+
 // ANCHOR: sql_service
 #[tonic::async_trait]
 impl FlightSqlService for SqlServer {
@@ -1217,8 +1368,8 @@ impl FlightSqlService for SqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let user = self.user(&request)?;
-        let session = self.session(&user, query.transaction_id.as_deref())?;
+        let owner = self.owner(&request)?;
+        let session = self.session(&owner, query.transaction_id.as_deref())?;
         let schema = query_schema(session, query.query.clone(), None).await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.encode_to_vec().into(),
@@ -1231,13 +1382,17 @@ impl FlightSqlService for SqlServer {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let user = self.user(&request)?;
+        let owner = self.owner(&request)?;
+        let ticket_bytes = request.get_ref().ticket.to_vec();
         let query = CommandStatementQuery::decode(ticket.statement_handle)
             .map_err(|_| {
                 Status::invalid_argument("the ticket is not one of this server's")
             })?;
-        let session = self.session(&user, query.transaction_id.as_deref())?;
-        Ok(Response::new(stream_query(session, query.query, None)))
+        let session = self.session(&owner, query.transaction_id.as_deref())?;
+        let running = self.running.clone();
+        let query = (query.query, None);
+        let stream = stream_query(running, owner, ticket_bytes, session, query);
+        Ok(Response::new(stream))
     }
 
     async fn do_put_statement_update(
@@ -1245,8 +1400,8 @@ impl FlightSqlService for SqlServer {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let user = self.user(&request)?;
-        let session = self.session(&user, command.transaction_id.as_deref())?;
+        let owner = self.owner(&request)?;
+        let session = self.session(&owner, command.transaction_id.as_deref())?;
         session
             .run(move |connection| run_update(connection, &command.query, None))
             .await
@@ -1257,8 +1412,8 @@ impl FlightSqlService for SqlServer {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let user = self.user(&request)?;
-        let session = self.session(&user, query.transaction_id.as_deref())?;
+        let owner = self.owner(&request)?;
+        let session = self.session(&owner, query.transaction_id.as_deref())?;
         let sql = query.query.clone();
         let (dataset, parameters) = session
             .run(move |connection| {
@@ -1286,7 +1441,7 @@ impl FlightSqlService for SqlServer {
         prepared.insert(
             id.clone(),
             Prepared {
-                user,
+                owner,
                 sql: query.query,
                 transaction: query.transaction_id.map(|t| t.to_vec()),
                 parameters: None,
@@ -1304,8 +1459,8 @@ impl FlightSqlService for SqlServer {
         query: ActionClosePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
-        let user = self.user(&request)?;
-        self.prepared(&user, &query.prepared_statement_handle)?;
+        let owner = self.owner(&request)?;
+        self.prepared(&owner, &query.prepared_statement_handle)?;
         lock(&self.prepared).remove(&query.prepared_statement_handle[..]);
         Ok(())
     }
@@ -1315,9 +1470,9 @@ impl FlightSqlService for SqlServer {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let user = self.user(&request)?;
+        let owner = self.owner(&request)?;
         let handle = query.prepared_statement_handle;
-        self.prepared(&user, &handle)?;
+        self.prepared(&owner, &handle)?;
         let parameters = read_parameters(request).await?;
         match lock(&self.prepared).get_mut(&handle[..]) {
             Some(prepared) => prepared.parameters = parameters,
@@ -1335,14 +1490,14 @@ impl FlightSqlService for SqlServer {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let user = self.user(&request)?;
+        let owner = self.owner(&request)?;
         let Prepared {
             sql,
             parameters,
             transaction,
             ..
-        } = self.prepared(&user, &query.prepared_statement_handle)?;
-        let session = self.session(&user, transaction.as_deref())?;
+        } = self.prepared(&owner, &query.prepared_statement_handle)?;
+        let session = self.session(&owner, transaction.as_deref())?;
         let schema = query_schema(session, sql, parameters).await?;
         flight_info(&schema, query, request.into_inner())
     }
@@ -1352,15 +1507,19 @@ impl FlightSqlService for SqlServer {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let user = self.user(&request)?;
+        let owner = self.owner(&request)?;
         let Prepared {
             sql,
             parameters,
             transaction,
             ..
-        } = self.prepared(&user, &query.prepared_statement_handle)?;
-        let session = self.session(&user, transaction.as_deref())?;
-        Ok(Response::new(stream_query(session, sql, parameters)))
+        } = self.prepared(&owner, &query.prepared_statement_handle)?;
+        let session = self.session(&owner, transaction.as_deref())?;
+        let ticket = request.get_ref().ticket.to_vec();
+        let running = self.running.clone();
+        let stream =
+            stream_query(running, owner, ticket, session, (sql, parameters));
+        Ok(Response::new(stream))
     }
 
     async fn do_put_prepared_statement_update(
@@ -1368,14 +1527,14 @@ impl FlightSqlService for SqlServer {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let user = self.user(&request)?;
+        let owner = self.owner(&request)?;
         let Prepared {
             sql,
             parameters: bound,
             transaction,
             ..
-        } = self.prepared(&user, &query.prepared_statement_handle)?;
-        let session = self.session(&user, transaction.as_deref())?;
+        } = self.prepared(&owner, &query.prepared_statement_handle)?;
+        let session = self.session(&owner, transaction.as_deref())?;
         let parameters = read_parameters(request).await?.or(bound);
         session
             .run(move |connection| {
@@ -1389,7 +1548,7 @@ impl FlightSqlService for SqlServer {
         command: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let user = self.user(&request)?;
+        let owner = self.owner(&request)?;
         if command.temporary
             || command.catalog.is_some()
             || command.schema.is_some()
@@ -1400,7 +1559,7 @@ impl FlightSqlService for SqlServer {
             ));
         }
         let transaction = command.transaction_id.clone();
-        let session = self.session(&user, transaction.as_deref())?;
+        let session = self.session(&owner, transaction.as_deref())?;
         let (sender, receiver) = mpsc::channel(2);
         let writer = session.run(move |connection| {
             ingest(connection, &command, receiver, transaction.is_some())
@@ -1428,7 +1587,7 @@ impl FlightSqlService for SqlServer {
         _query: ActionBeginTransactionRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
-        let user = self.user(&request)?;
+        let owner = self.owner(&request)?;
         {
             let mut transactions = lock(&self.transactions);
             expire(&mut transactions);
@@ -1448,7 +1607,7 @@ impl FlightSqlService for SqlServer {
         .map_err(|_| Status::internal("the transaction's thread failed"))??;
         let id = handle();
         let transaction = Transaction {
-            user,
+            owner,
             connection: Arc::new(Mutex::new(connection)),
             used: Instant::now(),
         };
@@ -1463,7 +1622,7 @@ impl FlightSqlService for SqlServer {
         query: ActionEndTransactionRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
-        let user = self.user(&request)?;
+        let owner = self.owner(&request)?;
         let end = match EndTransaction::try_from(query.action) {
             Ok(EndTransaction::Commit) => "COMMIT",
             Ok(EndTransaction::Rollback) => "ROLLBACK",
@@ -1474,7 +1633,7 @@ impl FlightSqlService for SqlServer {
             }
         };
         let Session::Transaction(shared) =
-            self.session(&user, Some(&query.transaction_id))?
+            self.session(&owner, Some(&query.transaction_id))?
         else {
             return Err(Status::not_found("no such transaction"));
         };
@@ -1578,8 +1737,8 @@ impl FlightSqlService for SqlServer {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let user = self.user(&request)?;
-        let found = self.session(&user, None)?.run(tables).await?;
+        let owner = self.owner(&request)?;
+        let found = self.session(&owner, None)?.run(tables).await?;
         let mut builder = query.into_builder();
         for (name, kind, schema) in found {
             builder
@@ -1627,10 +1786,10 @@ impl FlightSqlService for SqlServer {
         query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let user = self.user(&request)?;
+        let owner = self.owner(&request)?;
         let table = query.table;
         let keys = self
-            .session(&user, None)?
+            .session(&owner, None)?
             .run(move |connection| {
                 let mut statement = connection
                     .prepare(
@@ -1682,8 +1841,8 @@ impl FlightSqlService for SqlServer {
         query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let user = self.user(&request)?;
-        let keys = self.session(&user, None)?.run(foreign_keys).await?;
+        let owner = self.owner(&request)?;
+        let keys = self.session(&owner, None)?.run(foreign_keys).await?;
         let keys: Vec<_> =
             keys.into_iter().filter(|k| k.2 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
@@ -1703,8 +1862,8 @@ impl FlightSqlService for SqlServer {
         query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let user = self.user(&request)?;
-        let keys = self.session(&user, None)?.run(foreign_keys).await?;
+        let owner = self.owner(&request)?;
+        let keys = self.session(&owner, None)?.run(foreign_keys).await?;
         let keys: Vec<_> =
             keys.into_iter().filter(|k| k.0 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
@@ -1724,13 +1883,77 @@ impl FlightSqlService for SqlServer {
         query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let user = self.user(&request)?;
-        let keys = self.session(&user, None)?.run(foreign_keys).await?;
+        let owner = self.owner(&request)?;
+        let keys = self.session(&owner, None)?.run(foreign_keys).await?;
         let keys: Vec<_> = keys
             .into_iter()
             .filter(|k| k.2 == query.pk_table && k.0 == query.fk_table)
             .collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let owner = self.owner(&request)?;
+        let info = FlightInfo::decode(query.info).map_err(|_| {
+            Status::invalid_argument("the FlightInfo does not decode")
+        })?;
+        Ok(ActionCancelQueryResult {
+            result: self.cancel(&owner, &info) as i32,
+        })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let owner = self.owner(&request)?;
+        let action = request.into_inner();
+        let bad = |what: &str| {
+            Status::invalid_argument(format!("{what} does not decode"))
+        };
+        let answer = match action.r#type.as_str() {
+            "CancelFlightInfo" => {
+                let cancel = CancelFlightInfoRequest::decode(action.body)
+                    .map_err(|_| bad("the CancelFlightInfoRequest"))?;
+                let info = cancel.info.unwrap_or_default();
+                let status = self.cancel(&owner, &info) as i32;
+                action_result(CancelFlightInfoResult { status })
+            }
+            "SetSessionOptions" => {
+                let wanted = SessionOptions::decode(action.body)
+                    .map_err(|_| bad("the SetSessionOptionsRequest"))?;
+                let known = session_options();
+                let mut errors = HashMap::new();
+                for (name, value) in wanted.options {
+                    let error = match known.get(&name) {
+                        None => 1,
+                        Some(only) if only != &value => 2,
+                        Some(_) => continue,
+                    };
+                    errors.insert(name, SetSessionOptionError { value: error });
+                }
+                action_result(SetSessionOptionsResult { errors })
+            }
+            "GetSessionOptions" => action_result(SessionOptions {
+                options: session_options(),
+            }),
+            "CloseSession" => {
+                lock(&self.prepared).retain(|_, p| p.owner != owner);
+                lock(&self.transactions).retain(|_, t| t.owner != owner);
+                action_result(CloseSessionResult { status: 1 })
+            }
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "this server has no action {:?}",
+                    other.chars().take(64).collect::<String>()
+                )));
+            }
+        };
+        Ok(Response::new(answer))
     }
 
     async fn do_get_fallback(
@@ -1769,6 +1992,7 @@ pub async fn serve_database(
         transactions: Mutex::default(),
         sql_info: sql_info()?,
         type_info: type_info()?,
+        running: RunningQueries::default(),
     };
     Server::builder()
         .add_service(FlightServiceServer::new(server))

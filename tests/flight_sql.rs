@@ -665,3 +665,171 @@ async fn a_second_handshake_sends_the_old_token_unless_it_is_cleared() {
     drop((client, channel));
     server.stop().await;
 }
+
+/// Calls an action on `raw` with `token` and returns its one result's body.
+async fn action(
+    raw: &mut FlightServiceClient<Channel>,
+    token: &str,
+    kind: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, Status> {
+    let mut request = Request::new(Action::new(kind, body));
+    let bearer = format!("Bearer {token}").parse().expect("a header");
+    request.metadata_mut().insert("authorization", bearer);
+    let mut results = raw.do_action(request).await?.into_inner();
+    let result = results.message().await?.expect("one result");
+    Ok(result.body.to_vec())
+}
+
+#[tokio::test]
+async fn session_options_tell_the_schema_and_close_session_frees_what_it_held() {
+    use flight_sql_server::{
+        CloseSessionResult, OptionValue, SessionOptionValue, SessionOptions,
+        SetSessionOptionsResult,
+    };
+    let (server, _dir) = start().await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel, "test", "password").await;
+    let token = client.token().cloned().expect("a token");
+    let mut raw = FlightServiceClient::new(channel.clone());
+
+    let body = action(&mut raw, &token, "GetSessionOptions", Vec::new())
+        .await
+        .expect("options");
+    let options = SessionOptions::decode(&body[..]).expect("decodes").options;
+    let text = |value: &str| SessionOptionValue {
+        value: Some(OptionValue::String(value.to_string())),
+    };
+    assert_eq!(options.get("catalog"), Some(&text("")));
+    assert_eq!(options.get("schema"), Some(&text("main")));
+
+    let wanted = SessionOptions {
+        options: [
+            ("schema".to_string(), text("main")),
+            ("catalog".to_string(), text("elsewhere")),
+            ("colour".to_string(), text("blue")),
+        ]
+        .into(),
+    };
+    let body = action(
+        &mut raw,
+        &token,
+        "SetSessionOptions",
+        wanted.encode_to_vec(),
+    )
+    .await
+    .expect("set");
+    let errors = SetSessionOptionsResult::decode(&body[..])
+        .expect("decodes")
+        .errors;
+    let mut errors: Vec<_> =
+        errors.into_iter().map(|(k, e)| (k, e.value)).collect();
+    errors.sort();
+    assert_eq!(
+        errors,
+        [("catalog".to_string(), 2), ("colour".to_string(), 1)],
+        "invalid value, invalid name; schema main accepted"
+    );
+
+    // CloseSession ends this session's transaction and prepared statement,
+    // and no one else's.
+    let mut other = logged_in(&channel, "test", "password").await;
+    let theirs = other.begin_transaction().await.expect("begun");
+    let transaction = client.begin_transaction().await.expect("begun");
+    client
+        .execute_update("DELETE FROM sightings".into(), Some(transaction.clone()))
+        .await
+        .expect("deleted");
+    let prepared = client
+        .prepare("SELECT 1".into(), None)
+        .await
+        .expect("prepared");
+    let body = action(&mut raw, &token, "CloseSession", Vec::new())
+        .await
+        .expect("closed");
+    assert_eq!(
+        CloseSessionResult::decode(&body[..])
+            .expect("decodes")
+            .status,
+        1
+    );
+    let gone = client
+        .execute_update("DELETE FROM animals".into(), Some(transaction))
+        .await;
+    assert_eq!(status_of(gone.expect_err("ended")).code(), Code::NotFound);
+    let gone = prepared.close().await;
+    assert_eq!(status_of(gone.expect_err("closed")).code(), Code::NotFound);
+    let count = query(&mut other, "SELECT count(*) AS n FROM sightings")
+        .await
+        .expect("rows");
+    assert_eq!(integers(&count, "n"), [3], "the deletion was rolled back");
+    other
+        .end_transaction(theirs, EndTransaction::Commit)
+        .await
+        .expect("the other session's transaction is still there");
+
+    let status = action(&mut raw, &token, "Teleport", Vec::new())
+        .await
+        .expect_err("unknown");
+    assert_eq!(status.code(), Code::Unimplemented, "{status}");
+    drop((client, other, raw, channel));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_flight_info_stops_a_running_query_of_its_own_session_only() {
+    use arrow_flight::{CancelFlightInfoRequest, CancelFlightInfoResult};
+    let (server, _dir) = start().await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel, "test", "password").await;
+    let token = client.token().cloned().expect("a token");
+    let mut other = logged_in(&channel, "test", "password").await;
+    let other_token = other.token().cloned().expect("a token");
+    let mut raw = FlightServiceClient::new(channel.clone());
+
+    // Never ends by itself: a recursive count without a limit.
+    let sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+               SELECT i FROM n";
+    let info = client.execute(sql.into(), None).await.expect("info");
+    let ticket = info.endpoint[0].ticket.clone().expect("a ticket");
+    let mut stream = client.do_get(ticket).await.expect("the stream");
+    let first = stream.next().await.expect("a batch").expect("a batch");
+    assert!(first.num_rows() > 0);
+
+    let cancel = CancelFlightInfoRequest {
+        info: Some(info.clone()),
+    };
+    let body = action(
+        &mut raw,
+        &other_token,
+        "CancelFlightInfo",
+        cancel.encode_to_vec(),
+    )
+    .await
+    .expect("answered");
+    let result = CancelFlightInfoResult::decode(&body[..]).expect("decodes");
+    assert_eq!(result.status, 3, "another session cannot cancel it");
+
+    let body = action(&mut raw, &token, "CancelFlightInfo", cancel.encode_to_vec())
+        .await
+        .expect("cancelled");
+    let result = CancelFlightInfoResult::decode(&body[..]).expect("decodes");
+    assert_eq!(result.status, 1, "cancelled");
+    let ended = within("the end of the cancelled stream", async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => break status_of(error),
+                None => panic!("the stream ended without an error"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended.code(), Code::Cancelled, "{ended}");
+    let still = query(&mut other, "SELECT count(*) AS n FROM animals")
+        .await
+        .expect("served");
+    assert_eq!(integers(&still, "n"), [6]);
+    drop((stream, client, other, raw, channel));
+    server.stop().await;
+}

@@ -1,7 +1,8 @@
 //! The ADBC Flight SQL driver (Python), the reference Flight SQL client,
 //! against the Flight SQL recipe's SQLite server, through its DB-API: it
 //! logs in, reads the server's info, objects, a table's schema and the
-//! table types, executes with a parameter, executemany, ingests (create,
+//! table types, the current catalog and schema (session options),
+//! executes with a parameter, executemany, ingests (create,
 //! append, replace), executes in partitions, rolls back and commits with
 //! autocommit off, and sees a refused statement and a refused login. They need Python with the packages of
 //! `tests/python/requirements.txt`: without it they are reported as ignored
@@ -55,6 +56,9 @@ fn the_adbc_driver_browses_queries_binds_ingests_and_commits() {
         "table main sightings ['id', 'animal', 'place', 'photo']",
         "schema [DataType(string), DataType(int64), DataType(double)]",
         "types ['TABLE', 'VIEW']",
+        "current '' 'main'",
+        "ProgrammingError INVALID_ARGUMENT: [Flight SQL] Could not set option(s) \
+         'schema' (invalid value)",
         "legs = 4 [('cat',), ('dog',), ('horse',)]",
         "executemany 2",
         "ingest create 3",

@@ -27,6 +27,16 @@ with flight_sql.connect(uri, db_kwargs=login, autocommit=True) as connection:
                 print("table", schema["db_schema_name"], table["table_name"], columns)
     print("schema", connection.adbc_get_table_schema("animals").types)
     print("types", connection.adbc_get_table_types())
+    print(
+        "current",
+        repr(connection.adbc_current_catalog),
+        repr(connection.adbc_current_db_schema),
+    )
+    try:
+        connection.adbc_current_db_schema = "elsewhere"
+        print("accepted: schema elsewhere")
+    except adbc_driver_manager.Error as error:
+        print(type(error).__name__, error)
     with connection.cursor() as cursor:
         cursor.execute("SELECT name FROM animals WHERE legs = ? ORDER BY name", (4,))
         print("legs = 4", cursor.fetchall())
