@@ -1044,7 +1044,7 @@ fn sql_info() -> Result<SqlInfoData, FlightError> {
     info.append(SqlInfo::FlightSqlServerSubstrait, false);
     let transactions = SqlSupportedTransaction::Transaction as i32;
     info.append(SqlInfo::FlightSqlServerTransaction, transactions);
-    info.append(SqlInfo::FlightSqlServerCancel, false);
+    info.append(SqlInfo::FlightSqlServerCancel, true);
     info.append(SqlInfo::FlightSqlServerBulkIngestion, true);
     info.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, true);
     info.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
