@@ -833,3 +833,66 @@ async fn cancel_flight_info_stops_a_running_query_of_its_own_session_only() {
     drop((stream, client, other, raw, channel));
     server.stop().await;
 }
+
+/// The server program's peak memory (VmHWM) in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("the server's /proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("a VmHWM line");
+    let kib = line.split_whitespace().nth(1).expect("a number");
+    kib.parse().expect("KiB")
+}
+
+/// The server program (its real `main`, with `--db`), streaming a result of
+/// a million rows of about 110 bytes each (over 100 MB of Arrow data):
+/// its peak memory grows by a few MiB, not by the size of the result.
+#[test]
+fn a_million_row_result_does_not_raise_the_servers_peak_memory_by_its_size() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut command = common::example("flight_sql_server");
+    command
+        .arg("127.0.0.1:0")
+        .arg("--db")
+        .arg(dir.path().join("memory.db"));
+    let mut server = common::ChildProcess::start("flight_sql_server", command);
+    let url = format!("http://{}", server.serving_on());
+    let runtime = common::runtime();
+    let read = |rows: u64| {
+        common::block_on(&runtime, "the query", async {
+            let channel = Channel::from_shared(url.clone())
+                .expect("a URL")
+                .connect()
+                .await
+                .expect("connected");
+            let mut client = logged_in(&channel, "test", "password").await;
+            let sql = format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+                 WHERE i < {rows}) SELECT i, printf('%0100d', i) AS padded FROM n"
+            );
+            let info = client.execute(sql, None).await.expect("info");
+            let ticket = info.endpoint[0].ticket.clone().expect("a ticket");
+            let mut stream = client.do_get(ticket).await.expect("the stream");
+            let mut total = 0;
+            while let Some(batch) = stream.next().await {
+                total += batch.expect("a batch").num_rows() as u64;
+            }
+            assert_eq!(total, rows);
+        })
+    };
+    read(10_000);
+    let small = peak_kib(server.id());
+    read(1_000_000);
+    let large = peak_kib(server.id());
+    println!(
+        "server peak memory: {small} KiB after 10 000 rows, {large} KiB after 1 000 000"
+    );
+    assert!(
+        large < small + 32 * 1024,
+        "the peak grew from {small} KiB to {large} KiB"
+    );
+    let finished = server.terminate();
+    assert!(finished.success(), "{}", finished.report());
+}
