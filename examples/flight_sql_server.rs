@@ -39,8 +39,9 @@ use arrow_flight::sql::{
     TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
-    CancelFlightInfoRequest, CancelFlightInfoResult, FlightDescriptor,
-    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    CancelFlightInfoRequest, CancelFlightInfoResult, Criteria, Empty, FlightData,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, SchemaResult, Ticket,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use base64::Engine;
@@ -1971,6 +1972,105 @@ impl FlightSqlService for SqlServer {
 }
 // ANCHOR_END: sql_service
 
+// ANCHOR: poll
+/// arrow-flight's `FlightService` for a `FlightSqlService` answers
+/// `PollFlightInfo` with `Unimplemented`, whatever the service does. This
+/// wrapper answers it, and hands every other call to the Flight SQL
+/// service. A query here is complete at once: its statement runs when its
+/// ticket is fetched.
+pub struct WithPoll(SqlServer);
+
+type Inner = SqlServer;
+
+#[tonic::async_trait]
+impl FlightService for WithPoll {
+    type HandshakeStream = <Inner as FlightService>::HandshakeStream;
+    type ListFlightsStream = <Inner as FlightService>::ListFlightsStream;
+    type DoGetStream = <Inner as FlightService>::DoGetStream;
+    type DoPutStream = <Inner as FlightService>::DoPutStream;
+    type DoActionStream = <Inner as FlightService>::DoActionStream;
+    type ListActionsStream = <Inner as FlightService>::ListActionsStream;
+    type DoExchangeStream = <Inner as FlightService>::DoExchangeStream;
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        let info = FlightService::get_flight_info(&self.0, request).await?;
+        let poll = PollInfo {
+            info: Some(info.into_inner()),
+            flight_descriptor: None,
+            progress: Some(1.0),
+            expiration_time: None,
+        };
+        Ok(Response::new(poll))
+    }
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        FlightService::handshake(&self.0, request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        FlightService::list_flights(&self.0, request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        FlightService::get_flight_info(&self.0, request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        FlightService::get_schema(&self.0, request).await
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        FlightService::do_get(&self.0, request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        FlightService::do_put(&self.0, request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        FlightService::do_action(&self.0, request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        FlightService::list_actions(&self.0, request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        FlightService::do_exchange(&self.0, request).await
+    }
+}
+// ANCHOR_END: poll
+
 // ANCHOR: serve
 /// Serves Flight SQL over the SQLite database `database` on `listener`
 /// until `shutdown` completes, creating the database if it is new. Users:
@@ -1995,7 +2095,7 @@ pub async fn serve_database(
         running: RunningQueries::default(),
     };
     Server::builder()
-        .add_service(FlightServiceServer::new(server))
+        .add_service(FlightServiceServer::new(WithPoll(server)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await?;
     Ok(())

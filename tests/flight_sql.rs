@@ -896,3 +896,35 @@ fn a_million_row_result_does_not_raise_the_servers_peak_memory_by_its_size() {
     let finished = server.terminate();
     assert!(finished.success(), "{}", finished.report());
 }
+
+/// arrow-flight answers PollFlightInfo with Unimplemented for a
+/// FlightSqlService; the server's wrapper answers it, complete at once.
+#[tokio::test]
+async fn poll_flight_info_answers_a_complete_flight_info() {
+    let (server, _dir) = start().await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel, "test", "password").await;
+    let token = client.token().cloned().expect("a token");
+    let command = arrow_flight::sql::CommandStatementQuery {
+        query: "SELECT name FROM animals ORDER BY name".into(),
+        transaction_id: None,
+    };
+    let descriptor =
+        arrow_flight::FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+    let mut request = Request::new(descriptor);
+    let bearer = format!("Bearer {token}").parse().expect("a header");
+    request.metadata_mut().insert("authorization", bearer);
+    let mut raw = FlightServiceClient::new(channel.clone());
+    let poll = raw
+        .poll_flight_info(request)
+        .await
+        .expect("polled")
+        .into_inner();
+    assert_eq!(poll.progress, Some(1.0));
+    assert!(poll.flight_descriptor.is_none(), "nothing more to poll");
+    let info = poll.info.expect("a FlightInfo");
+    let names = fetch(&mut client, info).await.expect("rows");
+    assert_eq!(strings(&names, "name").len(), 6);
+    drop((client, raw, channel));
+    server.stop().await;
+}

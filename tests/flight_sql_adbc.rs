@@ -3,7 +3,8 @@
 //! logs in, reads the server's info, objects, a table's schema and the
 //! table types, the current catalog and schema (session options),
 //! executes with a parameter, executemany, ingests (create,
-//! append, replace), executes in partitions, rolls back and commits with
+//! append, replace), executes in partitions (also incrementally, through
+//! PollFlightInfo), rolls back and commits with
 //! autocommit off, and sees a refused statement and a refused login. They need Python with the packages of
 //! `tests/python/requirements.txt`: without it they are reported as ignored
 //! (and fail the build on CI).
@@ -65,6 +66,8 @@ fn the_adbc_driver_browses_queries_binds_ingests_and_commits() {
         "ingest append 3",
         "ingest replace 3",
         "partitions 1 ['x'] [(1,), (2,), (3,)]",
+        "incremental 1 1.0 [(8,)]",
+        "incremental, then 0",
         "ProgrammingError INVALID_ARGUMENT: [FlightSQL] no such table: plants \
          (InvalidArgument; Prepare)",
         "after rollback (8,)",

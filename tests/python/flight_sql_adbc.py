@@ -51,6 +51,18 @@ with flight_sql.connect(uri, db_kwargs=login, autocommit=True) as connection:
         partitions, schema = cursor.adbc_execute_partitions("SELECT x FROM numbers")
         cursor.adbc_read_partition(partitions[0])
         print("partitions", len(partitions), schema.names, cursor.fetchall())
+    with connection.cursor() as cursor:
+        # Incremental execution: the driver polls (PollFlightInfo) until the
+        # server says the query is complete.
+        incremental = {"adbc.statement.exec.incremental": "true"}
+        cursor.adbc_statement.set_options(**incremental)
+        sql = "SELECT count(*) AS n FROM animals"
+        partitions, schema = cursor.adbc_execute_partitions(sql)
+        progress = cursor.adbc_statement.get_option_float("adbc.statement.exec.progress")
+        cursor.adbc_read_partition(partitions[0])
+        print("incremental", len(partitions), progress, cursor.fetchall())
+        partitions, schema = cursor.adbc_execute_partitions(sql)
+        print("incremental, then", len(partitions))
         try:
             cursor.execute("SELECT * FROM plants")
             print("accepted: SELECT * FROM plants")
