@@ -134,7 +134,7 @@ fn authorize(context: AuthContext<'_>) -> Authorization {
         AuthAction::Pragma { pragma_name, .. } => {
             let allowed =
                 PRAGMAS.iter().any(|p| p.eq_ignore_ascii_case(pragma_name));
-            if allowed || context.accessor.is_some() {
+            if allowed {
                 Authorization::Allow
             } else {
                 Authorization::Deny
@@ -663,17 +663,60 @@ enum Session {
     Transaction(Arc<Mutex<Connection>>),
 }
 
+/// How long a statement may run; one that streams a result runs as long
+/// as its client reads it.
+pub const STATEMENT_TIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// How many of SQLite's steps run between two checks whether to stop.
+const STEPS: i32 = 10_000;
+
 impl Session {
-    /// Runs `work` on the connection, on a thread where blocking is fine.
+    /// Runs `work` on the connection, on a thread where blocking is fine,
+    /// for at most [`STATEMENT_TIME_LIMIT`].
     async fn run<T: Send + 'static>(
         self,
         work: impl FnOnce(&Connection) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
+        let deadline = Instant::now() + STATEMENT_TIME_LIMIT;
+        match self
+            .run_until(move || Instant::now() > deadline, work)
+            .await
+        {
+            Err(status) if Instant::now() > deadline => {
+                Err(Status::deadline_exceeded(format!(
+                    "the statement ran longer than {} s ({})",
+                    STATEMENT_TIME_LIMIT.as_secs(),
+                    status.message()
+                )))
+            }
+            done => done,
+        }
+    }
+
+    /// Runs `work` as [`Session::run`] does, until `stop` says to stop:
+    /// SQLite asks it every [`STEPS`] steps.
+    async fn run_until<T: Send + 'static>(
+        self,
+        stop: impl FnMut() -> bool + Send + 'static,
+        work: impl FnOnce(&Connection) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
         let job = tokio::task::spawn_blocking(move || match self {
-            Session::New(path) => work(&open(&path)?),
-            Session::Transaction(shared) => {
-                let connection = shared.lock().unwrap_or_else(|e| e.into_inner());
+            Session::New(path) => {
+                let mut connection = open(&path)?;
+                connection
+                    .progress_handler(STEPS, Some(stop))
+                    .map_err(sql_error)?;
                 work(&connection)
+            }
+            Session::Transaction(shared) => {
+                let mut connection = lock(&shared);
+                connection
+                    .progress_handler(STEPS, Some(stop))
+                    .map_err(sql_error)?;
+                let done = work(&connection);
+                let none = None::<fn() -> bool>;
+                connection.progress_handler(0, none).map_err(sql_error)?;
+                done
             }
         });
         job.await
@@ -702,7 +745,6 @@ impl SqlServer {
         for query in lock(&self.running).values() {
             if query.owner == owner && tickets.contains(&&query.ticket[..]) {
                 query.cancelled.store(true, Ordering::Relaxed);
-                query.interrupt.interrupt();
                 found = true;
             }
         }
@@ -725,7 +767,8 @@ impl SqlServer {
                 Ok(Session::Transaction(t.connection.clone()))
             }
             _ => Err(Status::not_found(
-                "no such transaction: it was never begun, has ended, or is not this session's",
+                "no such transaction: it was never begun, has ended, \
+                 or is not this session's",
             )),
         }
     }
@@ -819,7 +862,7 @@ fn built<E>(batch: Result<RecordBatch, E>) -> Result<RecordBatch, Status> {
 /// Streams the result of `sql` from a blocking thread, a batch at a time:
 /// the channel holds two batches, so a slow client slows the query down.
 /// While it runs, the query is listed in `running` under its ticket, for
-/// CancelFlightInfo.
+/// CancelFlightInfo; SQLite stops it when the client goes away.
 fn stream_query(
     running: RunningQueries,
     owner: String,
@@ -830,30 +873,27 @@ fn stream_query(
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let (sender, receiver) = mpsc::channel(2);
     let errors = sender.clone();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    let entry = Running {
+        owner,
+        ticket,
+        cancelled: cancelled.clone(),
+    };
+    lock(&running).insert(id, entry);
+    let stop = {
+        let (sender, cancelled) = (sender.clone(), cancelled.clone());
+        move || sender.is_closed() || cancelled.load(Ordering::Relaxed)
+    };
     tokio::spawn(async move {
+        let (sql, parameters) = query;
         let ran = session
-            .run(move |connection| {
-                let id = NEXT.fetch_add(1, Ordering::Relaxed);
-                let cancelled = Arc::new(AtomicBool::new(false));
-                let entry = Running {
-                    owner,
-                    ticket,
-                    interrupt: connection.get_interrupt_handle(),
-                    cancelled: cancelled.clone(),
-                };
-                lock(&running).insert(id, entry);
-                let (sql, parameters) = query;
-                let ran = run_query(
-                    connection,
-                    &sql,
-                    parameters.as_ref(),
-                    &sender,
-                    &cancelled,
-                );
-                lock(&running).remove(&id);
-                ran
+            .run_until(stop, move |connection| {
+                let parameters = parameters.as_ref();
+                run_query(connection, &sql, parameters, &sender, &cancelled)
             })
             .await;
+        lock(&running).remove(&id);
         if let Err(status) = ran {
             let _ = errors.send(Err(status)).await;
         }
@@ -1175,7 +1215,8 @@ fn ingest(
     let table = quote(&command.table);
     let exists: bool = connection
         .query_row(
-            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            "SELECT count(*) > 0 FROM sqlite_schema \
+             WHERE type = 'table' AND name = ?1",
             [&command.table],
             |row| row.get(0),
         )
@@ -1328,12 +1369,10 @@ fn action_result(
 }
 
 /// A running query that a client may cancel: its owner, the ticket it
-/// serves, SQLite's handle to interrupt it, and a flag for when it is
-/// waiting for the client rather than running.
+/// serves, and the flag that stops it.
 struct Running {
     owner: String,
     ticket: Vec<u8>,
-    interrupt: rusqlite::InterruptHandle,
     cancelled: Arc<AtomicBool>,
 }
 
@@ -1794,13 +1833,17 @@ impl FlightSqlService for SqlServer {
             .run(move |connection| {
                 let mut statement = connection
                     .prepare(
-                        "SELECT name, pk FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk",
+                        "SELECT name, pk FROM pragma_table_info(?1) \
+                         WHERE pk > 0 ORDER BY pk",
                     )
                     .map_err(sql_error)?;
                 let keys = statement
-                    .query_map([&table], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i32>(1)?)))
+                    .query_map([&table], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i32>(1)?))
+                    })
                     .map_err(sql_error)?;
-                let keys = keys.collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+                let keys =
+                    keys.collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
                 Ok((table, keys))
             })
             .await?;

@@ -928,3 +928,43 @@ async fn poll_flight_info_answers_a_complete_flight_info() {
     drop((client, raw, channel));
     server.stop().await;
 }
+
+/// A query that finds no row for ever stops when its client goes away: the
+/// runtime's blocking threads, where queries run, are all done soon after.
+#[test]
+fn a_query_stops_when_its_client_goes_away() {
+    let runtime = common::runtime();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("gone.db");
+    let server = common::block_on(
+        &runtime,
+        "starting the server",
+        TestServer::start(move |l, s| serve_database(l, s, path)),
+    );
+    common::block_on(&runtime, "the abandoned query", async {
+        let channel = server.channel().await;
+        let mut client = logged_in(&channel, "test", "password").await;
+        let endless = arrow_flight::sql::CommandStatementQuery {
+            query:
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                    SELECT i FROM n WHERE i < 0"
+                    .into(),
+            transaction_id: None,
+        };
+        let ticket = TicketStatementQuery {
+            statement_handle: endless.encode_to_vec().into(),
+        };
+        let ticket = Ticket::new(ticket.as_any().encode_to_vec());
+        let stream = client.do_get(ticket).await.expect("the stream");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop((stream, client, channel));
+    });
+    common::block_on(&runtime, "stopping the server", server.stop());
+    let started = std::time::Instant::now();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(20));
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "the query's thread ran on for {waited:?} after its client went away"
+    );
+}
