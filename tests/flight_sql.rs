@@ -1,8 +1,11 @@
 //! The Flight SQL recipe's server in front of SQLite: metadata whose
 //! streams match their announced schemas, queries streamed in bounded
-//! batches, updates, prepared statements bound through DoPut, ingestion,
-//! transactions that others do not see into, refused input (and the server
-//! goes on serving), its login, and the re-handshake pitfall of arrow-flight's
+//! batches (and the server program's peak memory while it streams a million
+//! rows), updates, prepared statements bound through DoPut, ingestion,
+//! transactions that others do not see into, session options and
+//! CloseSession, CancelFlightInfo, PollFlightInfo, a query that stops when
+//! its client goes away, refused input (and the server goes on serving),
+//! its login, and the re-handshake pitfall of arrow-flight's
 //! `FlightSqlServiceClient`.
 
 mod common;
@@ -400,7 +403,7 @@ async fn a_transaction_is_invisible_to_others_until_it_commits() {
         [3]
     );
 
-    // An ended transaction, and another user's, cannot be used.
+    // An ended transaction, and another session's, cannot be used.
     let ended = writer
         .execute_update("DELETE FROM animals".into(), Some(id))
         .await;
