@@ -971,3 +971,56 @@ fn a_query_stops_when_its_client_goes_away() {
         "the query's thread ran on for {waited:?} after its client went away"
     );
 }
+
+/// Parameters over 16 MiB are refused, the store of prepared statements is
+/// bounded, and the server goes on serving.
+#[tokio::test]
+async fn oversized_parameters_and_too_many_prepared_statements_are_refused() {
+    use flight_sql_server::{MAX_PARAMETER_BYTES, MAX_PREPARED};
+    let (server, _dir) = start().await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel, "test", "password").await;
+    let mut insert = client
+        .prepare("INSERT INTO sightings (id) VALUES (?)".into(), None)
+        .await
+        .expect("prepared");
+    let rows = MAX_PARAMETER_BYTES / 8 + 1024;
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let values = Arc::new(Int64Array::from_iter_values(0..rows as i64));
+    let batch = RecordBatch::try_new(schema, vec![values]).expect("a batch");
+    insert.set_parameters(batch).expect("bound");
+    let status = status_of(insert.execute_update().await.expect_err("too large"));
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert_clean_status(&status, &[]);
+    insert.close().await.expect("closed");
+
+    let mut open = Vec::new();
+    for _ in 0..MAX_PREPARED {
+        open.push(
+            client
+                .prepare("SELECT 1".into(), None)
+                .await
+                .expect("prepared"),
+        );
+    }
+    let status = status_of(
+        client
+            .prepare("SELECT 1".into(), None)
+            .await
+            .expect_err("full"),
+    );
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    let first = open.pop().expect("one");
+    first.close().await.expect("closed");
+    client
+        .prepare("SELECT 1".into(), None)
+        .await
+        .expect("room again after a close");
+    let still = query(&mut client, "SELECT count(*) AS n FROM animals")
+        .await
+        .expect("served");
+    assert_eq!(integers(&still, "n"), [6]);
+    drop((open, client, channel));
+    server.stop().await;
+}
