@@ -1024,3 +1024,46 @@ async fn oversized_parameters_and_too_many_prepared_statements_are_refused() {
     drop((open, client, channel));
     server.stop().await;
 }
+
+/// Sixteen clients prepare the same statement at once, bind each its own
+/// value, and each gets the rows of its own value.
+#[tokio::test]
+async fn many_clients_prepare_bind_and_run_at_once_without_mixing_up() {
+    let (server, _dir) = start().await;
+    let channel = server.channel().await;
+    let runs = (0..16i64).map(|at| {
+        let channel = channel.clone();
+        async move {
+            let mut client = logged_in(&channel, "test", "password").await;
+            let sql =
+                "SELECT ?1 AS mine, count(*) AS n FROM animals WHERE legs >= ?1";
+            let mut prepared =
+                client.prepare(sql.into(), None).await.expect("prepared");
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "legs",
+                DataType::Int64,
+                false,
+            )]));
+            let mut seen = Vec::new();
+            for round in 0..5 {
+                let legs = (at + round) % 10;
+                let values = Arc::new(Int64Array::from(vec![legs]));
+                let batch = RecordBatch::try_new(schema.clone(), vec![values])
+                    .expect("batch");
+                prepared.set_parameters(batch).expect("bound");
+                let info = prepared.execute().await.expect("info");
+                let rows = fetch(&mut client, info).await.expect("rows");
+                seen.push((integers(&rows, "mine"), legs));
+            }
+            prepared.close().await.expect("closed");
+            seen
+        }
+    });
+    for seen in futures::future::join_all(runs).await {
+        for (mine, legs) in seen {
+            assert_eq!(mine, [legs], "a client got another client's binding");
+        }
+    }
+    drop(channel);
+    server.stop().await;
+}
