@@ -1,14 +1,15 @@
 // ANCHOR: uses
 use std::sync::Arc;
 
-use arrow_array::{Int64Array, RecordBatch};
+use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_cast::pretty::pretty_format_batches;
 use arrow_flight::FlightInfo;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
     CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetTables,
-    EndTransaction, SqlInfo,
+    CommandStatementIngest, EndTransaction, SqlInfo, TableDefinitionOptions,
+    TableExistsOption, TableNotExistOption,
 };
 use arrow_schema::{DataType, Field, Schema};
 use futures::TryStreamExt;
@@ -150,6 +151,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     prepared.close().await?;
     // ANCHOR_END: prepared
+
+    // ANCHOR: ingest
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("animal", DataType::Utf8, false),
+        Field::new("weight_kg", DataType::Float64, true),
+    ]));
+    let animals = Arc::new(StringArray::from(vec!["cat", "dog", "horse"]));
+    let weights = Arc::new(Float64Array::from(vec![Some(4.5), None, Some(500.0)]));
+    let batch = RecordBatch::try_new(schema, vec![animals, weights])?;
+    let create = TableDefinitionOptions {
+        if_not_exist: TableNotExistOption::Create as i32,
+        if_exists: TableExistsOption::Replace as i32,
+    };
+    let ingest = CommandStatementIngest {
+        table_definition_options: Some(create),
+        table: "weights".to_string(),
+        ..Default::default()
+    };
+    let batches = futures::stream::iter([Ok(batch)]);
+    let rows = client.execute_ingest(ingest, batches).await?;
+    println!("ingested {rows} rows into weights");
+    let sql = "SELECT animal, weight_kg FROM weights WHERE weight_kg > 1";
+    println!(
+        "{}",
+        pretty_format_batches(&query(&mut client, sql).await?)?
+    );
+    // ANCHOR_END: ingest
 
     // ANCHOR: transaction
     let transaction = client.begin_transaction().await?;

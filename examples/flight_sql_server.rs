@@ -36,7 +36,7 @@ use arrow_flight::sql::{
     CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
     CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction, Nullable,
     ProstMessageExt, Searchable, SqlInfo, SqlSupportedTransaction,
-    TicketStatementQuery, XdbcDataType,
+    TableExistsOption, TableNotExistOption, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
     CancelFlightInfoRequest, CancelFlightInfoResult, Criteria, Empty, FlightData,
@@ -1192,12 +1192,6 @@ fn column_type(data_type: &DataType) -> &'static str {
     }
 }
 
-/// Flight SQL's codes of what to do when the table exists (append, replace;
-/// else fail) and when it does not (create; else fail).
-const APPEND: i32 = 2;
-const REPLACE: i32 = 3;
-const CREATE: i32 = 1;
-
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -1211,7 +1205,8 @@ fn ingest(
     in_transaction: bool,
 ) -> Result<i64, Status> {
     let options = command.table_definition_options.unwrap_or_default();
-    let (if_exists, if_not_exists) = (options.if_exists, options.if_not_exist);
+    let if_exists = TableExistsOption::try_from(options.if_exists);
+    let if_not_exists = TableNotExistOption::try_from(options.if_not_exist);
     let table = quote(&command.table);
     let exists: bool = connection
         .query_row(
@@ -1241,8 +1236,8 @@ fn ingest(
     };
     let written = (|| {
         match (exists, if_exists, if_not_exists) {
-            (true, APPEND, _) => {}
-            (true, REPLACE, _) => {
+            (true, Ok(TableExistsOption::Append), _) => {}
+            (true, Ok(TableExistsOption::Replace), _) => {
                 connection
                     .execute(&format!("DROP TABLE {table}"), [])
                     .map_err(sql_error)?;
@@ -1254,7 +1249,7 @@ fn ingest(
                     command.table
                 )));
             }
-            (false, _, CREATE) => create()?,
+            (false, _, Ok(TableNotExistOption::Create)) => create()?,
             (false, _, _) => {
                 return Err(Status::not_found(format!(
                     "no table {:?}: ingest with create",
