@@ -1,10 +1,17 @@
 // ANCHOR: uses
-use arrow_array::RecordBatch;
+use std::sync::Arc;
+
+use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_cast::pretty::pretty_format_batches;
 use arrow_flight::FlightInfo;
 use arrow_flight::error::FlightError;
-use arrow_flight::sql::CommandGetTables;
 use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetTables,
+    CommandStatementIngest, EndTransaction, SqlInfo, TableDefinitionOptions,
+    TableExistsOption, TableNotExistOption,
+};
+use arrow_schema::{DataType, Field, Schema};
 use futures::TryStreamExt;
 use tonic::transport::Channel;
 // ANCHOR_END: uses
@@ -59,17 +66,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("logged in as {}", String::from_utf8_lossy(&user));
     // ANCHOR_END: login
 
+    // ANCHOR: info
+    let wanted = vec![
+        SqlInfo::FlightSqlServerName,
+        SqlInfo::FlightSqlServerReadOnly,
+        SqlInfo::FlightSqlServerTransaction,
+    ];
+    let info = client.get_sql_info(wanted).await?;
+    let answers = fetch(&mut client, info).await?;
+    println!("{}", pretty_format_batches(&answers)?);
+    // ANCHOR_END: info
+
     // ANCHOR: tables
-    let info = client.get_tables(CommandGetTables::default()).await?;
-    let tables = fetch(&mut client, info).await?;
-    println!("{}", pretty_format_batches(&tables)?);
+    let tables = CommandGetTables {
+        include_schema: true,
+        ..Default::default()
+    };
+    let info = client.get_tables(tables).await?;
+    for batch in fetch(&mut client, info).await? {
+        let batch = batch.project(&[1, 2, 3])?;
+        println!("{}", pretty_format_batches(&[batch])?);
+    }
+    let keys = CommandGetPrimaryKeys {
+        table: "animals".to_string(),
+        ..Default::default()
+    };
+    let info = client.get_primary_keys(keys).await?;
+    let keys = fetch(&mut client, info).await?;
+    println!("{}", pretty_format_batches(&keys)?);
+    let imported = CommandGetImportedKeys {
+        table: "sightings".to_string(),
+        ..Default::default()
+    };
+    let info = client.get_imported_keys(imported).await?;
+    let batches = fetch(&mut client, info).await?;
+    let mut keys = Vec::new();
+    for batch in batches {
+        keys.push(batch.project(&[2, 3, 6, 7])?);
+    }
+    println!("{}", pretty_format_batches(&keys)?);
     // ANCHOR_END: tables
 
     // ANCHOR: queries
     for sql in [
-        "SELECT * FROM animals",
-        "select name, size from animals where size > 50",
-        "SELECT COUNT(*) FROM animals;",
+        "SELECT * FROM animals WHERE size > 50",
+        "SELECT place, length(photo) AS bytes FROM sightings ORDER BY id",
+        "SELECT count(*) AS animals, avg(legs) AS legs FROM animals",
     ] {
         println!("{sql}");
         let batches = query(&mut client, sql).await?;
@@ -77,13 +119,92 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // ANCHOR_END: queries
 
+    // ANCHOR: update
+    let sql = "INSERT INTO animals VALUES ('snail', 0, 3), ('bee', 6, 1.5)";
+    let changed = client.execute_update(sql.to_string(), None).await?;
+    println!("{sql} => {changed} rows");
+    let sql = "DELETE FROM animals WHERE name IN ('snail', 'bee')";
+    let changed = client.execute_update(sql.to_string(), None).await?;
+    println!("{sql} => {changed} rows");
+    // ANCHOR_END: update
+
+    // ANCHOR: prepared
+    let sql = "SELECT name, size FROM animals WHERE legs = ? ORDER BY size";
+    let mut prepared = client.prepare(sql.to_string(), None).await?;
+    let parameters = prepared.parameter_schema()?.fields().len();
+    println!("{sql}: {parameters} parameter");
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "legs",
+        DataType::Int64,
+        false,
+    )]));
+    for legs in [4, 2] {
+        let values = Arc::new(Int64Array::from(vec![legs]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![values])?;
+        prepared.set_parameters(batch)?;
+        let info = prepared.execute().await?;
+        println!("legs = {legs}");
+        println!(
+            "{}",
+            pretty_format_batches(&fetch(&mut client, info).await?)?
+        );
+    }
+    prepared.close().await?;
+    // ANCHOR_END: prepared
+
+    // ANCHOR: ingest
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("animal", DataType::Utf8, false),
+        Field::new("weight_kg", DataType::Float64, true),
+    ]));
+    let animals = Arc::new(StringArray::from(vec!["cat", "dog", "horse"]));
+    let weights = Arc::new(Float64Array::from(vec![Some(4.5), None, Some(500.0)]));
+    let batch = RecordBatch::try_new(schema, vec![animals, weights])?;
+    let create = TableDefinitionOptions {
+        if_not_exist: TableNotExistOption::Create as i32,
+        if_exists: TableExistsOption::Replace as i32,
+    };
+    let ingest = CommandStatementIngest {
+        table_definition_options: Some(create),
+        table: "weights".to_string(),
+        ..Default::default()
+    };
+    let batches = futures::stream::iter([Ok(batch)]);
+    let rows = client.execute_ingest(ingest, batches).await?;
+    println!("ingested {rows} rows into weights");
+    let sql = "SELECT animal, weight_kg FROM weights WHERE weight_kg > 1";
+    println!(
+        "{}",
+        pretty_format_batches(&query(&mut client, sql).await?)?
+    );
+    // ANCHOR_END: ingest
+
+    // ANCHOR: transaction
+    let transaction = client.begin_transaction().await?;
+    let sql = "DELETE FROM sightings";
+    let deleted = client
+        .execute_update(sql.to_string(), Some(transaction.clone()))
+        .await?;
+    println!("in the transaction: {sql} => {deleted} rows");
+    let outside = query(&mut client, "SELECT count(*) AS n FROM sightings").await?;
+    println!("outside it:\n{}", pretty_format_batches(&outside)?);
+    client
+        .end_transaction(transaction, EndTransaction::Rollback)
+        .await?;
+    let after = query(&mut client, "SELECT count(*) AS n FROM sightings").await?;
+    println!("after the rollback:\n{}", pretty_format_batches(&after)?);
+    // ANCHOR_END: transaction
+
     // ANCHOR: refused
     for sql in [
         "SELECT * FROM plants",
-        "SELECT name, weight FROM animals",
-        "DELETE FROM animals",
-        "SELECT name FROM animals WHERE size = 4",
-        "",
+        "SELEC * FROM animals",
+        "SELECT 1; DROP TABLE animals",
+        "ATTACH DATABASE '/tmp/other.db' AS other",
+        "VACUUM INTO '/tmp/copy.db'",
+        "SELECT load_extension('evil')",
+        "PRAGMA journal_mode = delete",
+        "INSERT INTO sightings (animal, place) VALUES ('unicorn', 'dream')",
     ] {
         match query(&mut client, sql).await {
             Err(error) => println!("{sql:?} => {}", describe(&error)),

@@ -51,6 +51,8 @@ SEARCHES = {
     "shards": "several_servers.html",
     "traceparent": "tracing.html",
     "clear_token": "flight_sql.html",
+    "SQLite": "flight_sql.html",
+    "prepared statement": "flight_sql.html",
     "app_metadata": "exchange.html",
     "trailers": "result_metadata.html",
     "RenewFlightEndpoint": "long_queries.html",
