@@ -266,11 +266,8 @@ impl Repository {
             .tempfile_in(&self.dir)
             .map_err(|e| io_error(name, e))?
             .into_parts();
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
-            .build();
         let file = tokio::fs::File::from_std(file);
+        let properties = writer_properties();
         let writer = AsyncArrowWriter::try_new(file, schema, Some(properties))
             .map_err(|e| write_error(name, e))?;
         Ok(Upload {
@@ -285,6 +282,15 @@ impl Repository {
 /// The most bytes of a row group: the writer keeps one row group in
 /// memory until it is complete, and the reader reads one at a time.
 pub const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
+
+/// How the server writes every dataset: Snappy, row groups of at most
+/// [`ROW_GROUP_BYTES`].
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .build()
+}
 
 /// A dataset being written, one batch at a time.
 pub struct Upload {
