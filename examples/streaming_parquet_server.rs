@@ -24,13 +24,16 @@ use arrow_schema::SchemaRef;
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt, future};
 use http_body::Frame;
-use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder};
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use tempfile::TempPath;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -266,15 +269,29 @@ impl Repository {
             .tempfile_in(&self.dir)
             .map_err(|e| io_error(name, e))?
             .into_parts();
-        let file = tokio::fs::File::from_std(file);
         let properties = writer_properties();
-        let writer = AsyncArrowWriter::try_new(file, schema, Some(properties))
+        let mut writer = ArrowWriter::try_new(file, schema, Some(properties))
             .map_err(|e| write_error(name, e))?;
+
+        // Encode on a thread of its own, while the next batches are decoded.
+        let (batches, mut queue) = mpsc::channel::<RecordBatch>(QUEUED_BATCHES);
+        let name = name.to_string();
+        let encoder = tokio::task::spawn_blocking({
+            let name = name.clone();
+            move || {
+                while let Some(batch) = queue.blocking_recv() {
+                    writer.write(&batch).map_err(|e| write_error(&name, e))?;
+                }
+                writer.finish().map_err(|e| write_error(&name, e))?;
+                writer.inner().sync_all().map_err(|e| io_error(&name, e))
+            }
+        });
         Ok(Upload {
-            name: name.to_string(),
+            name,
             path,
             temp_path,
-            writer,
+            batches,
+            encoder,
         })
     }
 }
@@ -282,6 +299,9 @@ impl Repository {
 /// The most bytes of a row group: the writer keeps one row group in
 /// memory until it is complete, and the reader reads one at a time.
 pub const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
+
+/// The batches that may wait for the encoder, or for the client.
+pub const QUEUED_BATCHES: usize = 4;
 
 /// How the server writes every dataset: Snappy, row groups of at most
 /// [`ROW_GROUP_BYTES`].
@@ -297,33 +317,40 @@ pub struct Upload {
     name: String,
     path: PathBuf,
     temp_path: TempPath,
-    writer: AsyncArrowWriter<tokio::fs::File>,
+    batches: mpsc::Sender<RecordBatch>,
+    encoder: JoinHandle<Result<(), Status>>,
 }
 
 impl Upload {
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), Status> {
-        let name = &self.name;
-        self.writer
-            .write(batch)
-            .await
-            .map_err(|e| write_error(name, e))
+    /// Hands `batch` to the encoder, once fewer than [`QUEUED_BATCHES`]
+    /// wait for it.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<(), Status> {
+        match self.batches.send(batch).await {
+            Ok(()) => Ok(()),
+            // The encoder has stopped, which it does only on an error.
+            Err(_) => Err(encoded(&mut self.encoder).await.err().unwrap_or_else(
+                || Status::internal("the encoder stopped before the end"),
+            )),
+        }
     }
 
     /// Completes the file and renames it over the dataset, in one step:
     /// readers see the old dataset or the new one, never a part of either.
     pub async fn finish(mut self) -> Result<(), Status> {
-        let name = &self.name;
-        self.writer
-            .finish()
-            .await
-            .map_err(|e| write_error(name, e))?;
-        let file = self.writer.into_inner();
-        file.sync_all().await.map_err(|e| io_error(name, e))?;
+        drop(self.batches);
+        encoded(&mut self.encoder).await?;
         self.temp_path
             .persist(&self.path)
-            .map_err(|e| io_error(name, e.error))?;
+            .map_err(|e| io_error(&self.name, e.error))?;
         Ok(())
     }
+}
+
+/// What the encoder of an upload ended with.
+async fn encoded(encoder: &mut JoinHandle<Result<(), Status>>) -> Result<(), Status> {
+    encoder
+        .await
+        .map_err(|_| Status::internal("the encoder of an upload failed"))?
 }
 // ANCHOR_END: upload
 
@@ -454,7 +481,7 @@ impl FlightService for StreamingParquetService {
         let mut upload = self.repository.upload(&name, schema)?;
         while let Some(message) = messages.try_next().await? {
             match message.payload {
-                DecodedPayload::RecordBatch(batch) => upload.write(&batch).await?,
+                DecodedPayload::RecordBatch(batch) => upload.write(batch).await?,
                 DecodedPayload::Schema(_) => {
                     return Err(Status::invalid_argument(
                         "the schema changed midway",
@@ -475,18 +502,30 @@ impl FlightService for StreamingParquetService {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let name = name_from_bytes(&request.get_ref().ticket)?;
-        let file = self.repository.open(&name).await?;
-        let reader = ParquetRecordBatchStreamBuilder::new(file)
-            .await
+        let file = self.repository.open(&name).await?.into_std().await;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| unreadable(&name, e))?;
         let schema = reader.schema().clone();
-        let batches = reader
+        let reader = reader
             .with_batch_size(BATCH_ROWS)
             .build()
-            .map_err(|e| unreadable(&name, e))?
-            .map_err(move |e| FlightError::from(unreadable(&name, e)));
+            .map_err(|e| unreadable(&name, e))?;
 
-        // Each batch is read when gRPC is ready to send it.
+        // Decode on a thread of its own, while gRPC sends the batches before.
+        let (batches, queue) = mpsc::channel(QUEUED_BATCHES);
+        tokio::task::spawn_blocking(move || {
+            for batch in reader {
+                let batch = batch.map_err(|e| FlightError::from(unreadable(&name, e)));
+                let failed = batch.is_err();
+                // A closed channel: the client has gone.
+                if batches.blocking_send(batch).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let batches = stream::unfold(queue, |mut queue| async move {
+            queue.recv().await.map(|batch| (batch, queue))
+        });
         let flight_data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
