@@ -59,6 +59,7 @@ mod streaming_parquet_server;
 
 use std::future::Future;
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -293,7 +294,11 @@ impl ServerProcess {
         self.stop_sampling();
         let process = self.process.take().ok_or("the server was stopped before")?;
         let finished = process.terminate();
-        match finished.success() {
+        // A server that is already on its way out when SIGTERM comes (its
+        // stdin is closed first) may end by the signal.
+        let by_sigterm =
+            finished.status.and_then(|status| status.signal()) == Some(15);
+        match finished.success() || by_sigterm {
             true => Ok(()),
             false => Err(format!(
                 "the server did not stop cleanly: {}",
@@ -548,20 +553,75 @@ fn read(path: &Path, batches: usize) -> Result<f64, Error> {
     Ok(seconds)
 }
 
-/// The CPU time, user and system, that process `pid` has used, in seconds
-/// (`/proc/PID/stat`, in clock ticks of 10 ms).
-fn cpu_seconds(pid: u32) -> Result<f64, Error> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| -> Result<u64, Error> {
-        let field = fields.get(i).ok_or("/proc/PID/stat is too short")?;
-        Ok(field.parse()?)
-    };
-    // utime and stime, fields 14 and 15; `fields` starts at field 3.
-    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
+/// The CPU time that a process has used, to be compared with a later one.
+struct CpuTime {
+    /// User and system time from `/proc/PID/stat`, in clock ticks of 10 ms.
+    ticks: u64,
+    /// Each thread's time on a core from `/proc/PID/task/TID/sched`, in ms
+    /// to the nanosecond, where the kernel has it.
+    threads: Vec<(u32, f64)>,
+}
+
+impl CpuTime {
+    fn of(pid: u32) -> Result<Self, Error> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| -> Result<u64, Error> {
+            Ok(fields
+                .get(i)
+                .ok_or("/proc/PID/stat is too short")?
+                .parse()?)
+        };
+        // utime and stime, fields 14 and 15; `fields` starts at field 3.
+        let ticks = field(11)? + field(12)?;
+        let mut threads = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let task = task?;
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok())
+            else {
+                continue;
+            };
+            let Ok(sched) = std::fs::read_to_string(task.path().join("sched"))
+            else {
+                continue;
+            };
+            let runtime = sched
+                .lines()
+                .find(|line| line.starts_with("se.sum_exec_runtime"))
+                .and_then(|line| line.split(':').nth(1))
+                .and_then(|ms| ms.trim().parse().ok());
+            if let Some(ms) = runtime {
+                threads.push((tid, ms));
+            }
+        }
+        Ok(CpuTime { ticks, threads })
+    }
+
+    /// Seconds of CPU time used since `earlier`: to the nanosecond when
+    /// every thread of `earlier` is still there, else in clock ticks (a
+    /// thread that ends takes its time out of the threads' sum).
+    fn since(&self, earlier: &CpuTime) -> f64 {
+        let all_there = !earlier.threads.is_empty()
+            && earlier
+                .threads
+                .iter()
+                .all(|(tid, _)| self.threads.iter().any(|(t, _)| t == tid));
+        if !all_there {
+            return self.ticks.saturating_sub(earlier.ticks) as f64 / 100.0;
+        }
+        let ms: f64 = self
+            .threads
+            .iter()
+            .map(|(tid, now)| {
+                let then = earlier.threads.iter().find(|(t, _)| t == tid);
+                now - then.map_or(0.0, |(_, then)| *then)
+            })
+            .sum();
+        ms / 1e3
+    }
 }
 
 /// pyarrow's client, `tests/python/streaming_bench_client.py`, connected
@@ -1084,13 +1144,16 @@ impl Storage {
         let name = dataset(batches);
         let (pid, client) = (self.server.pid, std::process::id());
         let bytes = batches as u64 * BATCH_BYTES;
-        let before = (cpu_seconds(pid)?, cpu_seconds(client)?);
+        let before = (CpuTime::of(pid)?, CpuTime::of(client)?);
         let seconds = put(&mut self.client, &name, batches, pool).await?;
-        let after = (cpu_seconds(pid)?, cpu_seconds(client)?);
-        calls[0].push(bytes, seconds, after.0 - before.0, after.1 - before.1);
+        let after = (CpuTime::of(pid)?, CpuTime::of(client)?);
+        let (server, client_cpu) =
+            (after.0.since(&before.0), after.1.since(&before.1));
+        calls[0].push(bytes, seconds, server, client_cpu);
         let seconds = get(&mut self.client, &name, batches).await?;
-        let last = (cpu_seconds(pid)?, cpu_seconds(client)?);
-        calls[1].push(bytes, seconds, last.0 - after.0, last.1 - after.1);
+        let last = (CpuTime::of(pid)?, CpuTime::of(client)?);
+        let (server, client_cpu) = (last.0.since(&after.0), last.1.since(&after.1));
+        calls[1].push(bytes, seconds, server, client_cpu);
         Ok(())
     }
 
@@ -1105,9 +1168,9 @@ impl Storage {
         let pid = self.server.pid;
         let bytes = batches as u64 * BATCH_BYTES;
         for (i, what) in ["put", "get"].into_iter().enumerate() {
-            let before = cpu_seconds(pid)?;
+            let before = CpuTime::of(pid)?;
             let (seconds, client_cpu) = client.call(what, &name, batches)?;
-            let server_cpu = cpu_seconds(pid)? - before;
+            let server_cpu = CpuTime::of(pid)?.since(&before);
             calls[i].push(bytes, seconds, server_cpu, client_cpu);
         }
         Ok(())

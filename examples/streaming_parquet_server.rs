@@ -274,13 +274,16 @@ impl Repository {
             .map_err(|e| write_error(name, e))?;
 
         // Encode on a thread of its own, while the next batches are decoded.
-        let (batches, mut queue) = mpsc::channel::<RecordBatch>(QUEUED_BATCHES);
+        let (batches, mut queue) =
+            mpsc::channel::<Vec<RecordBatch>>(QUEUED_BATCHES);
         let name = name.to_string();
         let encoder = tokio::task::spawn_blocking({
             let name = name.clone();
             move || {
-                while let Some(batch) = queue.blocking_recv() {
-                    writer.write(&batch).map_err(|e| write_error(&name, e))?;
+                while let Some(group) = queue.blocking_recv() {
+                    for batch in group {
+                        writer.write(&batch).map_err(|e| write_error(&name, e))?;
+                    }
                 }
                 writer.finish().map_err(|e| write_error(&name, e))?;
                 writer.inner().sync_all().map_err(|e| io_error(&name, e))
@@ -290,6 +293,8 @@ impl Repository {
             name,
             path,
             temp_path,
+            group: Vec::new(),
+            group_bytes: 0,
             batches,
             encoder,
         })
@@ -300,15 +305,25 @@ impl Repository {
 /// memory until it is complete, and the reader reads one at a time.
 pub const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
-/// The batches that may wait for the encoder, or for the client.
+/// The batches, or groups of batches, that may wait for the encoder or for
+/// the client.
 pub const QUEUED_BATCHES: usize = 4;
 
+/// The bytes of the batches of an upload that go to the encoder together.
+pub const GROUP_BYTES: usize = 1024 * 1024;
+
+/// The largest dictionary of a column chunk, in bytes; beyond it, the
+/// writer falls back to plain encoding for the rest of the row group.
+pub const DICTIONARY_BYTES: usize = 64 * 1024;
+
 /// How the server writes every dataset: Snappy, row groups of at most
-/// [`ROW_GROUP_BYTES`].
+/// [`ROW_GROUP_BYTES`], and dictionaries of at most [`DICTIONARY_BYTES`],
+/// which hold up to 8192 distinct 64-bit values.
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .set_dictionary_page_size_limit(DICTIONARY_BYTES)
         .build()
 }
 
@@ -317,26 +332,46 @@ pub struct Upload {
     name: String,
     path: PathBuf,
     temp_path: TempPath,
-    batches: mpsc::Sender<RecordBatch>,
+    /// Batches not yet handed to the encoder, and their size.
+    group: Vec<RecordBatch>,
+    group_bytes: usize,
+    batches: mpsc::Sender<Vec<RecordBatch>>,
     encoder: JoinHandle<Result<(), Status>>,
 }
 
 impl Upload {
-    /// Hands `batch` to the encoder, once fewer than [`QUEUED_BATCHES`]
-    /// wait for it.
+    /// Hands `batch` to the encoder, in groups of [`GROUP_BYTES`]: each
+    /// hand-over wakes a thread. Waits while [`QUEUED_BATCHES`] groups
+    /// wait for the encoder.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), Status> {
-        match self.batches.send(batch).await {
+        self.group_bytes += batch.get_array_memory_size();
+        self.group.push(batch);
+        if self.group_bytes < GROUP_BYTES {
+            return Ok(());
+        }
+        self.hand_over().await
+    }
+
+    async fn hand_over(&mut self) -> Result<(), Status> {
+        let group = std::mem::take(&mut self.group);
+        self.group_bytes = 0;
+        match self.batches.send(group).await {
             Ok(()) => Ok(()),
             // The encoder has stopped, which it does only on an error.
-            Err(_) => Err(encoded(&mut self.encoder).await.err().unwrap_or_else(
-                || Status::internal("the encoder stopped before the end"),
-            )),
+            Err(_) => {
+                Err(encoded(&mut self.encoder).await.err().unwrap_or_else(|| {
+                    Status::internal("the encoder stopped before the end")
+                }))
+            }
         }
     }
 
     /// Completes the file and renames it over the dataset, in one step:
     /// readers see the old dataset or the new one, never a part of either.
     pub async fn finish(mut self) -> Result<(), Status> {
+        if !self.group.is_empty() {
+            self.hand_over().await?;
+        }
         drop(self.batches);
         encoded(&mut self.encoder).await?;
         self.temp_path
@@ -346,8 +381,21 @@ impl Upload {
     }
 }
 
+// ANCHOR: copy_blocking
+/// Runs blocking file work on tokio's threads for blocking work.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| Status::internal("a file task did not finish"))?
+}
+// ANCHOR_END: copy_blocking
+
 /// What the encoder of an upload ended with.
-async fn encoded(encoder: &mut JoinHandle<Result<(), Status>>) -> Result<(), Status> {
+async fn encoded(
+    encoder: &mut JoinHandle<Result<(), Status>>,
+) -> Result<(), Status> {
     encoder
         .await
         .map_err(|_| Status::internal("the encoder of an upload failed"))?
@@ -503,19 +551,25 @@ impl FlightService for StreamingParquetService {
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let name = name_from_bytes(&request.get_ref().ticket)?;
         let file = self.repository.open(&name).await?.into_std().await;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| unreadable(&name, e))?;
-        let schema = reader.schema().clone();
-        let reader = reader
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| unreadable(&name, e))?;
+        let opened = name.clone();
+        let (schema, reader) = blocking(move || {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| unreadable(&opened, e))?;
+            let schema = reader.schema().clone();
+            let reader = reader
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| unreadable(&opened, e))?;
+            Ok((schema, reader))
+        })
+        .await?;
 
         // Decode on a thread of its own, while gRPC sends the batches before.
         let (batches, queue) = mpsc::channel(QUEUED_BATCHES);
         tokio::task::spawn_blocking(move || {
             for batch in reader {
-                let batch = batch.map_err(|e| FlightError::from(unreadable(&name, e)));
+                let batch =
+                    batch.map_err(|e| FlightError::from(unreadable(&name, e)));
                 let failed = batch.is_err();
                 // A closed channel: the client has gone.
                 if batches.blocking_send(batch).is_err() || failed {
