@@ -285,8 +285,7 @@ impl Repository {
                         writer.write(&batch).map_err(|e| write_error(&name, e))?;
                     }
                 }
-                writer.finish().map_err(|e| write_error(&name, e))?;
-                writer.inner().sync_all().map_err(|e| io_error(&name, e))
+                Ok(writer)
             }
         });
         Ok(Upload {
@@ -336,7 +335,9 @@ pub struct Upload {
     group: Vec<RecordBatch>,
     group_bytes: usize,
     batches: mpsc::Sender<Vec<RecordBatch>>,
-    encoder: JoinHandle<Result<(), Status>>,
+    /// The encoder's thread, which gives the writer back once `batches`
+    /// closes; an upload dropped before its end drops it there.
+    encoder: JoinHandle<Result<ArrowWriter<std::fs::File>, Status>>,
 }
 
 impl Upload {
@@ -373,7 +374,13 @@ impl Upload {
             self.hand_over().await?;
         }
         drop(self.batches);
-        encoded(&mut self.encoder).await?;
+        let mut writer = encoded(&mut self.encoder).await?;
+        let name = self.name.clone();
+        blocking(move || {
+            writer.finish().map_err(|e| write_error(&name, e))?;
+            writer.inner().sync_all().map_err(|e| io_error(&name, e))
+        })
+        .await?;
         self.temp_path
             .persist(&self.path)
             .map_err(|e| io_error(&self.name, e.error))?;
@@ -394,8 +401,8 @@ async fn blocking<T: Send + 'static>(
 
 /// What the encoder of an upload ended with.
 async fn encoded(
-    encoder: &mut JoinHandle<Result<(), Status>>,
-) -> Result<(), Status> {
+    encoder: &mut JoinHandle<Result<ArrowWriter<std::fs::File>, Status>>,
+) -> Result<ArrowWriter<std::fs::File>, Status> {
     encoder
         .await
         .map_err(|_| Status::internal("the encoder of an upload failed"))?
