@@ -8,9 +8,17 @@
 //! * The streaming Parquet storage recipe: `do_put` and `do_get` of 1024
 //!   batches of 4096 random Int64 values (32 MiB) and of 1 GiB, in MB/s,
 //!   next to plain TCP over loopback and to a file write with `fsync`, both
-//!   moving the same bytes in this program, and next to the pyarrow server
-//!   of the Python page; the server's peak resident memory during each call,
-//!   each by a new server process, at 1 GiB next to 32 MiB.
+//!   moving the same bytes in this program; next to the limits of each
+//!   direction: the same batches encoded in this program with the server's
+//!   `writer_properties` (into a file with `fsync` and rename, and into
+//!   nothing), the server's file read back in this program, and a Flight
+//!   server ([`LimitServer`]) that decodes an upload and drops it or sends
+//!   messages encoded beforehand; next to the pyarrow server of the Python
+//!   page, with our client and with pyarrow's
+//!   (`tests/python/streaming_bench_client.py`); the CPU time that server
+//!   and client used; the server's peak resident memory during each call,
+//!   each by a new server process, at 1 GiB next to 32 MiB. The steps of a
+//!   run go in the opposite order every other run.
 //! * The user/password recipe: echo calls per second with a bearer token,
 //!   next to the same echo service without the authentication layer and next
 //!   to the pyarrow server of the Python page; logins per second likewise,
@@ -23,9 +31,9 @@
 //! stale example binary is measured; pyarrow's are the scripts of
 //! `tests/python`, run by the Python that `recipes/build.rs` found with the
 //! packages of `tests/python/requirements.txt`. Both kinds run as
-//! `tests/common`'s `ChildProcess`. The client is ours for every server: the
-//! functions of `examples/streaming_parquet_client.rs` and
-//! `examples/basic_auth_client.rs`.
+//! `tests/common`'s `ChildProcess`. The client is ours for every server (and
+//! pyarrow's too for the storage servers): the functions of
+//! `examples/streaming_parquet_client.rs` and `examples/basic_auth_client.rs`.
 //!
 //! Each figure is the median over the runs (5 by default); a ratio is the
 //! median of the ratios of the runs, each measured back to back. `--quick`
@@ -1036,7 +1044,8 @@ async fn run(options: Options) -> Result<(), Error> {
         Err(why) => println!("  pyarrow comparisons SKIPPED: {why}"),
     }
     println!(
-        "  the client of every server: the recipes' client functions (examples/*_client.rs)"
+        "  the client of every server: the recipes' client functions (examples/*_client.rs); \
+         of the storage servers, also pyarrow's (tests/python/streaming_bench_client.py)"
     );
     println!(
         "  figures are medians of the runs; ratios, medians of the runs' ours / baseline"
