@@ -8,9 +8,17 @@
 //! * The streaming Parquet storage recipe: `do_put` and `do_get` of 1024
 //!   batches of 4096 random Int64 values (32 MiB) and of 1 GiB, in MB/s,
 //!   next to plain TCP over loopback and to a file write with `fsync`, both
-//!   moving the same bytes in this program, and next to the pyarrow server
-//!   of the Python page; the server's peak resident memory during each call,
-//!   each by a new server process, at 1 GiB next to 32 MiB.
+//!   moving the same bytes in this program; next to the limits of each
+//!   direction: the same batches encoded in this program with the server's
+//!   `writer_properties` (into a file with `fsync` and rename, and into
+//!   nothing), the server's file read back in this program, and a Flight
+//!   server ([`LimitServer`]) that decodes an upload and drops it or sends
+//!   messages encoded beforehand; next to the pyarrow server of the Python
+//!   page, with our client and with pyarrow's
+//!   (`tests/python/streaming_bench_client.py`); the CPU time that server
+//!   and client used; the server's peak resident memory during each call,
+//!   each by a new server process, at 1 GiB next to 32 MiB. The steps of a
+//!   run go in the opposite order every other run.
 //! * The user/password recipe: echo calls per second with a bearer token,
 //!   next to the same echo service without the authentication layer and next
 //!   to the pyarrow server of the Python page; logins per second likewise,
@@ -23,9 +31,9 @@
 //! stale example binary is measured; pyarrow's are the scripts of
 //! `tests/python`, run by the Python that `recipes/build.rs` found with the
 //! packages of `tests/python/requirements.txt`. Both kinds run as
-//! `tests/common`'s `ChildProcess`. The client is ours for every server: the
-//! functions of `examples/streaming_parquet_client.rs` and
-//! `examples/basic_auth_client.rs`.
+//! `tests/common`'s `ChildProcess`. The client is ours for every server (and
+//! pyarrow's too for the storage servers): the functions of
+//! `examples/streaming_parquet_client.rs` and `examples/basic_auth_client.rs`.
 //!
 //! Each figure is the median over the runs (5 by default); a ratio is the
 //! median of the ratios of the runs, each measured back to back. `--quick`
@@ -59,6 +67,7 @@ mod streaming_parquet_server;
 
 use std::future::Future;
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -67,20 +76,32 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_flight::decode::FlightDataDecoder;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::flight_service_server::FlightServiceServer;
-use arrow_flight::{Action, FlightClient, HandshakeRequest};
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightClient, FlightData,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use arrow_select::concat::concat_batches;
 use basic_auth_client::{TokenPair, authenticate_basic_token};
 use basic_auth_server::EchoServer;
 use common::ChildProcess;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use futures::{TryStreamExt, stream};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use streaming_parquet_client::{connect, count_rows, upload_stream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status, Streaming};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -91,6 +112,8 @@ const MIB: u64 = 1024 * 1024;
 /// more than a Parquet page, so that neither Parquet nor Snappy can shrink
 /// the data, and made before the clock starts.
 const POOL_BATCHES: usize = 256;
+/// The rows of each batch that the storage server sends.
+const BATCH_ROWS: usize = streaming_parquet_server::BATCH_ROWS;
 /// Calls in flight at once, and the connections they share.
 const IN_FLIGHT: usize = 16;
 const CONNECTIONS: usize = 4;
@@ -170,6 +193,16 @@ async fn serve(args: &[String]) -> Result<(), Error> {
         }
         [mode] if mode == "auth" => {
             basic_auth_server::serve(listener, stop).await?
+        }
+        // The transport limits of the storage server: an upload decoded and
+        // dropped, a download of messages encoded beforehand.
+        [mode, _] if mode == "limits" => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let service = LimitServer::new().await?;
+            Server::builder()
+                .add_service(FlightServiceServer::new(service))
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await?
         }
         // The baseline: basic_auth_server::serve without its layer.
         [mode] if mode == "echo" => {
@@ -269,7 +302,11 @@ impl ServerProcess {
         self.stop_sampling();
         let process = self.process.take().ok_or("the server was stopped before")?;
         let finished = process.terminate();
-        match finished.success() {
+        // A server that is already on its way out when SIGTERM comes (its
+        // stdin is closed first) may end by the signal.
+        let by_sigterm =
+            finished.status.and_then(|status| status.signal()) == Some(15);
+        match finished.success() || by_sigterm {
             true => Ok(()),
             false => Err(format!(
                 "the server did not stop cleanly: {}",
@@ -329,6 +366,313 @@ fn pyarrow() -> Result<(String, String), String> {
         }
         Ok(_) => Err(format!("{python} has no pyarrow")),
         Err(e) => Err(format!("cannot run {python}: {e}")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The limits of the storage server
+
+/// A Flight server that moves what the storage server moves and does none
+/// of its work: `do_put` decodes the upload and drops it; `do_get` sends the
+/// messages that the storage server sends for a dataset of the pool's
+/// batches, encoded once when it starts.
+struct LimitServer {
+    /// The schema's message, then the pool as batches of `BATCH_ROWS` rows.
+    messages: Vec<FlightData>,
+}
+
+impl LimitServer {
+    async fn new() -> Result<Self, Error> {
+        let pool = batch_pool()?;
+        let per_batch = BATCH_ROWS / ROWS_PER_BATCH;
+        let batches = pool
+            .chunks(per_batch)
+            .map(|chunk| concat_batches(&chunk[0].schema(), chunk))
+            .collect::<Result<Vec<_>, _>>()?;
+        let messages = FlightDataEncoderBuilder::new()
+            .build(stream::iter(batches.into_iter().map(Ok)))
+            .try_collect()
+            .await?;
+        Ok(LimitServer { messages })
+    }
+}
+
+/// The dataset of `batches` batches of the pool, as the benchmark names it.
+fn dataset(batches: usize) -> String {
+    format!("bench-{batches}.parquet")
+}
+
+fn batches_of(name: &str) -> Result<usize, Status> {
+    name.strip_prefix("bench-")
+        .and_then(|rest| rest.strip_suffix(".parquet"))
+        .and_then(|batches| batches.parse().ok())
+        .ok_or_else(|| Status::not_found(format!("no dataset {name:?}")))
+}
+
+fn unoffered<T>() -> Result<T, Status> {
+    Err(Status::unimplemented("not offered"))
+}
+
+#[tonic::async_trait]
+impl FlightService for LimitServer {
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let messages = request.into_inner().map_err(FlightError::from);
+        let mut decoded = FlightDataDecoder::new(messages);
+        while decoded.try_next().await.map_err(Status::from)?.is_some() {}
+        Ok(Response::new(stream::empty().boxed()))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let name = request.get_ref().path.concat();
+        batches_of(&name)?;
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(name));
+        Ok(Response::new(FlightInfo::new().with_endpoint(endpoint)))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let name = String::from_utf8_lossy(&request.get_ref().ticket).to_string();
+        let rows = batches_of(&name)? * ROWS_PER_BATCH;
+        let (schema, batches) = self.messages.split_at(1);
+        let data = batches.iter().cycle().take(rows / BATCH_ROWS);
+        let messages: Vec<_> = schema.iter().chain(data).cloned().map(Ok).collect();
+        Ok(Response::new(stream::iter(messages).boxed()))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        unoffered()
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Ok(Response::new(stream::empty().boxed()))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        unoffered()
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        unoffered()
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        unoffered()
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        unoffered()
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unoffered()
+    }
+}
+
+/// Seconds to encode `batches` batches of the pool, in the order of an
+/// upload, with the storage server's writer properties, in this process:
+/// into a new file of `repo`, flushed to disk and renamed, as the server
+/// does; or, without `repo`, into nothing.
+fn encode(
+    repo: Option<&Path>,
+    batches: usize,
+    pool: &[RecordBatch],
+) -> Result<f64, Error> {
+    let schema = pool[0].schema();
+    let properties = Some(streaming_parquet_server::writer_properties());
+    let started = Instant::now();
+    let Some(repo) = repo else {
+        let mut writer = ArrowWriter::try_new(std::io::sink(), schema, properties)?;
+        for i in 0..batches {
+            writer.write(&pool[i % pool.len()])?;
+        }
+        writer.close()?;
+        return Ok(started.elapsed().as_secs_f64());
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(".in-process-")
+        .tempfile_in(repo)?;
+    let mut writer = ArrowWriter::try_new(file.as_file_mut(), schema, properties)?;
+    for i in 0..batches {
+        writer.write(&pool[i % pool.len()])?;
+    }
+    writer.close()?;
+    file.as_file().sync_all()?;
+    let path = repo.join("in-process.parquet");
+    file.persist(&path)?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_file(path)?;
+    Ok(seconds)
+}
+
+/// Seconds to read and decode the file at `path` in this process, in
+/// batches of the storage server's `BATCH_ROWS`; it must have `batches`
+/// batches of the pool.
+fn read(path: &Path, batches: usize) -> Result<f64, Error> {
+    let started = Instant::now();
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?
+            .with_batch_size(BATCH_ROWS)
+            .build()?;
+    let mut rows = 0;
+    for batch in reader {
+        rows += batch?.num_rows();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if rows != batches * ROWS_PER_BATCH {
+        return Err(format!("{}: {rows} rows", path.display()).into());
+    }
+    Ok(seconds)
+}
+
+/// The CPU time that a process has used, to be compared with a later one.
+struct CpuTime {
+    /// User and system time from `/proc/PID/stat`, in clock ticks of 10 ms.
+    ticks: u64,
+    /// Each thread's time on a core from `/proc/PID/task/TID/sched`, in ms
+    /// to the nanosecond, where the kernel has it.
+    threads: Vec<(u32, f64)>,
+}
+
+impl CpuTime {
+    fn of(pid: u32) -> Result<Self, Error> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| -> Result<u64, Error> {
+            Ok(fields
+                .get(i)
+                .ok_or("/proc/PID/stat is too short")?
+                .parse()?)
+        };
+        // utime and stime, fields 14 and 15; `fields` starts at field 3.
+        let ticks = field(11)? + field(12)?;
+        let mut threads = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let task = task?;
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok())
+            else {
+                continue;
+            };
+            let Ok(sched) = std::fs::read_to_string(task.path().join("sched"))
+            else {
+                continue;
+            };
+            let runtime = sched
+                .lines()
+                .find(|line| line.starts_with("se.sum_exec_runtime"))
+                .and_then(|line| line.split(':').nth(1))
+                .and_then(|ms| ms.trim().parse().ok());
+            if let Some(ms) = runtime {
+                threads.push((tid, ms));
+            }
+        }
+        Ok(CpuTime { ticks, threads })
+    }
+
+    /// Seconds of CPU time used since `earlier`: to the nanosecond when
+    /// every thread of `earlier` is still there, else in clock ticks (a
+    /// thread that ends takes its time out of the threads' sum).
+    fn since(&self, earlier: &CpuTime) -> f64 {
+        let all_there = !earlier.threads.is_empty()
+            && earlier
+                .threads
+                .iter()
+                .all(|(tid, _)| self.threads.iter().any(|(t, _)| t == tid));
+        if !all_there {
+            return self.ticks.saturating_sub(earlier.ticks) as f64 / 100.0;
+        }
+        let ms: f64 = self
+            .threads
+            .iter()
+            .map(|(tid, now)| {
+                let then = earlier.threads.iter().find(|(t, _)| t == tid);
+                now - then.map_or(0.0, |(_, then)| *then)
+            })
+            .sum();
+        ms / 1e3
+    }
+}
+
+/// pyarrow's client, `tests/python/streaming_bench_client.py`, connected
+/// to the server at `url`.
+struct PyarrowClient(ChildProcess);
+
+impl PyarrowClient {
+    fn start(python: &str, url: &str) -> Result<Self, Error> {
+        let url = url.replacen("http://", "grpc://", 1);
+        let script = "streaming_bench_client.py";
+        let mut process = ChildProcess::python(python, script, &[url.as_ref()]);
+        match process.next_line().as_str() {
+            "ready" => Ok(PyarrowClient(process)),
+            other => {
+                Err(format!("{script}: {other:?} instead of \"ready\"").into())
+            }
+        }
+    }
+
+    /// One `put` or `get` of `batches` batches as `name`: seconds, and the
+    /// client's CPU seconds.
+    fn call(
+        &mut self,
+        what: &str,
+        name: &str,
+        batches: usize,
+    ) -> Result<(f64, f64), Error> {
+        let stdin = self
+            .0
+            .stdin()
+            .ok_or("the pyarrow client's stdin is closed")?;
+        writeln!(stdin, "{what} {name} {batches}")?;
+        stdin.flush()?;
+        let line = self.0.next_line();
+        let numbers: Vec<f64> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("the pyarrow client said {line:?}"))?;
+        match numbers.as_slice() {
+            [seconds, cpu] => Ok((*seconds, *cpu)),
+            _ => Err(format!("the pyarrow client said {line:?}").into()),
+        }
     }
 }
 
@@ -700,7 +1044,8 @@ async fn run(options: Options) -> Result<(), Error> {
         Err(why) => println!("  pyarrow comparisons SKIPPED: {why}"),
     }
     println!(
-        "  the client of every server: the recipes' client functions (examples/*_client.rs)"
+        "  the client of every server: the recipes' client functions (examples/*_client.rs); \
+         of the storage servers, also pyarrow's (tests/python/streaming_bench_client.py)"
     );
     println!(
         "  figures are medians of the runs; ratios, medians of the runs' ours / baseline"
@@ -797,20 +1142,46 @@ impl Storage {
         Self::start(mode, repo, "").await
     }
 
-    /// One upload and one download of `batches` batches, on a server that
-    /// has been up for a while: the MB/s of each.
+    /// One upload and one download of `batches` batches by our client, on
+    /// a server that has been up for a while.
     async fn transfer(
         &mut self,
         batches: usize,
         pool: &Arc<Vec<RecordBatch>>,
-        figures: &mut [Figure; 2],
+        calls: &mut [Call; 2],
     ) -> Result<(), Error> {
-        let name = format!("bench-{batches}.parquet");
-        let mb_per_s =
-            |seconds: f64| (batches as u64 * BATCH_BYTES) as f64 / seconds / 1e6;
-        figures[0]
-            .push(mb_per_s(put(&mut self.client, &name, batches, pool).await?));
-        figures[1].push(mb_per_s(get(&mut self.client, &name, batches).await?));
+        let name = dataset(batches);
+        let (pid, client) = (self.server.pid, std::process::id());
+        let bytes = batches as u64 * BATCH_BYTES;
+        let before = (CpuTime::of(pid)?, CpuTime::of(client)?);
+        let seconds = put(&mut self.client, &name, batches, pool).await?;
+        let after = (CpuTime::of(pid)?, CpuTime::of(client)?);
+        let (server, client_cpu) =
+            (after.0.since(&before.0), after.1.since(&before.1));
+        calls[0].push(bytes, seconds, server, client_cpu);
+        let seconds = get(&mut self.client, &name, batches).await?;
+        let last = (CpuTime::of(pid)?, CpuTime::of(client)?);
+        let (server, client_cpu) = (last.0.since(&after.0), last.1.since(&after.1));
+        calls[1].push(bytes, seconds, server, client_cpu);
+        Ok(())
+    }
+
+    /// The same with pyarrow's client.
+    fn pyarrow_transfer(
+        &mut self,
+        client: &mut PyarrowClient,
+        batches: usize,
+        calls: &mut [Call; 2],
+    ) -> Result<(), Error> {
+        let name = format!("pyarrow-client-{batches}.parquet");
+        let pid = self.server.pid;
+        let bytes = batches as u64 * BATCH_BYTES;
+        for (i, what) in ["put", "get"].into_iter().enumerate() {
+            let before = CpuTime::of(pid)?;
+            let (seconds, client_cpu) = client.call(what, &name, batches)?;
+            let server_cpu = CpuTime::of(pid)?.since(&before);
+            calls[i].push(bytes, seconds, server_cpu, client_cpu);
+        }
         Ok(())
     }
 
@@ -842,12 +1213,57 @@ impl Storage {
     }
 }
 
+/// A call measured in every run: its MB/s, the CPU time that server and
+/// client used, and how many cores that kept busy.
+#[derive(Clone, Default)]
+struct Call {
+    mb_per_s: Figure,
+    server_ms: Figure,
+    client_ms: Figure,
+    cores: Figure,
+}
+
+impl Call {
+    fn push(&mut self, bytes: u64, seconds: f64, server_cpu: f64, client_cpu: f64) {
+        self.mb_per_s.push(bytes as f64 / seconds / 1e6);
+        self.server_ms.push(server_cpu * 1e3);
+        self.client_ms.push(client_cpu * 1e3);
+        self.cores.push((server_cpu + client_cpu) / seconds);
+    }
+
+    /// Rows of the CPU time: the server's next to the client's, and the
+    /// cores both kept busy.
+    fn cpu_rows(&self, what: &str, cores: &Figure) -> [Row; 2] {
+        [
+            Row::from(
+                &format!("{what}: server CPU (ms)"),
+                &self.server_ms,
+                "client CPU (ms)",
+                &self.client_ms,
+                None,
+            ),
+            Row::from(
+                &format!("{what}: cores busy, server + client"),
+                &self.cores,
+                "cores",
+                cores,
+                None,
+            ),
+        ]
+    }
+}
+
+/// The steps of a run of the storage benchmark, in the order of the even
+/// runs; odd runs take them backwards.
+const STORAGE_STEPS: usize = 10;
+
 async fn storage(
     options: &Options,
     sizes: &[(&str, usize)],
     python: Option<&str>,
 ) -> Result<Vec<Row>, Error> {
     let pool = Arc::new(batch_pool()?);
+    let cores = thread::available_parallelism().map_or(0, |n| n.get()) as f64;
     let mut rows = Vec::new();
     let mut idle = Figure::default();
     // Per size: the streaming server's peak RSS over idle in put and get.
@@ -859,40 +1275,105 @@ async fn storage(
         let mb_per_s = |seconds: f64| bytes as f64 / seconds / 1e6;
         let scratch = tempfile::tempdir()?;
         let (mut tcp, mut disk) = (Figure::default(), Figure::default());
-        let mut ours: [Figure; 2] = Default::default();
-        let mut theirs: [Figure; 2] = Default::default();
+        let (mut encode_write, mut encode_only) =
+            (Figure::default(), Figure::default());
+        let mut in_process_read = Figure::default();
+        let mut ours: [Call; 2] = Default::default();
+        let mut limits: [Call; 2] = Default::default();
+        let mut theirs: [Call; 2] = Default::default();
+        let mut py_ours: [Call; 2] = Default::default();
+        let mut py_theirs: [Call; 2] = Default::default();
         let mut our_memory: [Figure; 2] = Default::default();
         let mut simple: [Figure; 2] = Default::default();
+        let mut all_cores = Figure::default();
 
         // Throughput on servers that stay up; memory on servers started
         // anew for each call.
         let mut our_server = Storage::ours("streaming").await?;
         idle.push(our_server.idle as f64 / MIB as f64);
+        let mut limit_server = Storage::ours("limits").await?;
         let mut their_server = match python {
             Some(python) => Some(Storage::pyarrow(python).await?),
             None => None,
+        };
+        let mut py_clients = match (python, &their_server) {
+            (Some(python), Some(server)) => Some((
+                PyarrowClient::start(python, &our_server.server.url)?,
+                PyarrowClient::start(python, &server.server.url)?,
+            )),
+            _ => None,
         };
         let mut measured = Storage::ours("streaming").await?;
         let mut simple_server = match options.simple && largest {
             true => Some(Storage::ours("simple").await?),
             false => None,
         };
+        let repo = our_server.repo.path().to_path_buf();
         for run in 0..options.runs {
             eprintln!("storage, {size}, run {}/{}", run + 1, options.runs);
-            tcp.push(mb_per_s(loopback(bytes).await?));
-            disk.push(mb_per_s(file_write(scratch.path(), bytes)?));
-            our_server.transfer(batches, &pool, &mut ours).await?;
-            if let Some(server) = &mut their_server {
-                server.transfer(batches, &pool, &mut theirs).await?;
+            all_cores.push(cores);
+            let mut steps: Vec<usize> = (0..STORAGE_STEPS).collect();
+            if run % 2 == 1 {
+                steps.reverse();
             }
-            measured = measured.memory(batches, &pool, &mut our_memory).await?;
-            if let Some(server) = simple_server {
-                simple_server =
-                    Some(server.memory(batches, &pool, &mut simple).await?);
+            for step in steps {
+                match step {
+                    0 => tcp.push(mb_per_s(loopback(bytes).await?)),
+                    1 => disk.push(mb_per_s(file_write(scratch.path(), bytes)?)),
+                    2 => encode_write.push(mb_per_s(encode(
+                        Some(&repo),
+                        batches,
+                        &pool,
+                    )?)),
+                    3 => encode_only.push(mb_per_s(encode(None, batches, &pool)?)),
+                    // Before the in-process read of the file it writes.
+                    4 => our_server.transfer(batches, &pool, &mut ours).await?,
+                    5 => in_process_read.push(mb_per_s(read(
+                        &repo.join(dataset(batches)),
+                        batches,
+                    )?)),
+                    6 => limit_server.transfer(batches, &pool, &mut limits).await?,
+                    7 => {
+                        if let Some(server) = &mut their_server {
+                            server.transfer(batches, &pool, &mut theirs).await?;
+                        }
+                    }
+                    8 => {
+                        if let (Some((ours_py, theirs_py)), Some(server)) =
+                            (&mut py_clients, &mut their_server)
+                        {
+                            our_server.pyarrow_transfer(
+                                ours_py,
+                                batches,
+                                &mut py_ours,
+                            )?;
+                            server.pyarrow_transfer(
+                                theirs_py,
+                                batches,
+                                &mut py_theirs,
+                            )?;
+                        }
+                    }
+                    _ => {
+                        measured = measured
+                            .memory(batches, &pool, &mut our_memory)
+                            .await?;
+                        if let Some(server) = simple_server {
+                            simple_server = Some(
+                                server.memory(batches, &pool, &mut simple).await?,
+                            );
+                        }
+                    }
+                }
             }
+        }
+        if let Some((ours_py, theirs_py)) = py_clients {
+            ours_py.0.stop();
+            theirs_py.0.stop();
         }
         let servers = [
             Some(our_server),
+            Some(limit_server),
             their_server,
             Some(measured),
             simple_server,
@@ -902,25 +1383,94 @@ async fn storage(
         }
 
         let title = |what: &str| format!("{what} {size} (MB/s)");
-        let (put, get) = (&ours[0], &ours[1]);
-        rows.push(Row::from(&title("do_put"), put, "loopback TCP", &tcp, None));
+        let (put, get) = (&ours[0].mb_per_s, &ours[1].mb_per_s);
+        let small = index == 0;
+        let put_title = title("do_put");
+        let get_title = title("do_get");
+        let at_least = |goal: f64| Some(Goal::AtLeast(goal));
+        rows.push(Row::from(&put_title, put, "loopback TCP", &tcp, None));
+        let goal = if largest { at_least(0.9) } else { None };
         rows.push(Row::from(
-            &title("do_put"),
+            &put_title,
             put,
             "file write + fsync",
             &disk,
+            goal,
+        ));
+        rows.push(Row::from(
+            &put_title,
+            put,
+            "Flight do_put, decoded, dropped",
+            &limits[0].mb_per_s,
             None,
         ));
-        let goal = Some(Goal::AtLeast(0.3));
-        rows.push(Row::from(&title("do_get"), get, "loopback TCP", &tcp, goal));
+        let goal = if small { at_least(0.85) } else { None };
+        rows.push(Row::from(
+            &put_title,
+            put,
+            "in-process encode + write + fsync",
+            &encode_write,
+            goal,
+        ));
+        rows.push(Row::from(
+            &put_title,
+            put,
+            "in-process encode only",
+            &encode_only,
+            None,
+        ));
+        rows.push(Row::from(
+            &get_title,
+            get,
+            "loopback TCP",
+            &tcp,
+            at_least(0.6),
+        ));
+        rows.push(Row::from(
+            &get_title,
+            get,
+            "Flight do_get of encoded data",
+            &limits[1].mb_per_s,
+            None,
+        ));
+        rows.push(Row::from(
+            &get_title,
+            get,
+            "in-process read + decode",
+            &in_process_read,
+            at_least(0.9),
+        ));
         for (what, i) in [("do_put", 0), ("do_get", 1)] {
-            let goal = Some(Goal::AtLeast(5.0));
-            let row =
-                Row::from(&title(what), &ours[i], "pyarrow", &theirs[i], goal);
+            let row = Row::from(
+                &title(what),
+                &ours[i].mb_per_s,
+                "pyarrow's server",
+                &theirs[i].mb_per_s,
+                at_least(1.0),
+            );
             rows.push(match python {
                 Some(_) => row,
                 None => row.missing("no pyarrow"),
             });
+            let row = Row::from(
+                &format!("{what} {size}, pyarrow's client (MB/s)"),
+                &py_ours[i].mb_per_s,
+                "pyarrow's server",
+                &py_theirs[i].mb_per_s,
+                at_least(1.0),
+            );
+            rows.push(match python {
+                Some(_) => row,
+                None => row.missing("no pyarrow"),
+            });
+        }
+        for (what, i) in [("do_put", 0), ("do_get", 1)] {
+            rows.extend(ours[i].cpu_rows(&format!("{what} {size}"), &all_cores));
+        }
+        for (what, i) in [("do_put", 0), ("do_get", 1)] {
+            let call = &limits[i];
+            let what = format!("{what} {size}, transport limit");
+            rows.extend(call.cpu_rows(&what, &all_cores));
         }
         if options.simple && largest {
             simple_memory = Some((size, our_memory.clone(), simple));

@@ -286,6 +286,7 @@ impl Repository {
     }
 }
 
+// ANCHOR: copy_blocking
 /// Runs blocking file work on tokio's threads for blocking work.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Status> + Send + 'static,
@@ -294,6 +295,7 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|_| Status::internal("a file task did not finish"))?
 }
+// ANCHOR_END: copy_blocking
 // ANCHOR_END: store
 
 // ANCHOR: flight_info

@@ -12,8 +12,9 @@ use tonic::transport::Endpoint;
 const NUM_BATCHES: usize = 1024;
 const ROWS_PER_BATCH: usize = 4096;
 
-/// A client of the server at `url`, which may send HTTP/2 frames of up to
-/// 1 MiB rather than the default 16 KiB.
+/// A client of the server at `url` that lets the server send it HTTP/2
+/// frames of up to 1 MiB rather than 16 KiB; what it sends is framed as the
+/// server asks.
 pub async fn connect(url: String) -> Result<FlightClient, Box<dyn Error>> {
     let channel = flight_endpoint(&url)?
         .max_frame_size(1024 * 1024)

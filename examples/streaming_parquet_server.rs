@@ -24,13 +24,16 @@ use arrow_schema::SchemaRef;
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt, future};
 use http_body::Frame;
-use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder};
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use tempfile::TempPath;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
@@ -267,18 +270,33 @@ impl Repository {
             .tempfile_in(&self.dir)
             .map_err(|e| io_error(name, e))?
             .into_parts();
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
-            .build();
-        let file = tokio::fs::File::from_std(file);
-        let writer = AsyncArrowWriter::try_new(file, schema, Some(properties))
+        let properties = writer_properties();
+        let mut writer = ArrowWriter::try_new(file, schema, Some(properties))
             .map_err(|e| write_error(name, e))?;
+
+        // Encode on a thread of its own, while the next batches are decoded.
+        let (batches, mut queue) =
+            mpsc::channel::<Vec<RecordBatch>>(QUEUED_BATCHES);
+        let name = name.to_string();
+        let encoder = tokio::task::spawn_blocking({
+            let name = name.clone();
+            move || {
+                while let Some(group) = queue.blocking_recv() {
+                    for batch in group {
+                        writer.write(&batch).map_err(|e| write_error(&name, e))?;
+                    }
+                }
+                Ok(writer)
+            }
+        });
         Ok(Upload {
-            name: name.to_string(),
+            name,
             path,
             temp_path,
-            writer,
+            group: Vec::new(),
+            group_bytes: 0,
+            batches,
+            encoder,
         })
     }
 }
@@ -287,38 +305,108 @@ impl Repository {
 /// memory until it is complete, and the reader reads one at a time.
 pub const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
+/// The batches, or groups of batches, that may wait for the encoder or for
+/// the client.
+pub const QUEUED_BATCHES: usize = 4;
+
+/// The bytes of the batches of an upload that go to the encoder together.
+pub const GROUP_BYTES: usize = 1024 * 1024;
+
+/// The largest dictionary of a column chunk, in bytes; beyond it, the
+/// writer falls back to plain encoding for the rest of the row group.
+pub const DICTIONARY_BYTES: usize = 64 * 1024;
+
+/// How the server writes every dataset: Snappy, row groups of at most
+/// [`ROW_GROUP_BYTES`], and dictionaries of at most [`DICTIONARY_BYTES`],
+/// which hold up to 8192 distinct 64-bit values.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .set_dictionary_page_size_limit(DICTIONARY_BYTES)
+        .build()
+}
+
 /// A dataset being written, one batch at a time.
 pub struct Upload {
     name: String,
     path: PathBuf,
     temp_path: TempPath,
-    writer: AsyncArrowWriter<tokio::fs::File>,
+    /// Batches not yet handed to the encoder, and their size.
+    group: Vec<RecordBatch>,
+    group_bytes: usize,
+    batches: mpsc::Sender<Vec<RecordBatch>>,
+    /// The encoder's thread, which gives the writer back once `batches`
+    /// closes; an upload dropped before its end drops it there.
+    encoder: JoinHandle<Result<ArrowWriter<std::fs::File>, Status>>,
 }
 
 impl Upload {
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), Status> {
-        let name = &self.name;
-        self.writer
-            .write(batch)
-            .await
-            .map_err(|e| write_error(name, e))
+    /// Hands `batch` to the encoder, in groups of [`GROUP_BYTES`]: each
+    /// hand-over wakes a thread. Waits while [`QUEUED_BATCHES`] groups
+    /// wait for the encoder.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<(), Status> {
+        self.group_bytes += batch.get_array_memory_size();
+        self.group.push(batch);
+        if self.group_bytes < GROUP_BYTES {
+            return Ok(());
+        }
+        self.hand_over().await
+    }
+
+    async fn hand_over(&mut self) -> Result<(), Status> {
+        let group = std::mem::take(&mut self.group);
+        self.group_bytes = 0;
+        match self.batches.send(group).await {
+            Ok(()) => Ok(()),
+            // The encoder has stopped, which it does only on an error.
+            Err(_) => {
+                Err(encoded(&mut self.encoder).await.err().unwrap_or_else(|| {
+                    Status::internal("the encoder stopped before the end")
+                }))
+            }
+        }
     }
 
     /// Completes the file and renames it over the dataset, in one step:
     /// readers see the old dataset or the new one, never a part of either.
     pub async fn finish(mut self) -> Result<(), Status> {
-        let name = &self.name;
-        self.writer
-            .finish()
-            .await
-            .map_err(|e| write_error(name, e))?;
-        let file = self.writer.into_inner();
-        file.sync_all().await.map_err(|e| io_error(name, e))?;
+        if !self.group.is_empty() {
+            self.hand_over().await?;
+        }
+        drop(self.batches);
+        let mut writer = encoded(&mut self.encoder).await?;
+        let name = self.name.clone();
+        blocking(move || {
+            writer.finish().map_err(|e| write_error(&name, e))?;
+            writer.inner().sync_all().map_err(|e| io_error(&name, e))
+        })
+        .await?;
         self.temp_path
             .persist(&self.path)
-            .map_err(|e| io_error(name, e.error))?;
+            .map_err(|e| io_error(&self.name, e.error))?;
         Ok(())
     }
+}
+
+// ANCHOR: copy_blocking
+/// Runs blocking file work on tokio's threads for blocking work.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| Status::internal("a file task did not finish"))?
+}
+// ANCHOR_END: copy_blocking
+
+/// What the encoder of an upload ended with.
+async fn encoded(
+    encoder: &mut JoinHandle<Result<ArrowWriter<std::fs::File>, Status>>,
+) -> Result<ArrowWriter<std::fs::File>, Status> {
+    encoder
+        .await
+        .map_err(|_| Status::internal("the encoder of an upload failed"))?
 }
 // ANCHOR_END: upload
 
@@ -449,7 +537,7 @@ impl FlightService for StreamingParquetService {
         let mut upload = self.repository.upload(&name, schema)?;
         while let Some(message) = messages.try_next().await? {
             match message.payload {
-                DecodedPayload::RecordBatch(batch) => upload.write(&batch).await?,
+                DecodedPayload::RecordBatch(batch) => upload.write(batch).await?,
                 DecodedPayload::Schema(_) => {
                     return Err(Status::invalid_argument(
                         "the schema changed midway",
@@ -470,18 +558,36 @@ impl FlightService for StreamingParquetService {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let name = name_from_bytes(&request.get_ref().ticket)?;
-        let file = self.repository.open(&name).await?;
-        let reader = ParquetRecordBatchStreamBuilder::new(file)
-            .await
-            .map_err(|e| unreadable(&name, e))?;
-        let schema = reader.schema().clone();
-        let batches = reader
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| unreadable(&name, e))?
-            .map_err(move |e| FlightError::from(unreadable(&name, e)));
+        let file = self.repository.open(&name).await?.into_std().await;
+        let opened = name.clone();
+        let (schema, reader) = blocking(move || {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| unreadable(&opened, e))?;
+            let schema = reader.schema().clone();
+            let reader = reader
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| unreadable(&opened, e))?;
+            Ok((schema, reader))
+        })
+        .await?;
 
-        // Each batch is read when gRPC is ready to send it.
+        // Decode on a thread of its own, while gRPC sends the batches before.
+        let (batches, queue) = mpsc::channel(QUEUED_BATCHES);
+        tokio::task::spawn_blocking(move || {
+            for batch in reader {
+                let batch =
+                    batch.map_err(|e| FlightError::from(unreadable(&name, e)));
+                let failed = batch.is_err();
+                // A closed channel: the client has gone.
+                if batches.blocking_send(batch).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let batches = stream::unfold(queue, |mut queue| async move {
+            queue.recv().await.map(|batch| (batch, queue))
+        });
         let flight_data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
