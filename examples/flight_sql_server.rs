@@ -658,6 +658,7 @@ pub struct SqlServer {
 }
 
 /// A connection for one call: the transaction's, or a new one.
+#[derive(Clone)]
 enum Session {
     New(PathBuf),
     Transaction(Arc<Mutex<Connection>>),
@@ -710,6 +711,11 @@ impl Session {
             }
             Session::Transaction(shared) => {
                 let mut connection = lock(&shared);
+                if connection.is_autocommit() {
+                    return Err(Status::failed_precondition(
+                        "the transaction has ended (committed or rolled back)",
+                    ));
+                }
                 connection
                     .progress_handler(STEPS, Some(stop))
                     .map_err(sql_error)?;
@@ -832,6 +838,49 @@ fn batch_stream(batch: RecordBatch) -> DoGetStream {
         .build(stream::iter([Ok(batch)]))
         .map_err(Status::from);
     Box::pin(stream)
+}
+
+/// The ticket of a statement that wrote when its FlightInfo was asked for:
+/// its result, read by DoGet, is empty.
+const WRITTEN: &[u8] = b"written";
+
+/// Runs `sql` at once if it writes (SQLite's own answer), so that it is
+/// done, inside its transaction, when the client's `execute` returns: a
+/// client may commit before it reads the result, or never read it.
+async fn write_now(
+    session: &Session,
+    sql: &str,
+    parameters: Option<RecordBatch>,
+) -> Result<bool, Status> {
+    let sql = sql.to_string();
+    let (check, sql_to_check) = (session.clone(), sql.clone());
+    let (writes, columns) = check
+        .run(move |connection| {
+            let statement = connection.prepare(&sql_to_check).map_err(sql_error)?;
+            Ok((!statement.readonly(), statement.column_count()))
+        })
+        .await?;
+    if !writes {
+        return Ok(false);
+    }
+    if columns > 0 {
+        return Err(Status::invalid_argument(
+            "a statement that writes and returns rows (RETURNING) is not \
+             served as a query: run it as an update",
+        ));
+    }
+    let session = session.clone();
+    session
+        .run(move |connection| run_update(connection, &sql, parameters.as_ref()))
+        .await?;
+    Ok(true)
+}
+
+fn written(descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+    let ticket = TicketStatementQuery {
+        statement_handle: WRITTEN.to_vec().into(),
+    };
+    flight_info(&Schema::empty(), ticket, descriptor)
 }
 
 fn flight_info(
@@ -1405,6 +1454,9 @@ impl FlightSqlService for SqlServer {
     ) -> Result<Response<FlightInfo>, Status> {
         let owner = self.owner(&request)?;
         let session = self.session(&owner, query.transaction_id.as_deref())?;
+        if write_now(&session, &query.query, None).await? {
+            return written(request.into_inner());
+        }
         let schema = query_schema(session, query.query.clone(), None).await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.encode_to_vec().into(),
@@ -1418,6 +1470,10 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
+        if ticket.statement_handle == WRITTEN {
+            let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+            return Ok(Response::new(batch_stream(empty)));
+        }
         let ticket_bytes = request.get_ref().ticket.to_vec();
         let query = CommandStatementQuery::decode(ticket.statement_handle)
             .map_err(|_| {
@@ -1533,6 +1589,9 @@ impl FlightSqlService for SqlServer {
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
         let session = self.session(&owner, transaction.as_deref())?;
+        if write_now(&session, &sql, parameters.clone()).await? {
+            return written(request.into_inner());
+        }
         let schema = query_schema(session, sql, parameters).await?;
         flight_info(&schema, query, request.into_inner())
     }

@@ -429,6 +429,52 @@ async fn a_transaction_is_invisible_to_others_until_it_commits() {
     server.stop().await;
 }
 
+/// A write sent as a query (as ADBC's DB-API `execute` sends every
+/// statement) is done when its FlightInfo comes back, inside its
+/// transaction: a client may end the transaction before it reads the
+/// result, or never read it. Before, the write ran in DoGet: committed
+/// first, it was lost; rolled back first, it ran outside the transaction.
+#[tokio::test]
+async fn a_write_sent_as_a_query_is_done_before_its_transaction_ends() {
+    let (server, _dir) = start().await;
+    let channel = server.channel().await;
+    let mut writer = logged_in(&channel, "test", "password").await;
+    let mut reader = logged_in(&channel, "test", "password").await;
+    let count = "SELECT count(*) AS n FROM animals";
+    for (end, delete, left) in [
+        (
+            EndTransaction::Rollback,
+            "DELETE FROM animals WHERE legs = 8",
+            6,
+        ),
+        (
+            EndTransaction::Commit,
+            "DELETE FROM animals WHERE legs = 2",
+            5,
+        ),
+    ] {
+        let id = writer.begin_transaction().await.expect("begun");
+        let info = writer
+            .execute(delete.into(), Some(id.clone()))
+            .await
+            .expect("info");
+        writer.end_transaction(id, end).await.expect("ended");
+        let rows = integers(&query(&mut reader, count).await.expect("rows"), "n");
+        assert_eq!(rows, [left], "after {end:?} of {delete:?}");
+        let result = fetch(&mut writer, info).await.expect("the empty result");
+        assert_eq!(result.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+        let rows = integers(&query(&mut reader, count).await.expect("rows"), "n");
+        assert_eq!(rows, [left], "reading the result wrote nothing");
+    }
+    let returning = writer
+        .execute("DELETE FROM animals RETURNING name".into(), None)
+        .await;
+    let status = status_of(returning.expect_err("refused"));
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    drop((writer, reader, channel));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_and_the_server_keeps_serving() {
     let (server, dir) = start().await;
