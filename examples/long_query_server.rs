@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
@@ -614,6 +615,34 @@ impl LongQueryService {
     // ANCHOR_END: renew
 }
 
+// ANCHOR: copy_header_limit
+/// The most a call's headers may take, counted as HTTP/2 counts them: each
+/// header's name and value, and 32 bytes.
+pub const MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
+
+/// The header list HTTP/2 decodes and passes on to `limit_headers`. Up to
+/// four times as much, h2 answers HTTP 431 itself; beyond that, or sent in
+/// more than 81 frames, it closes the connection.
+pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
+
+/// Refuses a call whose headers take more than `MAX_HEADER_LIST_SIZE`, with
+/// `ResourceExhausted` as gRPC C++ servers do: the call fails alone, and the
+/// other calls on its connection go on.
+pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
+    let headers = request.metadata().as_ref().iter();
+    let size: usize = headers
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if size > MAX_HEADER_LIST_SIZE {
+        return Err(Status::resource_exhausted(format!(
+            "the call's headers take {size} bytes, the limit is \
+             {MAX_HEADER_LIST_SIZE} bytes"
+        )));
+    }
+    Ok(request)
+}
+// ANCHOR_END: copy_header_limit
+
 // ANCHOR: serve
 /// Serves queries on `listener` until `shutdown` completes, with the
 /// timing of [`PART_TIME`] and [`TTL`].
@@ -631,6 +660,8 @@ pub async fn serve_with(
 ) -> Result<(), tonic::transport::Error> {
     let service = FlightServiceServer::new(LongQueryService::new(timing));
     Server::builder()
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
+        .layer(InterceptorLayer::new(limit_headers))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await

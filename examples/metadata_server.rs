@@ -20,6 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::metadata::MetadataMap;
+use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -399,6 +400,34 @@ impl MetadataService {
     // ANCHOR_END: part
 }
 
+// ANCHOR: copy_header_limit
+/// The most a call's headers may take, counted as HTTP/2 counts them: each
+/// header's name and value, and 32 bytes.
+pub const MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
+
+/// The header list HTTP/2 decodes and passes on to `limit_headers`. Up to
+/// four times as much, h2 answers HTTP 431 itself; beyond that, or sent in
+/// more than 81 frames, it closes the connection.
+pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
+
+/// Refuses a call whose headers take more than `MAX_HEADER_LIST_SIZE`, with
+/// `ResourceExhausted` as gRPC C++ servers do: the call fails alone, and the
+/// other calls on its connection go on.
+pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
+    let headers = request.metadata().as_ref().iter();
+    let size: usize = headers
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if size > MAX_HEADER_LIST_SIZE {
+        return Err(Status::resource_exhausted(format!(
+            "the call's headers take {size} bytes, the limit is \
+             {MAX_HEADER_LIST_SIZE} bytes"
+        )));
+    }
+    Ok(request)
+}
+// ANCHOR_END: copy_header_limit
+
 // ANCHOR: main
 /// Serves the three datasets, with a log line on stdout for every download
 /// of `slow`, on `listener` until `shutdown` completes.
@@ -409,6 +438,8 @@ pub async fn serve(
     let log: Log = Arc::new(|line| println!("{line}"));
     let service = MetadataService::new(log);
     Server::builder()
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
+        .layer(InterceptorLayer::new(limit_headers))
         .add_service(FlightServiceServer::new(service))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await

@@ -102,6 +102,16 @@ fn every_client_takes_the_url_its_server_prints() {
         ("grpc_options_server", "grpc_options_client", "slept 500 ms"),
         ("health_server", "health_client", "one connection"),
         ("key_value_server", "key_value_client", "C7: 0 datasets"),
+        (
+            "long_query_server",
+            "long_query_client",
+            "renew 99/1: NotFound",
+        ),
+        (
+            "metadata_server",
+            "metadata_client",
+            "a command: InvalidArgument",
+        ),
         ("middleware_server", "middleware_client", "fourth: "),
         (
             "parquet_storage_server",

@@ -28,6 +28,14 @@ mod health_server;
 mod key_value_server;
 
 #[allow(dead_code)]
+#[path = "../examples/long_query_server.rs"]
+mod long_query_server;
+
+#[allow(dead_code)]
+#[path = "../examples/metadata_server.rs"]
+mod metadata_server;
+
+#[allow(dead_code)]
 #[path = "../examples/middleware_server.rs"]
 mod middleware_server;
 
@@ -273,6 +281,11 @@ async fn every_server_refuses_an_oversized_header_list() {
             "key_value",
             TestServer::start(key_value_server::serve).await,
         ),
+        (
+            "long_query",
+            TestServer::start(long_query_server::serve).await,
+        ),
+        ("metadata", TestServer::start(metadata_server::serve).await),
         (
             "middleware",
             TestServer::start(middleware_server::serve).await,

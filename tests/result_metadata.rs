@@ -32,8 +32,11 @@ use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use common::{ChildProcess, Shutdown, TIMEOUT, TestServer, block_on, runtime};
 use futures::TryStreamExt;
 use metadata_client::{all_at_once, describe, ids, one_by_one};
-use metadata_server::{Log, MetadataService};
+use metadata_server::{
+    HTTP2_MAX_HEADER_LIST_SIZE, Log, MetadataService, limit_headers,
+};
 use tokio::net::TcpListener;
+use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Status};
@@ -48,10 +51,10 @@ impl Lines {
     }
 }
 
-/// The recipe's service, as `serve` builds it, with its log going to the
-/// test; and, with `reverse`, a layer that makes the first DoGet call wait
-/// a second and the second half a second, so that calls made at once end
-/// in the reverse of the order they came in.
+/// The recipe's service, as `serve` builds it (its header limit first),
+/// with its log going to the test; and, with `reverse`, a layer that makes
+/// the first DoGet call wait a second and the second half a second, so that
+/// calls made at once end in the reverse of the order they came in.
 async fn start(reverse: bool) -> (TestServer, Lines) {
     let lines = Lines::default();
     let sink = lines.clone();
@@ -65,6 +68,8 @@ async fn start(reverse: bool) -> (TestServer, Lines) {
             reverse,
         });
         Server::builder()
+            .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
+            .layer(InterceptorLayer::new(limit_headers))
             .layer(layer)
             .add_service(service)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
