@@ -241,3 +241,38 @@ fn a_plain_text_client_refuses_a_tls_url() {
     let finished = server.terminate();
     assert!(finished.success(), "{}", finished.report());
 }
+
+/// Every program that opens a connection does it through its copy of
+/// `flight_endpoint` and no other way: a client that went back to
+/// `Channel::from_shared(url)` would still reach our servers with a
+/// `grpc://` URL (tonic then sends `:scheme grpc`, which they accept), so
+/// the runs above alone would not notice.
+#[test]
+fn every_program_that_connects_goes_through_flight_endpoint() {
+    let examples = common::repo_root().join("examples");
+    let (mut connecting, mut problems) = (0, Vec::new());
+    for entry in std::fs::read_dir(&examples).expect("examples/") {
+        let path = entry.expect("an entry").path();
+        let source = std::fs::read_to_string(&path).expect("a program");
+        if !source.contains(".connect()") {
+            continue;
+        }
+        connecting += 1;
+        let name = path.file_name().expect("a name").to_string_lossy();
+        let start = "// ANCHOR: copy_flight_endpoint";
+        let end = "// ANCHOR_END: copy_flight_endpoint";
+        let Some((before, rest)) = source.split_once(start) else {
+            problems.push(format!("{name} connects without flight_endpoint"));
+            continue;
+        };
+        let (_, after) = rest.split_once(end).expect("the copy's end");
+        for other in ["from_shared(", "from_static(", "Endpoint::try_from("] {
+            if before.contains(other) || after.contains(other) {
+                problems
+                    .push(format!("{name} calls {other} outside flight_endpoint"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(connecting >= 15, "only {connecting} programs connect");
+}
