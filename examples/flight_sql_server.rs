@@ -56,6 +56,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
@@ -116,6 +117,9 @@ fn open(path: &Path) -> Result<Connection, Status> {
     Ok(connection)
 }
 
+// ANCHOR_END: database
+
+// ANCHOR: authorizer
 /// The pragmas a client may run: they read the schema and change nothing.
 const PRAGMAS: [&str; 6] = [
     "table_info",
@@ -151,6 +155,9 @@ fn authorize(context: AuthContext<'_>) -> Authorization {
     }
 }
 
+// ANCHOR_END: authorizer
+
+// ANCHOR: errors
 /// SQLite's error as a gRPC status: SQLite's own words, no file names.
 fn sql_error(error: rusqlite::Error) -> Status {
     use rusqlite::ErrorCode;
@@ -197,7 +204,7 @@ fn sql_error(error: rusqlite::Error) -> Status {
         other => Status::invalid_argument(other.to_string()),
     }
 }
-// ANCHOR_END: database
+// ANCHOR_END: errors
 
 // ANCHOR: types
 /// The Arrow type of a declared SQLite column type, by SQLite's own rules
@@ -234,6 +241,9 @@ fn value_type(value: ValueRef<'_>) -> DataType {
     }
 }
 
+// ANCHOR_END: types
+
+// ANCHOR: columns
 /// The most rows and bytes (roughly) in one batch of a result.
 pub const BATCH_ROWS: usize = 8192;
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -301,11 +311,9 @@ impl Column {
         }
     }
 }
-// ANCHOR_END: types
+// ANCHOR_END: columns
 
-// ANCHOR: run
-type Batches = mpsc::Sender<Result<RecordBatch, Status>>;
-
+// ANCHOR: parameters
 /// One Arrow value as a SQLite value: integers and booleans as INTEGER,
 /// floats as REAL, binary as BLOB, a union's value as its member's (a client
 /// that binds values of any type sends a union), anything else as its text.
@@ -388,6 +396,9 @@ fn bind(statement: &mut Statement<'_>, values: &[Value]) -> Result<(), Status> {
     Ok(())
 }
 
+// ANCHOR_END: parameters
+
+// ANCHOR: schema
 /// The schema of a statement's result: the declared types of its columns,
 /// and for the others the type of the value in the first row (a statement
 /// that changes data is not run for that: its undeclared columns are text).
@@ -421,6 +432,11 @@ fn result_schema(
         .collect();
     Ok(Arc::new(Schema::new(fields)))
 }
+
+// ANCHOR_END: schema
+
+// ANCHOR: run
+type Batches = mpsc::Sender<Result<RecordBatch, Status>>;
 
 /// Runs `sql` once per row of `parameters` (once without), sending the
 /// result to `out` in batches of at most [`BATCH_ROWS`] rows and about
@@ -584,7 +600,11 @@ impl SqlServer {
         tokens.by_age.push_back(token.clone());
         Ok((user.to_string(), token))
     }
+}
+// ANCHOR_END: auth
 
+// ANCHOR: bearer
+impl SqlServer {
     /// Checks `Bearer <token>` and returns the token: a login is a session,
     /// which owns its prepared statements and transactions.
     fn owner<T>(&self, request: &Request<T>) -> Result<String, Status> {
@@ -610,7 +630,7 @@ impl SqlServer {
         }
     }
 }
-// ANCHOR_END: auth
+// ANCHOR_END: bearer
 
 // ANCHOR: state
 /// The most prepared statements and open transactions kept at once, for
@@ -657,6 +677,9 @@ pub struct SqlServer {
     running: RunningQueries,
 }
 
+// ANCHOR_END: state
+
+// ANCHOR: session
 /// A connection for one call: the transaction's, or a new one.
 enum Session {
     New(PathBuf),
@@ -723,7 +746,9 @@ impl Session {
             .map_err(|_| Status::internal("the statement's thread failed"))?
     }
 }
+// ANCHOR_END: session
 
+// ANCHOR: find
 fn handle() -> Vec<u8> {
     rand::random::<[u8; 16]>().to_vec()
 }
@@ -733,24 +758,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SqlServer {
-    /// Cancels the queries of `owner` that serve a ticket of `info`: 1 when
-    /// one was running (cancelled), 3 when none was (not cancellable).
-    fn cancel(&self, owner: &str, info: &FlightInfo) -> u8 {
-        let tickets: Vec<&[u8]> = info
-            .endpoint
-            .iter()
-            .filter_map(|e| e.ticket.as_ref().map(|t| &t.ticket[..]))
-            .collect();
-        let mut found = false;
-        for query in lock(&self.running).values() {
-            if query.owner == owner && tickets.contains(&&query.ticket[..]) {
-                query.cancelled.store(true, Ordering::Relaxed);
-                found = true;
-            }
-        }
-        if found { 1 } else { 3 }
-    }
-
     fn session(
         &self,
         owner: &str,
@@ -819,7 +826,7 @@ async fn read_parameters(
         })?;
     Ok(Some(batch))
 }
-// ANCHOR_END: state
+// ANCHOR_END: find
 
 // ANCHOR: service
 type DoGetStream = <SqlServer as FlightService>::DoGetStream;
@@ -1285,7 +1292,7 @@ fn ingest(
 }
 // ANCHOR_END: ingest
 
-// ANCHOR: sessions
+// ANCHOR: session_messages
 /// Flight's session messages (Flight.proto), which arrow-flight 60 has no
 /// types for: a value of a session option, and the bodies of the
 /// SetSessionOptions, GetSessionOptions and CloseSession actions.
@@ -1342,6 +1349,9 @@ pub struct CloseSessionResult {
     pub status: i32,
 }
 
+// ANCHOR_END: session_messages
+
+// ANCHOR: sessions
 /// The options of every session: the database has no catalog and one
 /// schema, `main`, so these are all the values they can take.
 fn session_options() -> HashMap<String, SessionOptionValue> {
@@ -1372,6 +1382,26 @@ struct Running {
 }
 
 type RunningQueries = Arc<Mutex<HashMap<u64, Running>>>;
+
+impl SqlServer {
+    /// Cancels the queries of `owner` that serve a ticket of `info`: 1 when
+    /// one was running (cancelled), 3 when none was (not cancellable).
+    fn cancel(&self, owner: &str, info: &FlightInfo) -> u8 {
+        let tickets: Vec<&[u8]> = info
+            .endpoint
+            .iter()
+            .filter_map(|e| e.ticket.as_ref().map(|t| &t.ticket[..]))
+            .collect();
+        let mut found = false;
+        for query in lock(&self.running).values() {
+            if query.owner == owner && tickets.contains(&&query.ticket[..]) {
+                query.cancelled.store(true, Ordering::Relaxed);
+                found = true;
+            }
+        }
+        if found { 1 } else { 3 }
+    }
+}
 // ANCHOR_END: sessions
 
 // ANCHOR: sql_service
@@ -1397,7 +1427,9 @@ impl FlightSqlService for SqlServer {
         response.metadata_mut().insert("authorization", bearer);
         Ok(response)
     }
+    // ANCHOR_END: sql_service
 
+    // ANCHOR: sql_statements
     async fn get_flight_info_statement(
         &self,
         query: CommandStatementQuery,
@@ -1442,6 +1474,9 @@ impl FlightSqlService for SqlServer {
             .await
     }
 
+    // ANCHOR_END: sql_statements
+
+    // ANCHOR: sql_prepare
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
@@ -1500,6 +1535,9 @@ impl FlightSqlService for SqlServer {
         Ok(())
     }
 
+    // ANCHOR_END: sql_prepare
+
+    // ANCHOR: sql_prepared
     async fn do_put_prepared_statement_query(
         &self,
         query: CommandPreparedStatementQuery,
@@ -1578,6 +1616,9 @@ impl FlightSqlService for SqlServer {
             .await
     }
 
+    // ANCHOR_END: sql_prepared
+
+    // ANCHOR: sql_ingest
     async fn do_put_statement_ingest(
         &self,
         command: CommandStatementIngest,
@@ -1617,6 +1658,9 @@ impl FlightSqlService for SqlServer {
         written
     }
 
+    // ANCHOR_END: sql_ingest
+
+    // ANCHOR: sql_transactions
     async fn do_action_begin_transaction(
         &self,
         _query: ActionBeginTransactionRequest,
@@ -1678,6 +1722,9 @@ impl FlightSqlService for SqlServer {
             .await
     }
 
+    // ANCHOR_END: sql_transactions
+
+    // ANCHOR: sql_info
     async fn get_flight_info_sql_info(
         &self,
         query: CommandGetSqlInfo,
@@ -1757,6 +1804,9 @@ impl FlightSqlService for SqlServer {
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
 
+    // ANCHOR_END: sql_info
+
+    // ANCHOR: sql_tables
     async fn get_flight_info_tables(
         &self,
         query: CommandGetTables,
@@ -1807,6 +1857,9 @@ impl FlightSqlService for SqlServer {
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
 
+    // ANCHOR_END: sql_tables
+
+    // ANCHOR: sql_primary_keys
     async fn get_flight_info_primary_keys(
         &self,
         query: CommandGetPrimaryKeys,
@@ -1866,6 +1919,9 @@ impl FlightSqlService for SqlServer {
         Ok(Response::new(batch_stream(batch)))
     }
 
+    // ANCHOR_END: sql_primary_keys
+
+    // ANCHOR: sql_foreign_keys
     async fn get_flight_info_exported_keys(
         &self,
         query: CommandGetExportedKeys,
@@ -1931,6 +1987,9 @@ impl FlightSqlService for SqlServer {
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
     }
 
+    // ANCHOR_END: sql_foreign_keys
+
+    // ANCHOR: sql_actions
     async fn do_action_cancel_query(
         &self,
         query: ActionCancelQueryRequest,
@@ -2008,7 +2067,7 @@ impl FlightSqlService for SqlServer {
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
-// ANCHOR_END: sql_service
+// ANCHOR_END: sql_actions
 
 // ANCHOR: poll
 /// arrow-flight's `FlightService` for a `FlightSqlService` answers
@@ -2109,6 +2168,34 @@ impl FlightService for WithPoll {
 }
 // ANCHOR_END: poll
 
+// ANCHOR: copy_header_limit
+/// The most a call's headers may take, counted as HTTP/2 counts them: each
+/// header's name and value, and 32 bytes.
+pub const MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
+
+/// The header list HTTP/2 decodes and passes on to `limit_headers`. Up to
+/// four times as much, h2 answers HTTP 431 itself; beyond that, or sent in
+/// more than 81 frames, it closes the connection.
+pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
+
+/// Refuses a call whose headers take more than `MAX_HEADER_LIST_SIZE`, with
+/// `ResourceExhausted` as gRPC C++ servers do: the call fails alone, and the
+/// other calls on its connection go on.
+pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
+    let headers = request.metadata().as_ref().iter();
+    let size: usize = headers
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if size > MAX_HEADER_LIST_SIZE {
+        return Err(Status::resource_exhausted(format!(
+            "the call's headers take {size} bytes, the limit is \
+             {MAX_HEADER_LIST_SIZE} bytes"
+        )));
+    }
+    Ok(request)
+}
+// ANCHOR_END: copy_header_limit
+
 // ANCHOR: serve
 /// Serves Flight SQL over the SQLite database `database` on `listener`
 /// until `shutdown` completes, creating the database if it is new. Users:
@@ -2133,6 +2220,8 @@ pub async fn serve_database(
         running: RunningQueries::default(),
     };
     Server::builder()
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
+        .layer(InterceptorLayer::new(limit_headers))
         .add_service(FlightServiceServer::new(WithPoll(server)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await?;
