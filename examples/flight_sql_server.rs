@@ -13,7 +13,7 @@ use arrow_array::builder::{
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
-use arrow_array::{Array, ArrayRef, RecordBatch, UnionArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UnionArray};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -54,7 +54,7 @@ use rusqlite::{Connection, OpenFlags, Statement};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedMutexGuard, mpsc};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
@@ -483,8 +483,14 @@ fn run_query(
             let last = row.is_none();
             if full || (last && (rows_in_batch > 0 || !sent_any)) {
                 let arrays = columns.iter_mut().map(Column::finish).collect();
-                let batch = RecordBatch::try_new(schema.clone(), arrays)
-                    .map_err(|_| Status::internal("a batch could not be built"))?;
+                let rows =
+                    RecordBatchOptions::new().with_row_count(Some(rows_in_batch));
+                let batch = RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    arrays,
+                    &rows,
+                )
+                .map_err(|_| Status::internal("a batch could not be built"))?;
                 if out.blocking_send(Ok(batch)).is_err() {
                     return Ok(());
                 }
@@ -656,7 +662,7 @@ pub const TRANSACTION_IDLE: Duration = Duration::from_secs(30);
 
 struct Transaction {
     owner: String,
-    connection: Arc<Mutex<Connection>>,
+    connection: Arc<tokio::sync::Mutex<Connection>>,
     used: Instant,
 }
 
@@ -680,10 +686,12 @@ pub struct SqlServer {
 // ANCHOR_END: state
 
 // ANCHOR: session
-/// A connection for one call: the transaction's, or a new one.
+/// A connection for one call: a new one, or the transaction's, held from
+/// the moment the call names it, so that the calls of a transaction run in
+/// the order they arrived.
 enum Session {
     New(PathBuf),
-    Transaction(Arc<Mutex<Connection>>),
+    Transaction(OwnedMutexGuard<Connection>),
 }
 
 /// How long a statement may run; one that streams a result runs as long
@@ -731,8 +739,12 @@ impl Session {
                     .map_err(sql_error)?;
                 work(&connection)
             }
-            Session::Transaction(shared) => {
-                let mut connection = lock(&shared);
+            Session::Transaction(mut connection) => {
+                if connection.is_autocommit() {
+                    return Err(Status::not_found(
+                        "no such transaction: it ended while the call waited",
+                    ));
+                }
                 connection
                     .progress_handler(STEPS, Some(stop))
                     .map_err(sql_error)?;
@@ -758,7 +770,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SqlServer {
-    fn session(
+    async fn session(
         &self,
         owner: &str,
         transaction: Option<&[u8]>,
@@ -766,18 +778,23 @@ impl SqlServer {
         let Some(id) = transaction else {
             return Ok(Session::New(self.database.clone()));
         };
-        let mut transactions = lock(&self.transactions);
-        expire(&mut transactions);
-        match transactions.get_mut(id) {
-            Some(t) if t.owner == owner => {
-                t.used = Instant::now();
-                Ok(Session::Transaction(t.connection.clone()))
+        let shared = {
+            let mut transactions = lock(&self.transactions);
+            expire(&mut transactions);
+            match transactions.get_mut(id) {
+                Some(t) if t.owner == owner => {
+                    t.used = Instant::now();
+                    t.connection.clone()
+                }
+                _ => {
+                    return Err(Status::not_found(
+                        "no such transaction: it was never begun, has ended, \
+                         or is not this session's",
+                    ));
+                }
             }
-            _ => Err(Status::not_found(
-                "no such transaction: it was never begun, has ended, \
-                 or is not this session's",
-            )),
-        }
+        };
+        Ok(Session::Transaction(shared.lock_owned().await))
     }
 
     /// The prepared statement `handle` of the session `owner`.
@@ -1436,7 +1453,9 @@ impl FlightSqlService for SqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let owner = self.owner(&request)?;
-        let session = self.session(&owner, query.transaction_id.as_deref())?;
+        let session = self
+            .session(&owner, query.transaction_id.as_deref())
+            .await?;
         let schema = query_schema(session, query.query.clone(), None).await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.encode_to_vec().into(),
@@ -1455,7 +1474,9 @@ impl FlightSqlService for SqlServer {
             .map_err(|_| {
                 Status::invalid_argument("the ticket is not one of this server's")
             })?;
-        let session = self.session(&owner, query.transaction_id.as_deref())?;
+        let session = self
+            .session(&owner, query.transaction_id.as_deref())
+            .await?;
         let running = self.running.clone();
         let query = (query.query, None);
         let stream = stream_query(running, owner, ticket_bytes, session, query);
@@ -1468,12 +1489,13 @@ impl FlightSqlService for SqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let owner = self.owner(&request)?;
-        let session = self.session(&owner, command.transaction_id.as_deref())?;
+        let session = self
+            .session(&owner, command.transaction_id.as_deref())
+            .await?;
         session
             .run(move |connection| run_update(connection, &command.query, None))
             .await
     }
-
     // ANCHOR_END: sql_statements
 
     // ANCHOR: sql_prepare
@@ -1483,7 +1505,9 @@ impl FlightSqlService for SqlServer {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let owner = self.owner(&request)?;
-        let session = self.session(&owner, query.transaction_id.as_deref())?;
+        let session = self
+            .session(&owner, query.transaction_id.as_deref())
+            .await?;
         let sql = query.query.clone();
         let (dataset, parameters) = session
             .run(move |connection| {
@@ -1534,7 +1558,6 @@ impl FlightSqlService for SqlServer {
         lock(&self.prepared).remove(&query.prepared_statement_handle[..]);
         Ok(())
     }
-
     // ANCHOR_END: sql_prepare
 
     // ANCHOR: sql_prepared
@@ -1570,7 +1593,7 @@ impl FlightSqlService for SqlServer {
             transaction,
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
-        let session = self.session(&owner, transaction.as_deref())?;
+        let session = self.session(&owner, transaction.as_deref()).await?;
         let schema = query_schema(session, sql, parameters).await?;
         flight_info(&schema, query, request.into_inner())
     }
@@ -1587,7 +1610,7 @@ impl FlightSqlService for SqlServer {
             transaction,
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
-        let session = self.session(&owner, transaction.as_deref())?;
+        let session = self.session(&owner, transaction.as_deref()).await?;
         let ticket = request.get_ref().ticket.to_vec();
         let running = self.running.clone();
         let stream =
@@ -1607,7 +1630,7 @@ impl FlightSqlService for SqlServer {
             transaction,
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
-        let session = self.session(&owner, transaction.as_deref())?;
+        let session = self.session(&owner, transaction.as_deref()).await?;
         let parameters = read_parameters(request).await?.or(bound);
         session
             .run(move |connection| {
@@ -1615,7 +1638,6 @@ impl FlightSqlService for SqlServer {
             })
             .await
     }
-
     // ANCHOR_END: sql_prepared
 
     // ANCHOR: sql_ingest
@@ -1635,7 +1657,7 @@ impl FlightSqlService for SqlServer {
             ));
         }
         let transaction = command.transaction_id.clone();
-        let session = self.session(&owner, transaction.as_deref())?;
+        let session = self.session(&owner, transaction.as_deref()).await?;
         let (sender, receiver) = mpsc::channel(2);
         let writer = session.run(move |connection| {
             ingest(connection, &command, receiver, transaction.is_some())
@@ -1657,7 +1679,6 @@ impl FlightSqlService for SqlServer {
         read?;
         written
     }
-
     // ANCHOR_END: sql_ingest
 
     // ANCHOR: sql_transactions
@@ -1687,7 +1708,7 @@ impl FlightSqlService for SqlServer {
         let id = handle();
         let transaction = Transaction {
             owner,
-            connection: Arc::new(Mutex::new(connection)),
+            connection: Arc::new(tokio::sync::Mutex::new(connection)),
             used: Instant::now(),
         };
         lock(&self.transactions).insert(id.clone(), transaction);
@@ -1712,7 +1733,7 @@ impl FlightSqlService for SqlServer {
             }
         };
         let Session::Transaction(shared) =
-            self.session(&owner, Some(&query.transaction_id))?
+            self.session(&owner, Some(&query.transaction_id)).await?
         else {
             return Err(Status::not_found("no such transaction"));
         };
@@ -1721,7 +1742,6 @@ impl FlightSqlService for SqlServer {
             .run(move |connection| connection.execute_batch(end).map_err(sql_error))
             .await
     }
-
     // ANCHOR_END: sql_transactions
 
     // ANCHOR: sql_info
@@ -1803,7 +1823,6 @@ impl FlightSqlService for SqlServer {
         builder.append("", "main");
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
-
     // ANCHOR_END: sql_info
 
     // ANCHOR: sql_tables
@@ -1823,7 +1842,7 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let found = self.session(&owner, None)?.run(tables).await?;
+        let found = self.session(&owner, None).await?.run(tables).await?;
         let mut builder = query.into_builder();
         for (name, kind, schema) in found {
             builder
@@ -1856,7 +1875,6 @@ impl FlightSqlService for SqlServer {
         builder.append("VIEW");
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
-
     // ANCHOR_END: sql_tables
 
     // ANCHOR: sql_primary_keys
@@ -1877,7 +1895,8 @@ impl FlightSqlService for SqlServer {
         let owner = self.owner(&request)?;
         let table = query.table;
         let keys = self
-            .session(&owner, None)?
+            .session(&owner, None)
+            .await?
             .run(move |connection| {
                 let mut statement = connection
                     .prepare(
@@ -1918,7 +1937,6 @@ impl FlightSqlService for SqlServer {
         ))?;
         Ok(Response::new(batch_stream(batch)))
     }
-
     // ANCHOR_END: sql_primary_keys
 
     // ANCHOR: sql_foreign_keys
@@ -1937,7 +1955,7 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let keys = self.session(&owner, None)?.run(foreign_keys).await?;
+        let keys = self.session(&owner, None).await?.run(foreign_keys).await?;
         let keys: Vec<_> =
             keys.into_iter().filter(|k| k.2 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
@@ -1958,7 +1976,7 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let keys = self.session(&owner, None)?.run(foreign_keys).await?;
+        let keys = self.session(&owner, None).await?.run(foreign_keys).await?;
         let keys: Vec<_> =
             keys.into_iter().filter(|k| k.0 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
@@ -1979,14 +1997,13 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let keys = self.session(&owner, None)?.run(foreign_keys).await?;
+        let keys = self.session(&owner, None).await?.run(foreign_keys).await?;
         let keys: Vec<_> = keys
             .into_iter()
             .filter(|k| k.2 == query.pk_table && k.0 == query.fk_table)
             .collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
     }
-
     // ANCHOR_END: sql_foreign_keys
 
     // ANCHOR: sql_actions

@@ -69,14 +69,19 @@ with flight_sql.connect(uri, db_kwargs=login, autocommit=True) as connection:
         except adbc_driver_manager.Error as error:
             print(type(error).__name__, error)
 
+# The driver fetches a result (DoGet, where this server runs the statement)
+# in the background: read it before ending the transaction, or the
+# rollback or commit can reach the server first.
 count = "SELECT count(*) FROM animals"
 with flight_sql.connect(uri, db_kwargs=login) as connection:
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM animals WHERE name = 'snail'")
+        cursor.fetchall()
         connection.rollback()
         cursor.execute(count)
         print("after rollback", cursor.fetchone())
         cursor.execute("DELETE FROM animals WHERE name = 'snail'")
+        cursor.fetchall()
         connection.commit()
         cursor.execute(count)
         print("after commit", cursor.fetchone())
