@@ -13,7 +13,7 @@ use arrow_flight::sql::{
 };
 use arrow_schema::{DataType, Field, Schema};
 use futures::TryStreamExt;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 // ANCHOR_END: uses
 
 // ANCHOR: tables
@@ -54,12 +54,39 @@ pub fn describe(error: &FlightError) -> String {
 }
 // ANCHOR_END: refused
 
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
+
 // ANCHOR: login
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1);
-    let url = url.unwrap_or_else(|| "http://localhost:8819".to_string());
-    let channel = Channel::from_shared(url)?.connect().await?;
+    let url = url.unwrap_or_else(|| "grpc://localhost:8819".to_string());
+    let channel = flight_endpoint(&url)?.connect().await?;
     let mut client = FlightSqlServiceClient::new(channel.clone());
 
     let user = client.handshake("test", "password").await?;

@@ -13,7 +13,7 @@ use arrow_array::builder::{
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
-use arrow_array::{Array, ArrayRef, RecordBatch, UnionArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UnionArray};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -54,8 +54,9 @@ use rusqlite::{Connection, OpenFlags, Statement};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedMutexGuard, mpsc};
 use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
@@ -116,6 +117,9 @@ fn open(path: &Path) -> Result<Connection, Status> {
     Ok(connection)
 }
 
+// ANCHOR_END: database
+
+// ANCHOR: authorizer
 /// The pragmas a client may run: they read the schema and change nothing.
 const PRAGMAS: [&str; 6] = [
     "table_info",
@@ -151,6 +155,9 @@ fn authorize(context: AuthContext<'_>) -> Authorization {
     }
 }
 
+// ANCHOR_END: authorizer
+
+// ANCHOR: errors
 /// SQLite's error as a gRPC status: SQLite's own words, no file names.
 fn sql_error(error: rusqlite::Error) -> Status {
     use rusqlite::ErrorCode;
@@ -197,7 +204,7 @@ fn sql_error(error: rusqlite::Error) -> Status {
         other => Status::invalid_argument(other.to_string()),
     }
 }
-// ANCHOR_END: database
+// ANCHOR_END: errors
 
 // ANCHOR: types
 /// The Arrow type of a declared SQLite column type, by SQLite's own rules
@@ -234,6 +241,9 @@ fn value_type(value: ValueRef<'_>) -> DataType {
     }
 }
 
+// ANCHOR_END: types
+
+// ANCHOR: columns
 /// The most rows and bytes (roughly) in one batch of a result.
 pub const BATCH_ROWS: usize = 8192;
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -301,11 +311,9 @@ impl Column {
         }
     }
 }
-// ANCHOR_END: types
+// ANCHOR_END: columns
 
-// ANCHOR: run
-type Batches = mpsc::Sender<Result<RecordBatch, Status>>;
-
+// ANCHOR: parameters
 /// One Arrow value as a SQLite value: integers and booleans as INTEGER,
 /// floats as REAL, binary as BLOB, a union's value as its member's (a client
 /// that binds values of any type sends a union), anything else as its text.
@@ -388,6 +396,9 @@ fn bind(statement: &mut Statement<'_>, values: &[Value]) -> Result<(), Status> {
     Ok(())
 }
 
+// ANCHOR_END: parameters
+
+// ANCHOR: schema
 /// The schema of a statement's result: the declared types of its columns,
 /// and for the others the type of the value in the first row (a statement
 /// that changes data is not run for that: its undeclared columns are text).
@@ -421,6 +432,11 @@ fn result_schema(
         .collect();
     Ok(Arc::new(Schema::new(fields)))
 }
+
+// ANCHOR_END: schema
+
+// ANCHOR: run
+type Batches = mpsc::Sender<Result<RecordBatch, Status>>;
 
 /// Runs `sql` once per row of `parameters` (once without), sending the
 /// result to `out` in batches of at most [`BATCH_ROWS`] rows and about
@@ -467,8 +483,14 @@ fn run_query(
             let last = row.is_none();
             if full || (last && (rows_in_batch > 0 || !sent_any)) {
                 let arrays = columns.iter_mut().map(Column::finish).collect();
-                let batch = RecordBatch::try_new(schema.clone(), arrays)
-                    .map_err(|_| Status::internal("a batch could not be built"))?;
+                let rows =
+                    RecordBatchOptions::new().with_row_count(Some(rows_in_batch));
+                let batch = RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    arrays,
+                    &rows,
+                )
+                .map_err(|_| Status::internal("a batch could not be built"))?;
                 if out.blocking_send(Ok(batch)).is_err() {
                     return Ok(());
                 }
@@ -584,7 +606,11 @@ impl SqlServer {
         tokens.by_age.push_back(token.clone());
         Ok((user.to_string(), token))
     }
+}
+// ANCHOR_END: auth
 
+// ANCHOR: bearer
+impl SqlServer {
     /// Checks `Bearer <token>` and returns the token: a login is a session,
     /// which owns its prepared statements and transactions.
     fn owner<T>(&self, request: &Request<T>) -> Result<String, Status> {
@@ -610,7 +636,7 @@ impl SqlServer {
         }
     }
 }
-// ANCHOR_END: auth
+// ANCHOR_END: bearer
 
 // ANCHOR: state
 /// The most prepared statements and open transactions kept at once, for
@@ -636,7 +662,7 @@ pub const TRANSACTION_IDLE: Duration = Duration::from_secs(30);
 
 struct Transaction {
     owner: String,
-    connection: Arc<Mutex<Connection>>,
+    connection: Arc<tokio::sync::Mutex<Connection>>,
     used: Instant,
 }
 
@@ -657,11 +683,15 @@ pub struct SqlServer {
     running: RunningQueries,
 }
 
-/// A connection for one call: the transaction's, or a new one.
-#[derive(Clone)]
+// ANCHOR_END: state
+
+// ANCHOR: session
+/// A connection for one call: a new one, or the transaction's, held from
+/// the moment the call names it, so that the calls of a transaction run in
+/// the order they arrived.
 enum Session {
     New(PathBuf),
-    Transaction(Arc<Mutex<Connection>>),
+    Transaction(OwnedMutexGuard<Connection>),
 }
 
 /// How long a statement may run; one that streams a result runs as long
@@ -709,11 +739,10 @@ impl Session {
                     .map_err(sql_error)?;
                 work(&connection)
             }
-            Session::Transaction(shared) => {
-                let mut connection = lock(&shared);
+            Session::Transaction(mut connection) => {
                 if connection.is_autocommit() {
-                    return Err(Status::failed_precondition(
-                        "the transaction has ended (committed or rolled back)",
+                    return Err(Status::not_found(
+                        "no such transaction: it ended while the call waited",
                     ));
                 }
                 connection
@@ -729,7 +758,9 @@ impl Session {
             .map_err(|_| Status::internal("the statement's thread failed"))?
     }
 }
+// ANCHOR_END: session
 
+// ANCHOR: find
 fn handle() -> Vec<u8> {
     rand::random::<[u8; 16]>().to_vec()
 }
@@ -739,25 +770,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SqlServer {
-    /// Cancels the queries of `owner` that serve a ticket of `info`: 1 when
-    /// one was running (cancelled), 3 when none was (not cancellable).
-    fn cancel(&self, owner: &str, info: &FlightInfo) -> u8 {
-        let tickets: Vec<&[u8]> = info
-            .endpoint
-            .iter()
-            .filter_map(|e| e.ticket.as_ref().map(|t| &t.ticket[..]))
-            .collect();
-        let mut found = false;
-        for query in lock(&self.running).values() {
-            if query.owner == owner && tickets.contains(&&query.ticket[..]) {
-                query.cancelled.store(true, Ordering::Relaxed);
-                found = true;
-            }
-        }
-        if found { 1 } else { 3 }
-    }
-
-    fn session(
+    async fn session(
         &self,
         owner: &str,
         transaction: Option<&[u8]>,
@@ -765,18 +778,23 @@ impl SqlServer {
         let Some(id) = transaction else {
             return Ok(Session::New(self.database.clone()));
         };
-        let mut transactions = lock(&self.transactions);
-        expire(&mut transactions);
-        match transactions.get_mut(id) {
-            Some(t) if t.owner == owner => {
-                t.used = Instant::now();
-                Ok(Session::Transaction(t.connection.clone()))
+        let shared = {
+            let mut transactions = lock(&self.transactions);
+            expire(&mut transactions);
+            match transactions.get_mut(id) {
+                Some(t) if t.owner == owner => {
+                    t.used = Instant::now();
+                    t.connection.clone()
+                }
+                _ => {
+                    return Err(Status::not_found(
+                        "no such transaction: it was never begun, has ended, \
+                         or is not this session's",
+                    ));
+                }
             }
-            _ => Err(Status::not_found(
-                "no such transaction: it was never begun, has ended, \
-                 or is not this session's",
-            )),
-        }
+        };
+        Ok(Session::Transaction(shared.lock_owned().await))
     }
 
     /// The prepared statement `handle` of the session `owner`.
@@ -825,7 +843,7 @@ async fn read_parameters(
         })?;
     Ok(Some(batch))
 }
-// ANCHOR_END: state
+// ANCHOR_END: find
 
 // ANCHOR: service
 type DoGetStream = <SqlServer as FlightService>::DoGetStream;
@@ -848,32 +866,28 @@ const WRITTEN: &[u8] = b"written";
 /// done, inside its transaction, when the client's `execute` returns: a
 /// client may commit before it reads the result, or never read it.
 async fn write_now(
-    session: &Session,
+    session: Session,
     sql: &str,
     parameters: Option<RecordBatch>,
 ) -> Result<bool, Status> {
     let sql = sql.to_string();
-    let (check, sql_to_check) = (session.clone(), sql.clone());
-    let (writes, columns) = check
-        .run(move |connection| {
-            let statement = connection.prepare(&sql_to_check).map_err(sql_error)?;
-            Ok((!statement.readonly(), statement.column_count()))
-        })
-        .await?;
-    if !writes {
-        return Ok(false);
-    }
-    if columns > 0 {
-        return Err(Status::invalid_argument(
-            "a statement that writes and returns rows (RETURNING) is not \
-             served as a query: run it as an update",
-        ));
-    }
-    let session = session.clone();
     session
-        .run(move |connection| run_update(connection, &sql, parameters.as_ref()))
-        .await?;
-    Ok(true)
+        .run(move |connection| {
+            let statement = connection.prepare(&sql).map_err(sql_error)?;
+            if statement.readonly() {
+                return Ok(false);
+            }
+            if statement.column_count() > 0 {
+                return Err(Status::invalid_argument(
+                    "a statement that writes and returns rows (RETURNING) is \
+                     not served as a query: run it as an update",
+                ));
+            }
+            drop(statement);
+            run_update(connection, &sql, parameters.as_ref())?;
+            Ok(true)
+        })
+        .await
 }
 
 fn written(descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
@@ -1334,7 +1348,7 @@ fn ingest(
 }
 // ANCHOR_END: ingest
 
-// ANCHOR: sessions
+// ANCHOR: session_messages
 /// Flight's session messages (Flight.proto), which arrow-flight 60 has no
 /// types for: a value of a session option, and the bodies of the
 /// SetSessionOptions, GetSessionOptions and CloseSession actions.
@@ -1391,6 +1405,9 @@ pub struct CloseSessionResult {
     pub status: i32,
 }
 
+// ANCHOR_END: session_messages
+
+// ANCHOR: sessions
 /// The options of every session: the database has no catalog and one
 /// schema, `main`, so these are all the values they can take.
 fn session_options() -> HashMap<String, SessionOptionValue> {
@@ -1421,6 +1438,26 @@ struct Running {
 }
 
 type RunningQueries = Arc<Mutex<HashMap<u64, Running>>>;
+
+impl SqlServer {
+    /// Cancels the queries of `owner` that serve a ticket of `info`: 1 when
+    /// one was running (cancelled), 3 when none was (not cancellable).
+    fn cancel(&self, owner: &str, info: &FlightInfo) -> u8 {
+        let tickets: Vec<&[u8]> = info
+            .endpoint
+            .iter()
+            .filter_map(|e| e.ticket.as_ref().map(|t| &t.ticket[..]))
+            .collect();
+        let mut found = false;
+        for query in lock(&self.running).values() {
+            if query.owner == owner && tickets.contains(&&query.ticket[..]) {
+                query.cancelled.store(true, Ordering::Relaxed);
+                found = true;
+            }
+        }
+        if found { 1 } else { 3 }
+    }
+}
 // ANCHOR_END: sessions
 
 // ANCHOR: sql_service
@@ -1446,17 +1483,24 @@ impl FlightSqlService for SqlServer {
         response.metadata_mut().insert("authorization", bearer);
         Ok(response)
     }
+    // ANCHOR_END: sql_service
 
+    // ANCHOR: sql_statements
     async fn get_flight_info_statement(
         &self,
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let owner = self.owner(&request)?;
-        let session = self.session(&owner, query.transaction_id.as_deref())?;
-        if write_now(&session, &query.query, None).await? {
+        let session = self
+            .session(&owner, query.transaction_id.as_deref())
+            .await?;
+        if write_now(session, &query.query, None).await? {
             return written(request.into_inner());
         }
+        let session = self
+            .session(&owner, query.transaction_id.as_deref())
+            .await?;
         let schema = query_schema(session, query.query.clone(), None).await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.encode_to_vec().into(),
@@ -1479,7 +1523,9 @@ impl FlightSqlService for SqlServer {
             .map_err(|_| {
                 Status::invalid_argument("the ticket is not one of this server's")
             })?;
-        let session = self.session(&owner, query.transaction_id.as_deref())?;
+        let session = self
+            .session(&owner, query.transaction_id.as_deref())
+            .await?;
         let running = self.running.clone();
         let query = (query.query, None);
         let stream = stream_query(running, owner, ticket_bytes, session, query);
@@ -1492,19 +1538,25 @@ impl FlightSqlService for SqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let owner = self.owner(&request)?;
-        let session = self.session(&owner, command.transaction_id.as_deref())?;
+        let session = self
+            .session(&owner, command.transaction_id.as_deref())
+            .await?;
         session
             .run(move |connection| run_update(connection, &command.query, None))
             .await
     }
+    // ANCHOR_END: sql_statements
 
+    // ANCHOR: sql_prepare
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let owner = self.owner(&request)?;
-        let session = self.session(&owner, query.transaction_id.as_deref())?;
+        let session = self
+            .session(&owner, query.transaction_id.as_deref())
+            .await?;
         let sql = query.query.clone();
         let (dataset, parameters) = session
             .run(move |connection| {
@@ -1555,7 +1607,9 @@ impl FlightSqlService for SqlServer {
         lock(&self.prepared).remove(&query.prepared_statement_handle[..]);
         Ok(())
     }
+    // ANCHOR_END: sql_prepare
 
+    // ANCHOR: sql_prepared
     async fn do_put_prepared_statement_query(
         &self,
         query: CommandPreparedStatementQuery,
@@ -1588,10 +1642,11 @@ impl FlightSqlService for SqlServer {
             transaction,
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
-        let session = self.session(&owner, transaction.as_deref())?;
-        if write_now(&session, &sql, parameters.clone()).await? {
+        let session = self.session(&owner, transaction.as_deref()).await?;
+        if write_now(session, &sql, parameters.clone()).await? {
             return written(request.into_inner());
         }
+        let session = self.session(&owner, transaction.as_deref()).await?;
         let schema = query_schema(session, sql, parameters).await?;
         flight_info(&schema, query, request.into_inner())
     }
@@ -1608,7 +1663,7 @@ impl FlightSqlService for SqlServer {
             transaction,
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
-        let session = self.session(&owner, transaction.as_deref())?;
+        let session = self.session(&owner, transaction.as_deref()).await?;
         let ticket = request.get_ref().ticket.to_vec();
         let running = self.running.clone();
         let stream =
@@ -1628,7 +1683,7 @@ impl FlightSqlService for SqlServer {
             transaction,
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
-        let session = self.session(&owner, transaction.as_deref())?;
+        let session = self.session(&owner, transaction.as_deref()).await?;
         let parameters = read_parameters(request).await?.or(bound);
         session
             .run(move |connection| {
@@ -1636,7 +1691,9 @@ impl FlightSqlService for SqlServer {
             })
             .await
     }
+    // ANCHOR_END: sql_prepared
 
+    // ANCHOR: sql_ingest
     async fn do_put_statement_ingest(
         &self,
         command: CommandStatementIngest,
@@ -1653,7 +1710,7 @@ impl FlightSqlService for SqlServer {
             ));
         }
         let transaction = command.transaction_id.clone();
-        let session = self.session(&owner, transaction.as_deref())?;
+        let session = self.session(&owner, transaction.as_deref()).await?;
         let (sender, receiver) = mpsc::channel(2);
         let writer = session.run(move |connection| {
             ingest(connection, &command, receiver, transaction.is_some())
@@ -1675,7 +1732,9 @@ impl FlightSqlService for SqlServer {
         read?;
         written
     }
+    // ANCHOR_END: sql_ingest
 
+    // ANCHOR: sql_transactions
     async fn do_action_begin_transaction(
         &self,
         _query: ActionBeginTransactionRequest,
@@ -1702,7 +1761,7 @@ impl FlightSqlService for SqlServer {
         let id = handle();
         let transaction = Transaction {
             owner,
-            connection: Arc::new(Mutex::new(connection)),
+            connection: Arc::new(tokio::sync::Mutex::new(connection)),
             used: Instant::now(),
         };
         lock(&self.transactions).insert(id.clone(), transaction);
@@ -1727,7 +1786,7 @@ impl FlightSqlService for SqlServer {
             }
         };
         let Session::Transaction(shared) =
-            self.session(&owner, Some(&query.transaction_id))?
+            self.session(&owner, Some(&query.transaction_id)).await?
         else {
             return Err(Status::not_found("no such transaction"));
         };
@@ -1736,7 +1795,9 @@ impl FlightSqlService for SqlServer {
             .run(move |connection| connection.execute_batch(end).map_err(sql_error))
             .await
     }
+    // ANCHOR_END: sql_transactions
 
+    // ANCHOR: sql_info
     async fn get_flight_info_sql_info(
         &self,
         query: CommandGetSqlInfo,
@@ -1815,7 +1876,9 @@ impl FlightSqlService for SqlServer {
         builder.append("", "main");
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
+    // ANCHOR_END: sql_info
 
+    // ANCHOR: sql_tables
     async fn get_flight_info_tables(
         &self,
         query: CommandGetTables,
@@ -1832,7 +1895,7 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let found = self.session(&owner, None)?.run(tables).await?;
+        let found = self.session(&owner, None).await?.run(tables).await?;
         let mut builder = query.into_builder();
         for (name, kind, schema) in found {
             builder
@@ -1865,7 +1928,9 @@ impl FlightSqlService for SqlServer {
         builder.append("VIEW");
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
+    // ANCHOR_END: sql_tables
 
+    // ANCHOR: sql_primary_keys
     async fn get_flight_info_primary_keys(
         &self,
         query: CommandGetPrimaryKeys,
@@ -1883,7 +1948,8 @@ impl FlightSqlService for SqlServer {
         let owner = self.owner(&request)?;
         let table = query.table;
         let keys = self
-            .session(&owner, None)?
+            .session(&owner, None)
+            .await?
             .run(move |connection| {
                 let mut statement = connection
                     .prepare(
@@ -1924,7 +1990,9 @@ impl FlightSqlService for SqlServer {
         ))?;
         Ok(Response::new(batch_stream(batch)))
     }
+    // ANCHOR_END: sql_primary_keys
 
+    // ANCHOR: sql_foreign_keys
     async fn get_flight_info_exported_keys(
         &self,
         query: CommandGetExportedKeys,
@@ -1940,7 +2008,7 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let keys = self.session(&owner, None)?.run(foreign_keys).await?;
+        let keys = self.session(&owner, None).await?.run(foreign_keys).await?;
         let keys: Vec<_> =
             keys.into_iter().filter(|k| k.2 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
@@ -1961,7 +2029,7 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let keys = self.session(&owner, None)?.run(foreign_keys).await?;
+        let keys = self.session(&owner, None).await?.run(foreign_keys).await?;
         let keys: Vec<_> =
             keys.into_iter().filter(|k| k.0 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
@@ -1982,14 +2050,16 @@ impl FlightSqlService for SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let keys = self.session(&owner, None)?.run(foreign_keys).await?;
+        let keys = self.session(&owner, None).await?.run(foreign_keys).await?;
         let keys: Vec<_> = keys
             .into_iter()
             .filter(|k| k.2 == query.pk_table && k.0 == query.fk_table)
             .collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
     }
+    // ANCHOR_END: sql_foreign_keys
 
+    // ANCHOR: sql_actions
     async fn do_action_cancel_query(
         &self,
         query: ActionCancelQueryRequest,
@@ -2067,7 +2137,7 @@ impl FlightSqlService for SqlServer {
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
-// ANCHOR_END: sql_service
+// ANCHOR_END: sql_actions
 
 // ANCHOR: poll
 /// arrow-flight's `FlightService` for a `FlightSqlService` answers
@@ -2168,6 +2238,34 @@ impl FlightService for WithPoll {
 }
 // ANCHOR_END: poll
 
+// ANCHOR: copy_header_limit
+/// The most a call's headers may take, counted as HTTP/2 counts them: each
+/// header's name and value, and 32 bytes.
+pub const MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
+
+/// The header list HTTP/2 decodes and passes on to `limit_headers`. Up to
+/// four times as much, h2 answers HTTP 431 itself; beyond that, or sent in
+/// more than 81 frames, it closes the connection.
+pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
+
+/// Refuses a call whose headers take more than `MAX_HEADER_LIST_SIZE`, with
+/// `ResourceExhausted` as gRPC C++ servers do: the call fails alone, and the
+/// other calls on its connection go on.
+pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
+    let headers = request.metadata().as_ref().iter();
+    let size: usize = headers
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if size > MAX_HEADER_LIST_SIZE {
+        return Err(Status::resource_exhausted(format!(
+            "the call's headers take {size} bytes, the limit is \
+             {MAX_HEADER_LIST_SIZE} bytes"
+        )));
+    }
+    Ok(request)
+}
+// ANCHOR_END: copy_header_limit
+
 // ANCHOR: serve
 /// Serves Flight SQL over the SQLite database `database` on `listener`
 /// until `shutdown` completes, creating the database if it is new. Users:
@@ -2192,6 +2290,8 @@ pub async fn serve_database(
         running: RunningQueries::default(),
     };
     Server::builder()
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
+        .layer(InterceptorLayer::new(limit_headers))
         .add_service(FlightServiceServer::new(WithPoll(server)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await?;

@@ -100,6 +100,30 @@ fn integers(batches: &[RecordBatch], name: &str) -> Vec<i64> {
     all
 }
 
+/// A statement that changes data, sent as a query (as the ADBC driver's
+/// `execute` does), runs when its ticket is fetched, and its stream is a
+/// batch of no columns, not an error.
+#[tokio::test]
+async fn an_update_sent_as_a_query_runs_and_streams_no_columns() {
+    let (server, _dir) = start().await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel, "test", "password").await;
+    let sql = "DELETE FROM sightings WHERE place = 'park'";
+    let batches = within("the delete", query(&mut client, sql)).await;
+    let batches = batches.expect("the delete streams");
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.num_columns() == 0 && b.num_rows() == 0),
+        "{batches:?}"
+    );
+    let sql = "SELECT count(*) AS n FROM sightings";
+    let left = within("the count", query(&mut client, sql)).await;
+    assert_eq!(integers(&left.expect("the count"), "n"), [2]);
+    drop((client, channel));
+    server.stop().await;
+}
+
 /// Every call the server answers with a stream: the stream's schema is the
 /// schema its FlightInfo announced, nullability included (ADBC refuses a
 /// difference).

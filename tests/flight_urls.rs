@@ -125,6 +125,11 @@ fn every_client_takes_the_url_its_server_prints() {
             "Got 4194304 rows total",
         ),
         ("tls_server", "tls_client", "pushed AnimalData over TLS"),
+        (
+            "flight_sql_server",
+            "flight_sql_client",
+            "after clear_token: logged in as admin",
+        ),
     ];
     for (server, client, expected) in pairs {
         let dir = tempfile::tempdir().expect("a temporary folder");

@@ -16,6 +16,10 @@ mod basic_auth_server;
 mod exchange_server;
 
 #[allow(dead_code)]
+#[path = "../examples/flight_sql_server.rs"]
+mod flight_sql_server;
+
+#[allow(dead_code)]
 #[path = "../examples/grpc_options_server.rs"]
 mod grpc_options_server;
 
@@ -302,6 +306,13 @@ async fn every_server_refuses_an_oversized_header_list() {
             "streaming_parquet",
             TestServer::start(|l, s| {
                 streaming_parquet_server::serve_repository(l, streaming, s)
+            })
+            .await,
+        ),
+        (
+            "flight_sql",
+            TestServer::start(|l, s| {
+                flight_sql_server::serve_database(l, s, repo("flight_sql.db"))
             })
             .await,
         ),
