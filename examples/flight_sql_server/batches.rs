@@ -53,10 +53,8 @@ pub(crate) fn value_type(value: ValueRef<'_>) -> DataType {
         ValueRef::Text(_) | ValueRef::Null => DataType::Utf8,
     }
 }
-
 // ANCHOR_END: types
 
-// ANCHOR: columns
 /// The most rows and bytes (roughly) in one batch of a result.
 pub const BATCH_ROWS: usize = 8192;
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -128,9 +126,7 @@ impl Column {
         }
     }
 }
-// ANCHOR_END: columns
 
-// ANCHOR: parameters
 /// One Arrow value as a SQLite value: integers and booleans as INTEGER,
 /// floats as REAL, binary as BLOB, a union's value as its member's (a client
 /// that binds values of any type sends a union), anything else as its text.
@@ -220,9 +216,6 @@ pub(crate) fn bind(
     Ok(())
 }
 
-// ANCHOR_END: parameters
-
-// ANCHOR: schema
 /// The schema of a statement's result: the declared types of its columns,
 /// and for the others the type of the value in the first row (a statement
 /// that changes data is not run for that: its undeclared columns are text).
@@ -257,9 +250,6 @@ pub(crate) fn result_schema(
     Ok(Arc::new(Schema::new(fields)))
 }
 
-// ANCHOR_END: schema
-
-// ANCHOR: run
 pub(crate) type Batches = mpsc::Sender<Result<RecordBatch, Status>>;
 
 /// Runs `sql` once per row of `parameters` (once without), sending the
@@ -289,6 +279,7 @@ pub(crate) fn run_query(
             .iter()
             .map(|f| Column::new(f.data_type()))
             .collect();
+        // ANCHOR: batches
         let (mut rows_in_batch, mut bytes_in_batch) = (0, 0);
         let mut rows = statement.raw_query();
         loop {
@@ -325,6 +316,7 @@ pub(crate) fn run_query(
                 break;
             }
         }
+        // ANCHOR_END: batches
     }
     if !sent_any {
         let schema = result_schema(&mut statement, &[])?;
@@ -356,4 +348,3 @@ pub(crate) fn run_update(
     }
     Ok(changed as i64)
 }
-// ANCHOR_END: run

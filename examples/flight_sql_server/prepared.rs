@@ -21,8 +21,8 @@ use super::statements::{
     written,
 };
 
-// ANCHOR: sql_prepare
 impl SqlServer {
+    // ANCHOR: prepare
     pub(crate) async fn create_prepared(
         &self,
         query: ActionCreatePreparedStatementRequest,
@@ -71,6 +71,7 @@ impl SqlServer {
             parameter_schema: schema_bytes(&parameters)?,
         })
     }
+    // ANCHOR_END: prepare
 
     pub(crate) async fn close_prepared(
         &self,
@@ -83,10 +84,9 @@ impl SqlServer {
         Ok(())
     }
 }
-// ANCHOR_END: sql_prepare
 
-// ANCHOR: sql_prepared
 impl SqlServer {
+    // ANCHOR: bind
     pub(crate) async fn bind_prepared(
         &self,
         query: CommandPreparedStatementQuery,
@@ -106,6 +106,7 @@ impl SqlServer {
             prepared_statement_handle: Some(handle),
         })
     }
+    // ANCHOR_END: bind
 
     pub(crate) async fn describe_prepared(
         &self,
@@ -169,4 +170,3 @@ impl SqlServer {
             .await
     }
 }
-// ANCHOR_END: sql_prepared

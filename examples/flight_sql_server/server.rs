@@ -64,7 +64,6 @@ pub struct SqlServer {
     pub(crate) type_info: XdbcTypeInfoData,
     pub(crate) running: RunningQueries,
 }
-
 // ANCHOR_END: state
 
 // ANCHOR: session
@@ -75,6 +74,7 @@ pub(crate) enum Session {
     New(PathBuf),
     Transaction(OwnedMutexGuard<Connection>),
 }
+// ANCHOR_END: session
 
 /// How long a statement may run; one that streams a result runs as long
 /// as its client reads it.
@@ -84,6 +84,7 @@ pub const STATEMENT_TIME_LIMIT: Duration = Duration::from_secs(60);
 pub(crate) const STEPS: i32 = 10_000;
 
 impl Session {
+    // ANCHOR: session
     /// Runs `work` on the connection, on a thread where blocking is fine,
     /// for at most [`STATEMENT_TIME_LIMIT`].
     pub(crate) async fn run<T: Send + 'static>(
@@ -105,6 +106,7 @@ impl Session {
             done => done,
         }
     }
+    // ANCHOR_END: session
 
     /// Runs `work` as [`Session::run`] does, until `stop` says to stop:
     /// SQLite asks it every [`STEPS`] steps.
@@ -140,9 +142,7 @@ impl Session {
             .map_err(|_| Status::internal("the statement's thread failed"))?
     }
 }
-// ANCHOR_END: session
 
-// ANCHOR: find
 pub(crate) fn handle() -> Vec<u8> {
     rand::random::<[u8; 16]>().to_vec()
 }
@@ -229,4 +229,3 @@ pub(crate) async fn read_parameters(
         })?;
     Ok(Some(batch))
 }
-// ANCHOR_END: find

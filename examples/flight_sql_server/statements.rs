@@ -27,7 +27,6 @@ use super::server::{Session, SqlServer, lock};
 use super::sessions::{Running, RunningQueries};
 use super::sqlite::sql_error;
 
-// ANCHOR: service
 pub(crate) type DoGetStream = <SqlServer as FlightService>::DoGetStream;
 pub(crate) type HandshakeStream =
     Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
@@ -178,10 +177,9 @@ pub(crate) async fn query_schema(
         })
         .await
 }
-// ANCHOR_END: service
 
-// ANCHOR: sql_statements
 impl SqlServer {
+    // ANCHOR: statements
     pub(crate) async fn describe_statement(
         &self,
         query: CommandStatementQuery,
@@ -241,5 +239,5 @@ impl SqlServer {
             .run(move |connection| run_update(connection, &command.query, None))
             .await
     }
+    // ANCHOR_END: statements
 }
-// ANCHOR_END: sql_statements
