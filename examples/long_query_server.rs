@@ -21,6 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use prost_types::Timestamp;
 use tokio::net::TcpListener;
+#[cfg(unix)]
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -694,12 +695,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(addr).await?;
 
     // ANCHOR: copy_stop_on_signal
+    #[cfg(unix)]
     let mut interrupt = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     // ANCHOR_END: copy_stop_on_signal
