@@ -87,7 +87,9 @@ fn int64_column<'a>(
         Status::invalid_argument(message)
     })
 }
+// ANCHOR_END: running_total
 
+// ANCHOR: ipc_messages
 /// The messages of `input` that hold Arrow IPC data. A message may also carry
 /// only a descriptor or only app_metadata, with no IPC header: pyarrow opens
 /// an exchange with one. arrow-flight's decoder takes every message for IPC
@@ -109,7 +111,7 @@ fn unreadable(error: FlightError) -> Status {
         )),
     }
 }
-// ANCHOR_END: running_total
+// ANCHOR_END: ipc_messages
 
 // ANCHOR: upload
 /// The state of one upload: the dataset's name, once its first message has

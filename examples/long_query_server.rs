@@ -170,6 +170,9 @@ fn unknown_command(text: &str) -> Status {
 fn query_descriptor(id: u64) -> FlightDescriptor {
     FlightDescriptor::new_cmd(format!("query {id}"))
 }
+// ANCHOR_END: names
+
+// ANCHOR: tickets
 
 fn ticket(id: u64, part: usize) -> Ticket {
     Ticket::new(format!("{id}/{}", part + 1))
@@ -194,7 +197,7 @@ fn lock(
 ) -> Result<std::sync::MutexGuard<'_, BTreeMap<u64, Query>>, Status> {
     queries.lock().map_err(|_| Status::internal("lock"))
 }
-// ANCHOR_END: names
+// ANCHOR_END: tickets
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]))
@@ -644,6 +647,29 @@ pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
 }
 // ANCHOR_END: copy_header_limit
 
+// ANCHOR: arguments
+/// `[ADDR] [--part-time SECONDS] [--ttl SECONDS]`
+fn arguments() -> Result<(String, Timing), Box<dyn std::error::Error>> {
+    let (mut addr, mut timing) = ("127.0.0.1:8826".to_string(), Timing::default());
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut seconds = || {
+            let value = args.next().unwrap_or_default();
+            let seconds = value.parse().ok();
+            let duration =
+                seconds.and_then(|s| Duration::try_from_secs_f64(s).ok());
+            duration.ok_or(format!("{arg} {value:?}: not a number of seconds"))
+        };
+        match arg.as_str() {
+            "--part-time" => timing.part_time = seconds()?,
+            "--ttl" => timing.ttl = seconds()?,
+            _ => addr = arg,
+        }
+    }
+    Ok((addr, timing))
+}
+// ANCHOR_END: arguments
+
 // ANCHOR: serve
 /// Serves queries on `listener` until `shutdown` completes, with the
 /// timing of [`PART_TIME`] and [`TTL`].
@@ -666,27 +692,6 @@ pub async fn serve_with(
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await
-}
-
-/// `[ADDR] [--part-time SECONDS] [--ttl SECONDS]`
-fn arguments() -> Result<(String, Timing), Box<dyn std::error::Error>> {
-    let (mut addr, mut timing) = ("127.0.0.1:8826".to_string(), Timing::default());
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut seconds = || {
-            let value = args.next().unwrap_or_default();
-            let seconds = value.parse().ok();
-            let duration =
-                seconds.and_then(|s| Duration::try_from_secs_f64(s).ok());
-            duration.ok_or(format!("{arg} {value:?}: not a number of seconds"))
-        };
-        match arg.as_str() {
-            "--part-time" => timing.part_time = seconds()?,
-            "--ttl" => timing.ttl = seconds()?,
-            _ => addr = arg,
-        }
-    }
-    Ok((addr, timing))
 }
 
 #[tokio::main]

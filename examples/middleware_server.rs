@@ -199,6 +199,9 @@ pub struct CallLog<S> {
     inner: S,
     sink: Sink,
 }
+// ANCHOR_END: log
+
+// ANCHOR: log_call
 
 impl<S, B> Service<http::Request<B>> for CallLog<S>
 where
@@ -247,7 +250,9 @@ where
         })
     }
 }
+// ANCHOR_END: log_call
 
+// ANCHOR: log_body
 struct CallRecord {
     method: String,
     started: Instant,
@@ -306,7 +311,7 @@ impl Drop for LoggedBody {
         }
     }
 }
-// ANCHOR_END: log
+// ANCHOR_END: log_body
 
 // ANCHOR: limit
 /// Refuses a call when its method already has as many calls under way as
@@ -349,6 +354,9 @@ pub struct ConcurrencyLimit<S> {
     inner: S,
     limits: Arc<HashMap<String, (usize, Arc<Semaphore>)>>,
 }
+// ANCHOR_END: limit
+
+// ANCHOR: limit_call
 
 impl<S, B> Service<http::Request<B>> for ConcurrencyLimit<S>
 where
@@ -401,7 +409,9 @@ where
         })
     }
 }
+// ANCHOR_END: limit_call
 
+// ANCHOR: permit_body
 /// A response body that holds its call's permit until it is done with.
 struct PermitBody {
     body: Body,
@@ -423,12 +433,7 @@ impl http_body::Body for PermitBody {
         self.body.is_end_stream()
     }
 }
-// ANCHOR_END: limit
-
-// ANCHOR: serve
-/// How many calls of each method may run at once; other methods have no
-/// limit.
-pub const LIMITS: [(&str, usize); 2] = [("DoAction", 2), ("DoGet", 8)];
+// ANCHOR_END: permit_body
 
 // ANCHOR: copy_header_limit
 /// The most a call's headers may take, counted as HTTP/2 counts them: each
@@ -457,6 +462,11 @@ pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
     Ok(request)
 }
 // ANCHOR_END: copy_header_limit
+
+// ANCHOR: serve
+/// How many calls of each method may run at once; other methods have no
+/// limit.
+pub const LIMITS: [(&str, usize); 2] = [("DoAction", 2), ("DoGet", 8)];
 
 /// Serves [`WorkService`] with a log line per call, printed, and the
 /// [`LIMITS`], on `listener` until `shutdown` completes.
