@@ -18,6 +18,7 @@ use arrow_schema::{DataType, Field, Schema};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::net::TcpListener;
+#[cfg(unix)]
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
@@ -86,7 +87,9 @@ fn int64_column<'a>(
         Status::invalid_argument(message)
     })
 }
+// ANCHOR_END: running_total
 
+// ANCHOR: ipc_messages
 /// The messages of `input` that hold Arrow IPC data. A message may also carry
 /// only a descriptor or only app_metadata, with no IPC header: pyarrow opens
 /// an exchange with one. arrow-flight's decoder takes every message for IPC
@@ -108,7 +111,7 @@ fn unreadable(error: FlightError) -> Status {
         )),
     }
 }
-// ANCHOR_END: running_total
+// ANCHOR_END: ipc_messages
 
 // ANCHOR: upload
 /// The state of one upload: the dataset's name, once its first message has
@@ -364,12 +367,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8820")).await?;
 
     // ANCHOR: copy_stop_on_signal
+    #[cfg(unix)]
     let mut interrupt = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     // ANCHOR_END: copy_stop_on_signal

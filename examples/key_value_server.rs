@@ -22,6 +22,7 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt, future};
 use http_body::Frame;
 use tokio::net::TcpListener;
+#[cfg(unix)]
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::body::Body;
 use tonic::service::InterceptorLayer;
@@ -50,7 +51,9 @@ pub struct KeyValueService {
     datasets: Arc<RwLock<BTreeMap<String, Arc<Dataset>>>>,
     capacity: usize,
 }
+// ANCHOR_END: store
 
+// ANCHOR: key
 /// The key of a descriptor: its path, segments joined by `/`.
 fn key(descriptor: Option<&FlightDescriptor>) -> Result<String, Status> {
     let descriptor =
@@ -80,7 +83,9 @@ fn key(descriptor: Option<&FlightDescriptor>) -> Result<String, Status> {
 fn not_found(key: &str) -> Status {
     Status::not_found(format!("no dataset under {key:?}"))
 }
+// ANCHOR_END: key
 
+// ANCHOR: put
 impl KeyValueService {
     pub fn new(capacity: usize) -> Self {
         let datasets = Arc::default();
@@ -136,7 +141,7 @@ fn full(capacity: usize, bytes: usize) -> Status {
     );
     Status::resource_exhausted(message)
 }
-// ANCHOR_END: store
+// ANCHOR_END: put
 
 #[tonic::async_trait]
 impl FlightService for KeyValueService {
@@ -314,7 +319,6 @@ impl FlightService for KeyValueService {
     }
 }
 
-// ANCHOR: end_of_stream
 // ANCHOR: copy_end_of_stream
 /// Whether the client ended its request stream itself. tonic reports a
 /// stream that the client cancelled midway as a stream that ended normally,
@@ -406,7 +410,6 @@ impl http_body::Body for WatchedBody {
     }
 }
 // ANCHOR_END: copy_end_of_stream
-// ANCHOR_END: end_of_stream
 
 // ANCHOR: copy_header_limit
 /// The most a call's headers may take, counted as HTTP/2 counts them: each
@@ -459,12 +462,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:33333")).await?;
 
     // ANCHOR: copy_stop_on_signal
+    #[cfg(unix)]
     let mut interrupt = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     // ANCHOR_END: copy_stop_on_signal

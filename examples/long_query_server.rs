@@ -21,6 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use prost_types::Timestamp;
 use tokio::net::TcpListener;
+#[cfg(unix)]
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -169,6 +170,9 @@ fn unknown_command(text: &str) -> Status {
 fn query_descriptor(id: u64) -> FlightDescriptor {
     FlightDescriptor::new_cmd(format!("query {id}"))
 }
+// ANCHOR_END: names
+
+// ANCHOR: tickets
 
 fn ticket(id: u64, part: usize) -> Ticket {
     Ticket::new(format!("{id}/{}", part + 1))
@@ -193,7 +197,7 @@ fn lock(
 ) -> Result<std::sync::MutexGuard<'_, BTreeMap<u64, Query>>, Status> {
     queries.lock().map_err(|_| Status::internal("lock"))
 }
-// ANCHOR_END: names
+// ANCHOR_END: tickets
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]))
@@ -643,6 +647,29 @@ pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
 }
 // ANCHOR_END: copy_header_limit
 
+// ANCHOR: arguments
+/// `[ADDR] [--part-time SECONDS] [--ttl SECONDS]`
+fn arguments() -> Result<(String, Timing), Box<dyn std::error::Error>> {
+    let (mut addr, mut timing) = ("127.0.0.1:8826".to_string(), Timing::default());
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut seconds = || {
+            let value = args.next().unwrap_or_default();
+            let seconds = value.parse().ok();
+            let duration =
+                seconds.and_then(|s| Duration::try_from_secs_f64(s).ok());
+            duration.ok_or(format!("{arg} {value:?}: not a number of seconds"))
+        };
+        match arg.as_str() {
+            "--part-time" => timing.part_time = seconds()?,
+            "--ttl" => timing.ttl = seconds()?,
+            _ => addr = arg,
+        }
+    }
+    Ok((addr, timing))
+}
+// ANCHOR_END: arguments
+
 // ANCHOR: serve
 /// Serves queries on `listener` until `shutdown` completes, with the
 /// timing of [`PART_TIME`] and [`TTL`].
@@ -667,39 +694,25 @@ pub async fn serve_with(
         .await
 }
 
-/// `[ADDR] [--part-time SECONDS] [--ttl SECONDS]`
-fn arguments() -> Result<(String, Timing), Box<dyn std::error::Error>> {
-    let (mut addr, mut timing) = ("127.0.0.1:8826".to_string(), Timing::default());
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut seconds = || {
-            let value = args.next().unwrap_or_default();
-            let seconds = value.parse().ok();
-            let duration =
-                seconds.and_then(|s| Duration::try_from_secs_f64(s).ok());
-            duration.ok_or(format!("{arg} {value:?}: not a number of seconds"))
-        };
-        match arg.as_str() {
-            "--part-time" => timing.part_time = seconds()?,
-            "--ttl" => timing.ttl = seconds()?,
-            _ => addr = arg,
-        }
-    }
-    Ok((addr, timing))
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (addr, timing) = arguments()?;
     let listener = TcpListener::bind(addr).await?;
 
     // ANCHOR: copy_stop_on_signal
+    #[cfg(unix)]
     let mut interrupt = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     // ANCHOR_END: copy_stop_on_signal

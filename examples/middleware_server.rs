@@ -19,6 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use http::HeaderMap;
 use http_body::Frame;
 use tokio::net::TcpListener;
+#[cfg(unix)]
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
@@ -198,6 +199,9 @@ pub struct CallLog<S> {
     inner: S,
     sink: Sink,
 }
+// ANCHOR_END: log
+
+// ANCHOR: log_call
 
 impl<S, B> Service<http::Request<B>> for CallLog<S>
 where
@@ -246,7 +250,9 @@ where
         })
     }
 }
+// ANCHOR_END: log_call
 
+// ANCHOR: log_body
 struct CallRecord {
     method: String,
     started: Instant,
@@ -305,7 +311,7 @@ impl Drop for LoggedBody {
         }
     }
 }
-// ANCHOR_END: log
+// ANCHOR_END: log_body
 
 // ANCHOR: limit
 /// Refuses a call when its method already has as many calls under way as
@@ -348,6 +354,9 @@ pub struct ConcurrencyLimit<S> {
     inner: S,
     limits: Arc<HashMap<String, (usize, Arc<Semaphore>)>>,
 }
+// ANCHOR_END: limit
+
+// ANCHOR: limit_call
 
 impl<S, B> Service<http::Request<B>> for ConcurrencyLimit<S>
 where
@@ -400,7 +409,9 @@ where
         })
     }
 }
+// ANCHOR_END: limit_call
 
+// ANCHOR: permit_body
 /// A response body that holds its call's permit until it is done with.
 struct PermitBody {
     body: Body,
@@ -422,12 +433,7 @@ impl http_body::Body for PermitBody {
         self.body.is_end_stream()
     }
 }
-// ANCHOR_END: limit
-
-// ANCHOR: serve
-/// How many calls of each method may run at once; other methods have no
-/// limit.
-pub const LIMITS: [(&str, usize); 2] = [("DoAction", 2), ("DoGet", 8)];
+// ANCHOR_END: permit_body
 
 // ANCHOR: copy_header_limit
 /// The most a call's headers may take, counted as HTTP/2 counts them: each
@@ -457,6 +463,11 @@ pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
 }
 // ANCHOR_END: copy_header_limit
 
+// ANCHOR: serve
+/// How many calls of each method may run at once; other methods have no
+/// limit.
+pub const LIMITS: [(&str, usize); 2] = [("DoAction", 2), ("DoGet", 8)];
+
 /// Serves [`WorkService`] with a log line per call, printed, and the
 /// [`LIMITS`], on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -480,12 +491,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8821")).await?;
 
     // ANCHOR: copy_stop_on_signal
+    #[cfg(unix)]
     let mut interrupt = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     // ANCHOR_END: copy_stop_on_signal

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -37,8 +37,8 @@ use metadata_server::{
 };
 use tokio::net::TcpListener;
 use tonic::service::InterceptorLayer;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Endpoint, Server};
 use tonic::{Code, Request, Status};
 
 /// The server's log lines, collected.
@@ -56,6 +56,16 @@ impl Lines {
 /// the first DoGet call wait a second and the second half a second, so that
 /// calls made at once end in the reverse of the order they came in.
 async fn start(reverse: bool) -> (TestServer, Lines) {
+    start_with(reverse, None, Duration::ZERO).await
+}
+
+/// As [`start`], and with `timeout` as the server's [`Server::timeout`], and
+/// every GetFlightInfo call held `hold_info` before the service answers.
+async fn start_with(
+    reverse: bool,
+    timeout: Option<Duration>,
+    hold_info: Duration,
+) -> (TestServer, Lines) {
     let lines = Lines::default();
     let sink = lines.clone();
     let log: Log = Arc::new(move |line| sink.0.lock().expect("the log").push(line));
@@ -66,8 +76,13 @@ async fn start(reverse: bool) -> (TestServer, Lines) {
             inner,
             arrivals: arrivals.clone(),
             reverse,
+            hold_info,
         });
-        Server::builder()
+        let mut builder = Server::builder();
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
+        }
+        builder
             .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
             .layer(InterceptorLayer::new(limit_headers))
             .layer(layer)
@@ -82,6 +97,7 @@ struct Delay<S> {
     inner: S,
     arrivals: Arc<AtomicUsize>,
     reverse: bool,
+    hold_info: Duration,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Delay<S>
@@ -106,6 +122,8 @@ where
                 1 => Duration::from_millis(500),
                 _ => Duration::ZERO,
             }
+        } else if request.uri().path().ends_with("/GetFlightInfo") {
+            self.hold_info
         } else {
             Duration::ZERO
         };
@@ -330,6 +348,62 @@ fn a_dropped_download_stops_the_work_on_the_server() {
             drop(client);
             server.stop().await;
             assert_eq!(lines.get().len(), 1, "{:?}", lines.get());
+        }
+    });
+}
+
+/// What tonic itself enforces of a time limit, on either side: the work
+/// before the response headers, which is all of a unary call, fails with
+/// `Cancelled: Timeout expired`; the body of a streaming call goes on past
+/// the limit. The client's limit here is [`Endpoint::timeout`], which sends
+/// no `grpc-timeout` header, so the recipe's own check stays out of it.
+#[test]
+fn tonic_enforces_a_time_limit_only_until_the_response_headers() {
+    let runtime = runtime();
+    block_on(&runtime, "the time limit test", async {
+        let limit = Duration::from_millis(300);
+        let hold = Duration::from_secs(2);
+        let descriptor = FlightDescriptor::new_path(vec!["slow".to_string()]);
+        // The server's limit, then the client's: each ends a unary call
+        // held before its answer, and neither ends a download.
+        for server_side in [true, false] {
+            let server_limit = server_side.then_some(limit);
+            let (server, lines) = start_with(false, server_limit, hold).await;
+            let mut endpoint = Endpoint::from_shared(server.url()).expect("url");
+            if !server_side {
+                endpoint = endpoint.timeout(limit);
+            }
+            let mut client =
+                FlightClient::new(endpoint.connect().await.expect("up"));
+            let side = if server_side { "server" } else { "client" };
+
+            let started = Instant::now();
+            let error = client
+                .get_flight_info(descriptor.clone())
+                .await
+                .expect_err("a unary call held past the limit");
+            let status = status(error);
+            assert_eq!(status.code(), Code::Cancelled, "{side}: {status:?}");
+            assert_eq!(status.message(), "Timeout expired", "{side}");
+            let took = started.elapsed();
+            assert!(took < hold, "{side}: the unary call took {took:?}");
+
+            let started = Instant::now();
+            let mut download =
+                client.do_get(Ticket::new("slow")).await.expect("headers");
+            let mut read = 0;
+            while started.elapsed() < 3 * limit {
+                match download.try_next().await {
+                    Ok(Some(_)) => read += 1,
+                    Ok(None) => panic!("{side}: slow ended after {read} batches"),
+                    Err(error) => panic!("{side}: after {read} batches: {error}"),
+                }
+            }
+            drop((download, client));
+            let (made, end) = made(&first_line(&lines).await);
+            assert_eq!(end, "the client went away", "{side}");
+            assert!(made >= read, "{side}: {made} made, {read} read");
+            server.stop().await;
         }
     });
 }

@@ -21,6 +21,7 @@ use std::sync::Mutex;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
+#[cfg(unix)]
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
@@ -118,12 +119,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8819")).await?;
 
     // ANCHOR: copy_stop_on_signal
+    #[cfg(unix)]
     let mut interrupt = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     // ANCHOR_END: copy_stop_on_signal
