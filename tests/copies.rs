@@ -47,10 +47,18 @@ fn the_copies_in_the_programs_are_the_same() {
     let mut programs = Vec::new();
     for entry in fs::read_dir(&dir).expect("examples/ can be read") {
         let path = entry.expect("an entry of examples/").path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let name = path.file_name().unwrap_or_default().display();
-            let text = fs::read_to_string(&path).expect("a program can be read");
-            programs.push((format!("examples/{name}"), text));
+        // A program of several files is a folder: each of its modules.
+        let files: Vec<_> = match fs::read_dir(&path) {
+            Ok(modules) => modules.flatten().map(|e| e.path()).collect(),
+            Err(_) => vec![path],
+        };
+        for path in files {
+            if path.extension().is_some_and(|e| e == "rs") {
+                let name = path.strip_prefix(&dir).unwrap_or(&path).display();
+                let text =
+                    fs::read_to_string(&path).expect("a program can be read");
+                programs.push((format!("examples/{name}"), text));
+            }
         }
     }
     programs.sort();

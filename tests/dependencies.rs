@@ -180,9 +180,13 @@ fn crates_named(source: &str) -> BTreeSet<String> {
     }
     other.push_str(remaining);
     let words: Vec<&str> = other.split_whitespace().collect();
+    let mut modules = BTreeSet::new();
     for pair in words.windows(2).filter(|pair| pair[0] == "mod") {
-        local.insert(pair[1].trim_end_matches(['{', ';']).to_string());
+        modules.insert(pair[1].trim_end_matches(['{', ';']).to_string());
     }
+    // `use NAME::...` of a module the file declares names no crate.
+    used.retain(|name| !modules.contains(name));
+    local.extend(modules);
     for (name, starts_path) in identifiers(&other) {
         if starts_path && !local.contains(&name) {
             used.insert(name);

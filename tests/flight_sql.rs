@@ -19,7 +19,7 @@ mod basic_auth_server;
 mod flight_sql_client;
 
 #[allow(dead_code)]
-#[path = "../examples/flight_sql_server.rs"]
+#[path = "../examples/flight_sql_server/main.rs"]
 mod flight_sql_server;
 
 use std::sync::Arc;
@@ -40,7 +40,8 @@ use arrow_flight::{Action, HandshakeRequest, Ticket};
 use arrow_schema::{DataType, Field, Schema};
 use common::{TestServer, assert_clean_status, within};
 use flight_sql_client::{fetch, query};
-use flight_sql_server::{BATCH_ROWS, serve_database};
+use flight_sql_server::batches::BATCH_ROWS;
+use flight_sql_server::serve_database;
 use futures::{StreamExt, stream};
 use prost::Message;
 use tonic::transport::Channel;
@@ -756,7 +757,7 @@ async fn action(
 
 #[tokio::test]
 async fn session_options_tell_the_schema_and_close_session_frees_what_it_held() {
-    use flight_sql_server::{
+    use flight_sql_server::sessions::{
         CloseSessionResult, OptionValue, SessionOptionValue, SessionOptions,
         SetSessionOptionsResult,
     };
@@ -1046,7 +1047,7 @@ fn a_query_stops_when_its_client_goes_away() {
 /// bounded, and the server goes on serving.
 #[tokio::test]
 async fn oversized_parameters_and_too_many_prepared_statements_are_refused() {
-    use flight_sql_server::{MAX_PARAMETER_BYTES, MAX_PREPARED};
+    use flight_sql_server::server::{MAX_PARAMETER_BYTES, MAX_PREPARED};
     let (server, _dir) = start().await;
     let channel = server.channel().await;
     let mut client = logged_in(&channel, "test", "password").await;

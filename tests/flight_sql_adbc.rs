@@ -16,7 +16,7 @@ mod common;
 mod basic_auth_server;
 
 #[allow(dead_code)]
-#[path = "../examples/flight_sql_server.rs"]
+#[path = "../examples/flight_sql_server/main.rs"]
 mod flight_sql_server;
 
 use common::{ChildProcess, Finished, TIMEOUT, TestServer, block_on, runtime};

@@ -16,7 +16,7 @@ mod basic_auth_server;
 mod exchange_server;
 
 #[allow(dead_code)]
-#[path = "../examples/flight_sql_server.rs"]
+#[path = "../examples/flight_sql_server/main.rs"]
 mod flight_sql_server;
 
 #[allow(dead_code)]

@@ -325,8 +325,16 @@ pub fn example(name: &str) -> Command {
     let binary = dir.join("examples").join(name);
     let modified =
         |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let source = repo_root().join(format!("examples/{name}.rs"));
-    let fresh = modified(&binary).zip(modified(&source));
+    // A program of one file, or of a folder of modules: its newest file.
+    let file = repo_root().join(format!("examples/{name}.rs"));
+    let folder = repo_root().join(format!("examples/{name}"));
+    let written = std::fs::read_dir(&folder)
+        .map(|entries| {
+            let files = entries.flatten().map(|e| e.path());
+            files.filter_map(|p| modified(&p)).max()
+        })
+        .unwrap_or_else(|_| modified(&file));
+    let fresh = modified(&binary).zip(written);
     if fresh.is_none_or(|(built, written)| built < written) {
         panic!(
             "{} is missing or older than its source: run `cargo test`, or \
