@@ -11,7 +11,7 @@
 mod common;
 
 #[allow(dead_code)]
-#[path = "../examples/flight_sql_server.rs"]
+#[path = "../examples/flight_sql_server/main.rs"]
 mod flight_sql_server;
 
 use std::time::{Duration, Instant};
@@ -72,7 +72,7 @@ fn a_table_ingested_after_a_query_is_seen_by_the_next_query() {
     ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
 )]
 fn a_connection_idle_for_40_seconds_still_answers() {
-    assert!(flight_sql_server::TRANSACTION_IDLE < Duration::from_secs(40));
+    assert!(flight_sql_server::server::TRANSACTION_IDLE < Duration::from_secs(40));
     run_case(
         "idle",
         &[
