@@ -142,3 +142,20 @@ fn timestamps_and_dates_come_back_as_they_went_in() {
         ],
     );
 }
+
+#[test]
+fn a_grpc_timeout_header_is_read_in_every_unit_and_nonsense_is_ignored() {
+    use flight_sql_server::server::grpc_timeout;
+    assert_eq!(
+        grpc_timeout("999958u"),
+        Some(Duration::from_micros(999_958))
+    );
+    assert_eq!(grpc_timeout("1S"), Some(Duration::from_secs(1)));
+    assert_eq!(grpc_timeout("2M"), Some(Duration::from_secs(120)));
+    assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+    assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+    assert_eq!(grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+    for nonsense in ["", "S", "5", "5x", "-1S", "123456789S", "1.5S"] {
+        assert_eq!(grpc_timeout(nonsense), None, "{nonsense:?}");
+    }
+}

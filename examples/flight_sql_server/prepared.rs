@@ -162,9 +162,11 @@ impl SqlServer {
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
         let ticket = query.as_any().encode_to_vec();
-        if parameters.is_none()
-            && let Some(schema) = self.waiting_schema(&owner, &ticket)
-        {
+        let waiting = match parameters {
+            None => self.waiting_schema(&owner, &ticket),
+            Some(_) => None,
+        };
+        if let Some(schema) = waiting {
             return flight_info(&schema, query, request.into_inner());
         }
         let session = self

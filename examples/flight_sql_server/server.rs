@@ -158,6 +158,7 @@ pub const STATEMENT_TIME_LIMIT: Duration = Duration::from_secs(60);
 /// How many of SQLite's steps run between two checks whether to stop.
 pub(crate) const STEPS: i32 = 10_000;
 
+// ANCHOR: deadline
 /// The deadline of a call: its client's (the `grpc-timeout` header), and
 /// at most [`STATEMENT_TIME_LIMIT`] from now.
 pub(crate) fn deadline(metadata: &MetadataMap) -> Instant {
@@ -186,6 +187,7 @@ pub(crate) fn grpc_timeout(text: &str) -> Option<Duration> {
         _ => return None,
     })
 }
+// ANCHOR_END: deadline
 
 impl Session {
     /// Runs `work` on the connection, on a thread where blocking is fine,
@@ -249,6 +251,7 @@ pub(crate) fn past_deadline(status: &Status) -> Status {
     ))
 }
 
+// ANCHOR: snapshot
 /// Ends the snapshot of a transaction that has only read, and begins it
 /// again: until it writes, each of its calls sees what was committed
 /// before it, and between calls it holds nothing that others wait for.
@@ -263,6 +266,7 @@ pub(crate) fn release_snapshot(connection: &Connection) -> Result<(), Status> {
     }
     Ok(())
 }
+// ANCHOR_END: snapshot
 // ANCHOR_END: session
 
 // ANCHOR: find
