@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,7 +117,6 @@ pub(crate) struct Waiting {
     pub(crate) transaction: Option<Vec<u8>>,
     pub(crate) schema: SchemaRef,
     pub(crate) batches: mpsc::Receiver<Result<RecordBatch, Status>>,
-    pub(crate) fetched: Arc<AtomicBool>,
     pub(crate) started: Instant,
 }
 
@@ -357,7 +355,6 @@ impl SqlServer {
             return None;
         }
         let result = waiting.remove(ticket)?;
-        result.fetched.store(true, Ordering::Relaxed);
         Some(flight_stream(result.batches))
     }
 

@@ -93,9 +93,9 @@ pub(crate) struct Job {
 
 /// Runs `job` on `session` in a blocking thread that sends its result, a
 /// batch at a time, to the receiver it returns: the channel holds two
-/// batches, so a slow client slows the query down. Until `fetched` is set
-/// the query stops at the session's deadline; then it runs as long as its
-/// client reads. While it runs, the query is listed in `running` under its
+/// batches, so a slow client slows the query down. Until `answered` is
+/// set (the schema is known) the query stops at the session's deadline;
+/// then it runs as long as its client reads. While it runs, the query is listed in `running` under its
 /// ticket, for CancelFlightInfo; SQLite stops it when the receiver is
 /// dropped (the client went away).
 pub(crate) fn spawn_query(
@@ -103,7 +103,7 @@ pub(crate) fn spawn_query(
     job: Job,
     session: Session,
     started: Started,
-    fetched: Arc<AtomicBool>,
+    answered: Arc<AtomicBool>,
 ) -> mpsc::Receiver<Result<RecordBatch, Status>> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let (sender, receiver) = mpsc::channel(2);
@@ -119,11 +119,11 @@ pub(crate) fn spawn_query(
     let deadline = session.deadline;
     let stop = {
         let (sender, cancelled) = (sender.clone(), cancelled.clone());
-        let fetched = fetched.clone();
+        let answered = answered.clone();
         move || {
             sender.is_closed()
                 || cancelled.load(Ordering::Relaxed)
-                || (!fetched.load(Ordering::Relaxed) && Instant::now() > deadline)
+                || (!answered.load(Ordering::Relaxed) && Instant::now() > deadline)
         }
     };
     tokio::spawn(async move {
@@ -138,7 +138,7 @@ pub(crate) fn spawn_query(
         lock(&running).remove(&id);
         if let Err(status) = ran {
             let late =
-                !fetched.load(Ordering::Relaxed) && Instant::now() > deadline;
+                !answered.load(Ordering::Relaxed) && Instant::now() > deadline;
             let status = if late { past_deadline(&status) } else { status };
             let _ = errors.send(Err(status)).await;
         }
@@ -164,8 +164,8 @@ pub(crate) fn stream_query(
     session: Session,
 ) -> DoGetStream {
     let (started, _) = tokio::sync::oneshot::channel();
-    let fetched = Arc::new(AtomicBool::new(true));
-    flight_stream(spawn_query(running, job, session, started, fetched))
+    let answered = Arc::new(AtomicBool::new(true));
+    flight_stream(spawn_query(running, job, session, started, answered))
 }
 
 impl SqlServer {
@@ -181,12 +181,15 @@ impl SqlServer {
         let (owner, ticket) = (job.owner.clone(), job.ticket.clone());
         let transaction = job.transaction.clone();
         let (started, schema) = tokio::sync::oneshot::channel();
-        let fetched = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicBool::new(false));
         let running = self.running.clone();
         let mut batches =
-            spawn_query(running, job, session, started, fetched.clone());
+            spawn_query(running, job, session, started, answered.clone());
         let schema = match schema.await {
-            Ok(Some(schema)) => schema,
+            Ok(Some(schema)) => {
+                answered.store(true, Ordering::Relaxed);
+                schema
+            }
             Ok(None) => return Ok(None),
             Err(_) => {
                 return Err(match batches.recv().await {
@@ -200,7 +203,6 @@ impl SqlServer {
             transaction,
             schema: schema.clone(),
             batches,
-            fetched,
             started: Instant::now(),
         };
         self.keep_waiting(ticket, waiting);
