@@ -50,6 +50,17 @@ pub fn declared_type(declared: &str) -> Option<DataType> {
     }
 }
 
+/// The Arrow type of a value, for a column without a declared type.
+pub(crate) fn value_type(value: ValueRef<'_>) -> DataType {
+    match value {
+        ValueRef::Integer(_) => DataType::Int64,
+        ValueRef::Real(_) => DataType::Float64,
+        ValueRef::Blob(_) => DataType::Binary,
+        ValueRef::Text(_) | ValueRef::Null => DataType::Utf8,
+    }
+}
+// ANCHOR_END: types
+
 /// `TIMESTAMP(p)`, and `TIMESTAMPTZ(p)` (its values in UTC), the column
 /// types of ingested timestamps: p is 0, 3, 6 (the default) or 9.
 pub(crate) fn timestamp_type(declared: &str) -> Option<DataType> {
@@ -72,19 +83,6 @@ pub(crate) fn timestamp_type(declared: &str) -> Option<DataType> {
     Some(DataType::Timestamp(unit, zone))
 }
 
-/// The Arrow type of a value, for a column without a declared type.
-pub(crate) fn value_type(value: ValueRef<'_>) -> DataType {
-    match value {
-        ValueRef::Integer(_) => DataType::Int64,
-        ValueRef::Real(_) => DataType::Float64,
-        ValueRef::Blob(_) => DataType::Binary,
-        ValueRef::Text(_) | ValueRef::Null => DataType::Utf8,
-    }
-}
-
-// ANCHOR_END: types
-
-// ANCHOR: columns
 /// The most rows and bytes (roughly) in one batch of a result.
 pub const BATCH_ROWS: usize = 8192;
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -210,9 +208,7 @@ pub(crate) fn retype(
         .build()?;
     Ok(arrow_array::make_array(data))
 }
-// ANCHOR_END: columns
 
-// ANCHOR: parameters
 /// One Arrow value as a SQLite value: integers and booleans as INTEGER,
 /// floats as REAL, binary as BLOB, a union's value as its member's (a client
 /// that binds values of any type sends a union), anything else as its text.
@@ -308,9 +304,6 @@ pub(crate) fn bind(
     Ok(())
 }
 
-// ANCHOR_END: parameters
-
-// ANCHOR: schema
 /// The declared Arrow types of a statement's columns; `None` where the
 /// values decide.
 pub(crate) fn declared_types(
@@ -340,9 +333,6 @@ pub(crate) fn result_schema(
     Ok(Arc::new(Schema::new(fields)))
 }
 
-// ANCHOR_END: schema
-
-// ANCHOR: run
 pub(crate) type Batches = mpsc::Sender<Result<RecordBatch, Status>>;
 
 /// What a query's first step tells: its result's schema, or that the
@@ -396,6 +386,7 @@ pub(crate) fn run_query(
             None => Vec::new(),
         };
         bind(&mut statement, &values)?;
+        // ANCHOR: batches
         let (mut rows_in_batch, mut bytes_in_batch) = (0, 0);
         let mut rows = statement.raw_query();
         loop {
@@ -451,6 +442,7 @@ pub(crate) fn run_query(
                 break;
             }
         }
+        // ANCHOR_END: batches
     }
     if !sent_any {
         let schema = result_schema(&declared, None)?;
@@ -485,4 +477,3 @@ pub(crate) fn run_update(
     }
     Ok(changed as i64)
 }
-// ANCHOR_END: run

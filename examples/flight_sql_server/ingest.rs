@@ -17,7 +17,6 @@ use super::batches::{bind, parameter_row};
 use super::server::SqlServer;
 use super::sqlite::sql_error;
 
-// ANCHOR: ingest
 /// The SQLite column type for an Arrow type of an ingested batch.
 pub(crate) fn column_type(data_type: &DataType) -> String {
     match data_type {
@@ -141,10 +140,9 @@ pub(crate) fn ingest(
     }
     written
 }
-// ANCHOR_END: ingest
 
-// ANCHOR: sql_ingest
 impl SqlServer {
+    // ANCHOR: ingest_upload
     pub(crate) async fn ingest_upload(
         &self,
         command: CommandStatementIngest,
@@ -185,5 +183,5 @@ impl SqlServer {
         read?;
         written
     }
+    // ANCHOR_END: ingest_upload
 }
-// ANCHOR_END: sql_ingest

@@ -14,7 +14,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::server::SqlServer;
 use super::statements::HandshakeStream;
 
-// ANCHOR: auth
 /// The most tokens kept at once; when full, the oldest is forgotten.
 pub const MAX_TOKENS: usize = 10_000;
 
@@ -44,6 +43,7 @@ pub(crate) fn authorization(metadata: &MetadataMap) -> Result<&str, Status> {
 }
 
 impl SqlServer {
+    // ANCHOR: log_in
     /// Checks `Basic <base64 of user:password>` and returns the user and a
     /// new token.
     pub(crate) fn log_in(
@@ -89,11 +89,11 @@ impl SqlServer {
         tokens.by_age.push_back(token.clone());
         Ok((user.to_string(), token))
     }
+    // ANCHOR_END: log_in
 }
-// ANCHOR_END: auth
 
-// ANCHOR: bearer
 impl SqlServer {
+    // ANCHOR: bearer
     /// Checks `Bearer <token>` and returns the token: a login is a session,
     /// which owns its prepared statements and transactions.
     pub(crate) fn owner<T>(&self, request: &Request<T>) -> Result<String, Status> {
@@ -118,11 +118,11 @@ impl SqlServer {
             None => Err(Status::unauthenticated("Invalid token")),
         }
     }
+    // ANCHOR_END: bearer
 }
-// ANCHOR_END: bearer
 
-// ANCHOR: handshake
 impl SqlServer {
+    // ANCHOR: handshake
     pub(crate) async fn answer_handshake(
         &self,
         request: Request<Streaming<HandshakeRequest>>,
@@ -141,5 +141,5 @@ impl SqlServer {
         response.metadata_mut().insert("authorization", bearer);
         Ok(response)
     }
+    // ANCHOR_END: handshake
 }
-// ANCHOR_END: handshake

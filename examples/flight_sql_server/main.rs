@@ -1,7 +1,6 @@
 //! A Flight SQL server in front of a SQLite database: `main` and `serve`
 //! here, the rest in the modules below.
 
-// ANCHOR: uses
 pub mod batches;
 pub mod ingest;
 pub mod login;
@@ -33,7 +32,6 @@ use poll::WithPoll;
 use server::SqlServer;
 use sessions::RunningQueries;
 use sqlite::create_database;
-// ANCHOR_END: uses
 
 // ANCHOR: copy_header_limit
 /// The most a call's headers may take, counted as HTTP/2 counts them: each
@@ -104,6 +102,7 @@ pub async fn serve(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     serve_database(listener, shutdown, PathBuf::from("flight_sql.db")).await
 }
+// ANCHOR_END: serve
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -133,4 +132,3 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     serve_database(listener, stop, database).await?;
     Ok(())
 }
-// ANCHOR_END: serve

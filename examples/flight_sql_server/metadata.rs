@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::server::SqlServer;
 use super::statements::{DoGetStream, batch_stream, built, flight_info};
 
-// ANCHOR: metadata
+// ANCHOR: sql_info
 pub(crate) fn sql_info() -> Result<SqlInfoData, FlightError> {
     let mut info = SqlInfoDataBuilder::new();
     info.append(
@@ -46,6 +46,7 @@ pub(crate) fn sql_info() -> Result<SqlInfoData, FlightError> {
     info.append(SqlInfo::SqlStringFunctions, &STRING_FUNCTIONS[..]);
     info.build()
 }
+// ANCHOR_END: sql_info
 
 /// SQLite's keywords beyond SQL-92's, as JDBC's `getSQLKeywords` lists them.
 pub(crate) const SQL_KEYWORDS: [&str; 24] = [
@@ -114,10 +115,9 @@ pub(crate) fn type_info() -> Result<XdbcTypeInfoData, FlightError> {
     }
     types.build()
 }
-// ANCHOR_END: metadata
 
-// ANCHOR: sql_info
 impl SqlServer {
+    // ANCHOR: sql_info_calls
     pub(crate) async fn describe_sql_info(
         &self,
         query: CommandGetSqlInfo,
@@ -136,6 +136,7 @@ impl SqlServer {
         let batch = built(query.into_builder(&self.sql_info).build())?;
         Ok(Response::new(batch_stream(batch)))
     }
+    // ANCHOR_END: sql_info_calls
 
     pub(crate) async fn describe_type_info(
         &self,
@@ -197,4 +198,3 @@ impl SqlServer {
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
 }
-// ANCHOR_END: sql_info

@@ -17,6 +17,7 @@ use super::server::SqlServer;
 /// service. A query here is complete at once: its statement runs when its
 /// ticket is fetched.
 pub struct WithPoll(pub SqlServer);
+// ANCHOR_END: poll
 
 pub(crate) type Inner = SqlServer;
 
@@ -30,6 +31,7 @@ impl FlightService for WithPoll {
     type ListActionsStream = <Inner as FlightService>::ListActionsStream;
     type DoExchangeStream = <Inner as FlightService>::DoExchangeStream;
 
+    // ANCHOR: poll
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
@@ -43,6 +45,7 @@ impl FlightService for WithPoll {
         };
         Ok(Response::new(poll))
     }
+    // ANCHOR_END: poll
 
     async fn handshake(
         &self,
@@ -107,4 +110,3 @@ impl FlightService for WithPoll {
         FlightService::do_exchange(&self.0, request).await
     }
 }
-// ANCHOR_END: poll

@@ -22,8 +22,8 @@ use super::statements::{
     DoGetStream, Job, flight_info, schema_bytes, stream_query, written,
 };
 
-// ANCHOR: sql_prepare
 impl SqlServer {
+    // ANCHOR: prepare
     pub(crate) async fn create_prepared(
         &self,
         query: ActionCreatePreparedStatementRequest,
@@ -105,6 +105,7 @@ impl SqlServer {
             parameter_schema: schema_bytes(&parameters)?,
         })
     }
+    // ANCHOR_END: prepare
 
     pub(crate) async fn close_prepared(
         &self,
@@ -121,10 +122,9 @@ impl SqlServer {
         Ok(())
     }
 }
-// ANCHOR_END: sql_prepare
 
-// ANCHOR: sql_prepared
 impl SqlServer {
+    // ANCHOR: bind
     pub(crate) async fn bind_prepared(
         &self,
         query: CommandPreparedStatementQuery,
@@ -148,6 +148,7 @@ impl SqlServer {
             prepared_statement_handle: Some(handle),
         })
     }
+    // ANCHOR_END: bind
 
     pub(crate) async fn describe_prepared(
         &self,
@@ -243,4 +244,3 @@ impl SqlServer {
             .await
     }
 }
-// ANCHOR_END: sql_prepared

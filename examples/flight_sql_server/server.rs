@@ -59,6 +59,19 @@ pub(crate) struct Transaction {
     pub(crate) rolled_back: bool,
 }
 
+pub struct SqlServer {
+    pub(crate) passwords: HashMap<String, String>,
+    pub(crate) tokens: Mutex<Tokens>,
+    pub(crate) database: PathBuf,
+    pub(crate) prepared: Mutex<HashMap<Vec<u8>, Prepared>>,
+    pub(crate) transactions: Mutex<HashMap<Vec<u8>, Transaction>>,
+    pub(crate) waiting: Mutex<HashMap<Vec<u8>, Waiting>>,
+    pub(crate) sql_info: SqlInfoData,
+    pub(crate) type_info: XdbcTypeInfoData,
+    pub(crate) running: RunningQueries,
+}
+// ANCHOR_END: state
+
 /// Rolls back the writes of the transactions that have held the write lock
 /// unused for [`TRANSACTION_IDLE`]; they go on, empty.
 pub(crate) fn expire(transactions: &mut HashMap<Vec<u8>, Transaction>) {
@@ -120,20 +133,6 @@ pub(crate) struct Waiting {
     pub(crate) started: Instant,
 }
 
-pub struct SqlServer {
-    pub(crate) passwords: HashMap<String, String>,
-    pub(crate) tokens: Mutex<Tokens>,
-    pub(crate) database: PathBuf,
-    pub(crate) prepared: Mutex<HashMap<Vec<u8>, Prepared>>,
-    pub(crate) transactions: Mutex<HashMap<Vec<u8>, Transaction>>,
-    pub(crate) waiting: Mutex<HashMap<Vec<u8>, Waiting>>,
-    pub(crate) sql_info: SqlInfoData,
-    pub(crate) type_info: XdbcTypeInfoData,
-    pub(crate) running: RunningQueries,
-}
-
-// ANCHOR_END: state
-
 // ANCHOR: session
 /// A connection for one call, and the call's deadline.
 pub(crate) struct Session {
@@ -148,6 +147,7 @@ pub(crate) enum Place {
     New(PathBuf),
     Transaction(OwnedMutexGuard<Connection>),
 }
+// ANCHOR_END: session
 
 /// How long a statement may run when its client sets no deadline; one that
 /// streams a result runs as long as its client reads it.
@@ -188,6 +188,7 @@ pub(crate) fn grpc_timeout(text: &str) -> Option<Duration> {
 // ANCHOR_END: deadline
 
 impl Session {
+    // ANCHOR: session
     /// Runs `work` on the connection, on a thread where blocking is fine,
     /// until the call's deadline: SQLite stops then.
     pub(crate) async fn run<T: Send + 'static>(
@@ -203,6 +204,7 @@ impl Session {
             done => done,
         }
     }
+    // ANCHOR_END: session
 
     /// Runs `work` as [`Session::run`] does, until `stop` says to stop:
     /// SQLite asks it every [`STEPS`] steps.
@@ -265,9 +267,7 @@ pub(crate) fn release_snapshot(connection: &Connection) -> Result<(), Status> {
     Ok(())
 }
 // ANCHOR_END: snapshot
-// ANCHOR_END: session
 
-// ANCHOR: find
 pub(crate) fn handle() -> Vec<u8> {
     rand::random::<[u8; 16]>().to_vec()
 }
@@ -408,4 +408,3 @@ pub(crate) async fn read_parameters(
         })?;
     Ok(Some(batch))
 }
-// ANCHOR_END: find

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::server::SqlServer;
 use super::statements::{DoGetStream, HandshakeStream};
 
-// ANCHOR: sql_service
+// ANCHOR: map
 #[tonic::async_trait]
 impl FlightSqlService for SqlServer {
     type FlightService = SqlServer;
@@ -57,6 +57,7 @@ impl FlightSqlService for SqlServer {
     ) -> Result<i64, Status> {
         self.execute_update(command, request).await
     }
+    // ANCHOR_END: map
 
     async fn do_action_create_prepared_statement(
         &self,
@@ -318,4 +319,3 @@ impl FlightSqlService for SqlServer {
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
-// ANCHOR_END: sql_service

@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 
 use super::server::{SqlServer, lock};
 
-// ANCHOR: session_messages
 /// Flight's session messages (Flight.proto), which arrow-flight 60 has no
 /// types for: a value of a session option, and the bodies of the
 /// SetSessionOptions, GetSessionOptions and CloseSession actions.
@@ -70,9 +69,6 @@ pub struct CloseSessionResult {
     pub status: i32,
 }
 
-// ANCHOR_END: session_messages
-
-// ANCHOR: sessions
 /// The options of every session: the database has no catalog and one
 /// schema, `main`, so these are all the values they can take.
 pub(crate) fn session_options() -> HashMap<String, SessionOptionValue> {
@@ -105,6 +101,7 @@ pub(crate) struct Running {
 pub(crate) type RunningQueries = Arc<Mutex<HashMap<u64, Running>>>;
 
 impl SqlServer {
+    // ANCHOR: cancel
     /// Cancels the queries of `owner` that serve a ticket of `info`: 1 when
     /// one was running (cancelled), 3 when none was (not cancellable).
     pub(crate) fn cancel(&self, owner: &str, info: &FlightInfo) -> u8 {
@@ -122,10 +119,9 @@ impl SqlServer {
         }
         if found { 1 } else { 3 }
     }
+    // ANCHOR_END: cancel
 }
-// ANCHOR_END: sessions
 
-// ANCHOR: sql_actions
 impl SqlServer {
     pub(crate) async fn cancel_query(
         &self,
@@ -141,6 +137,7 @@ impl SqlServer {
         })
     }
 
+    // ANCHOR: other_action
     pub(crate) async fn other_action(
         &self,
         request: Request<arrow_flight::Action>,
@@ -191,5 +188,5 @@ impl SqlServer {
         };
         Ok(Response::new(answer))
     }
+    // ANCHOR_END: other_action
 }
-// ANCHOR_END: sql_actions

@@ -8,7 +8,6 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, OpenFlags};
 use tonic::Status;
 
-// ANCHOR: database
 /// The schema and rows of a new database, so that the recipe runs with no
 /// setup.
 pub(crate) const FIRST_RUN: &str = "
@@ -63,8 +62,6 @@ pub(crate) fn open(path: &Path) -> Result<Connection, Status> {
     Ok(connection)
 }
 
-// ANCHOR_END: database
-
 // ANCHOR: authorizer
 /// The pragmas a client may run: they read the schema and change nothing.
 pub(crate) const PRAGMAS: [&str; 6] = [
@@ -100,10 +97,8 @@ pub(crate) fn authorize(context: AuthContext<'_>) -> Authorization {
         _ => Authorization::Allow,
     }
 }
-
 // ANCHOR_END: authorizer
 
-// ANCHOR: errors
 /// SQLite's error as a gRPC status: SQLite's own words, no file names.
 pub(crate) fn sql_error(error: rusqlite::Error) -> Status {
     use rusqlite::ErrorCode;
@@ -150,4 +145,3 @@ pub(crate) fn sql_error(error: rusqlite::Error) -> Status {
         other => Status::invalid_argument(other.to_string()),
     }
 }
-// ANCHOR_END: errors

@@ -27,7 +27,6 @@ use super::batches::{Started, run_query, run_update};
 use super::server::{Session, SqlServer, Waiting, lock, past_deadline};
 use super::sessions::{Running, RunningQueries};
 
-// ANCHOR: service
 pub(crate) type DoGetStream = <SqlServer as FlightService>::DoGetStream;
 pub(crate) type HandshakeStream =
     Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
@@ -209,10 +208,9 @@ impl SqlServer {
         Ok(Some(schema))
     }
 }
-// ANCHOR_END: service
 
-// ANCHOR: sql_statements
 impl SqlServer {
+    // ANCHOR: statements
     pub(crate) async fn describe_statement(
         &self,
         query: CommandStatementQuery,
@@ -294,5 +292,5 @@ impl SqlServer {
             .run(move |connection| run_update(connection, &command.query, None))
             .await
     }
+    // ANCHOR_END: statements
 }
-// ANCHOR_END: sql_statements

@@ -19,7 +19,6 @@ use super::server::SqlServer;
 use super::sqlite::sql_error;
 use super::statements::{DoGetStream, batch_stream, built, flight_info};
 
-// ANCHOR: keys
 /// The primary keys' columns, and the foreign keys' (exported, imported
 /// and cross references), in the fields Flight SQL prescribes.
 pub(crate) fn primary_keys_schema() -> Schema {
@@ -164,10 +163,8 @@ pub(crate) fn foreign_key_batch(
     ))
 }
 
-// ANCHOR_END: keys
-
-// ANCHOR: sql_tables
 impl SqlServer {
+    // ANCHOR: tables
     pub(crate) async fn describe_tables(
         &self,
         query: CommandGetTables,
@@ -199,6 +196,7 @@ impl SqlServer {
         }
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
+    // ANCHOR_END: tables
 
     pub(crate) async fn describe_table_types(
         &self,
@@ -222,9 +220,7 @@ impl SqlServer {
         Ok(Response::new(batch_stream(built(builder.build())?)))
     }
 }
-// ANCHOR_END: sql_tables
 
-// ANCHOR: sql_primary_keys
 impl SqlServer {
     pub(crate) async fn describe_primary_keys(
         &self,
@@ -286,9 +282,7 @@ impl SqlServer {
         Ok(Response::new(batch_stream(batch)))
     }
 }
-// ANCHOR_END: sql_primary_keys
 
-// ANCHOR: sql_foreign_keys
 impl SqlServer {
     pub(crate) async fn describe_exported_keys(
         &self,
@@ -367,4 +361,3 @@ impl SqlServer {
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
     }
 }
-// ANCHOR_END: sql_foreign_keys

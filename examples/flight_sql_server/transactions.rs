@@ -12,8 +12,8 @@ use tonic::{Request, Status};
 use super::server::{SqlServer, Transaction, expire, handle, lock, make_room};
 use super::sqlite::{open, sql_error};
 
-// ANCHOR: sql_transactions
 impl SqlServer {
+    // ANCHOR: begin
     pub(crate) async fn begin_transaction(
         &self,
         _query: ActionBeginTransactionRequest,
@@ -47,7 +47,9 @@ impl SqlServer {
             transaction_id: id.into(),
         })
     }
+    // ANCHOR_END: begin
 
+    // ANCHOR: end
     pub(crate) async fn end_transaction(
         &self,
         query: ActionEndTransactionRequest,
@@ -70,5 +72,5 @@ impl SqlServer {
             .run(move |connection| connection.execute_batch(end).map_err(sql_error))
             .await
     }
+    // ANCHOR_END: end
 }
-// ANCHOR_END: sql_transactions
