@@ -11,7 +11,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UnionArray};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, Statement};
 use tokio::sync::mpsc;
@@ -24,8 +24,14 @@ use super::sqlite::sql_error;
 /// for a column's affinity; `None` where the values decide (no declared
 /// type, or NUMERIC affinity).
 pub fn declared_type(declared: &str) -> Option<DataType> {
-    let declared = declared.to_ascii_uppercase();
-    if declared.contains("INT") {
+    let declared = declared.trim().to_ascii_uppercase();
+    if let Some(timestamp) = timestamp_type(&declared) {
+        Some(timestamp)
+    } else if declared == "DATE" {
+        Some(DataType::Date32)
+    } else if declared.starts_with("BOOL") {
+        Some(DataType::Boolean)
+    } else if declared.contains("INT") {
         Some(DataType::Int64)
     } else if ["CHAR", "CLOB", "TEXT"]
         .iter()
@@ -55,6 +61,28 @@ pub(crate) fn value_type(value: ValueRef<'_>) -> DataType {
 }
 // ANCHOR_END: types
 
+/// `TIMESTAMP(p)`, and `TIMESTAMPTZ(p)` (its values in UTC), the column
+/// types of ingested timestamps: p is 0, 3, 6 (the default) or 9.
+pub(crate) fn timestamp_type(declared: &str) -> Option<DataType> {
+    let rest = declared.strip_prefix("TIMESTAMP")?;
+    let (zone, rest) = match rest.strip_prefix("TZ") {
+        Some(rest) => (Some("UTC".into()), rest),
+        None => (None, rest),
+    };
+    let precision = match rest.trim() {
+        "" => "6",
+        p => p.strip_prefix('(')?.strip_suffix(')')?.trim(),
+    };
+    let unit = match precision {
+        "0" => TimeUnit::Second,
+        "3" => TimeUnit::Millisecond,
+        "6" => TimeUnit::Microsecond,
+        "9" => TimeUnit::Nanosecond,
+        _ => return None,
+    };
+    Some(DataType::Timestamp(unit, zone))
+}
+
 /// The most rows and bytes (roughly) in one batch of a result.
 pub const BATCH_ROWS: usize = 8192;
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -64,6 +92,9 @@ pub(crate) enum Column {
     Reals(Float64Builder),
     Texts(StringBuilder),
     Blobs(BinaryBuilder),
+    /// Booleans (stored as integers), dates and timestamps (as text), cast
+    /// to their Arrow type when the batch is built.
+    Cast(Box<Column>, DataType),
 }
 
 impl Column {
@@ -72,6 +103,14 @@ impl Column {
             DataType::Int64 => Column::Integers(Int64Builder::new()),
             DataType::Float64 => Column::Reals(Float64Builder::new()),
             DataType::Binary => Column::Blobs(BinaryBuilder::new()),
+            DataType::Boolean => Column::Cast(
+                Box::new(Column::Integers(Int64Builder::new())),
+                DataType::Boolean,
+            ),
+            DataType::Date32 | DataType::Timestamp(..) => Column::Cast(
+                Box::new(Column::Texts(StringBuilder::new())),
+                data_type.clone(),
+            ),
             _ => Column::Texts(StringBuilder::new()),
         }
     }
@@ -90,6 +129,7 @@ impl Column {
             ))
         };
         match (self, value) {
+            (Column::Cast(column, _), value) => return column.append(value, name),
             (Column::Integers(b), ValueRef::Null) => b.append_null(),
             (Column::Reals(b), ValueRef::Null) => b.append_null(),
             (Column::Texts(b), ValueRef::Null) => b.append_null(),
@@ -117,14 +157,56 @@ impl Column {
         Ok(8)
     }
 
-    pub(crate) fn finish(&mut self) -> ArrayRef {
-        match self {
+    pub(crate) fn finish(&mut self, name: &str) -> Result<ArrayRef, Status> {
+        let array: ArrayRef = match self {
             Column::Integers(b) => Arc::new(b.finish()),
             Column::Reals(b) => Arc::new(b.finish()),
             Column::Texts(b) => Arc::new(b.finish()),
             Column::Blobs(b) => Arc::new(b.finish()),
-        }
+            Column::Cast(column, to) => {
+                let values = column.finish(name)?;
+                return cast_column(&values, to).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "column {name:?} holds a value that is not a {to}: {e}"
+                    ))
+                });
+            }
+        };
+        Ok(array)
     }
+}
+
+/// `values` as `to`: a timestamp with a time zone is read as UTC.
+pub(crate) fn cast_column(
+    values: &ArrayRef,
+    to: &DataType,
+) -> Result<ArrayRef, arrow_schema::ArrowError> {
+    let strict = arrow_cast::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    match to {
+        DataType::Timestamp(unit, Some(_)) => {
+            let local = DataType::Timestamp(*unit, None);
+            let utc = arrow_cast::cast_with_options(values, &local, &strict)?;
+            retype(&utc, to)
+        }
+        _ => arrow_cast::cast_with_options(values, to, &strict),
+    }
+}
+
+/// The same values with another type of the same layout (a timestamp with
+/// or without its time zone).
+pub(crate) fn retype(
+    values: &ArrayRef,
+    to: &DataType,
+) -> Result<ArrayRef, arrow_schema::ArrowError> {
+    let data = values
+        .to_data()
+        .into_builder()
+        .data_type(to.clone())
+        .build()?;
+    Ok(arrow_array::make_array(data))
 }
 
 /// One Arrow value as a SQLite value: integers and booleans as INTEGER,
@@ -174,6 +256,12 @@ pub(crate) fn sql_value(
                 .value(0)
                 .to_vec(),
         )
+    } else if let DataType::Timestamp(unit, Some(_)) = data_type {
+        let utc = retype(&one, &DataType::Timestamp(*unit, None))
+            .map_err(|e| refused(e.to_string()))?;
+        let text = ArrayFormatter::try_new(utc.as_ref(), &FormatOptions::default())
+            .map_err(|e| refused(e.to_string()))?;
+        Value::Text(format!("{}Z", text.value(0)))
     } else {
         let text = ArrayFormatter::try_new(column, &FormatOptions::default())
             .map_err(|_| {
@@ -216,69 +304,88 @@ pub(crate) fn bind(
     Ok(())
 }
 
-/// The schema of a statement's result: the declared types of its columns,
-/// and for the others the type of the value in the first row (a statement
-/// that changes data is not run for that: its undeclared columns are text).
-pub(crate) fn result_schema(
-    statement: &mut Statement<'_>,
-    values: &[Value],
-) -> Result<SchemaRef, Status> {
-    let columns: Vec<(String, Option<DataType>)> = statement
+/// The declared Arrow types of a statement's columns; `None` where the
+/// values decide.
+pub(crate) fn declared_types(
+    statement: &Statement<'_>,
+) -> Vec<(String, Option<DataType>)> {
+    statement
         .columns()
         .map(|c| (c.name().to_string(), c.decl_type().and_then(declared_type)))
-        .collect();
-    let mut first = Vec::new();
-    if statement.readonly() && columns.iter().any(|(_, t)| t.is_none()) {
-        bind(statement, values)?;
-        let mut rows = statement.raw_query();
-        if let Some(row) = rows.next().map_err(sql_error)? {
-            for at in 0..columns.len() {
-                first.push(value_type(row.get_ref(at).map_err(sql_error)?));
-            }
-        }
+        .collect()
+}
+
+/// The schema of a result: the declared types of its columns, and for the
+/// others the type of the value in the first row (text without one).
+pub(crate) fn result_schema(
+    columns: &[(String, Option<DataType>)],
+    first: Option<&rusqlite::Row<'_>>,
+) -> Result<SchemaRef, Status> {
+    let mut fields = Vec::new();
+    for (at, (name, declared)) in columns.iter().enumerate() {
+        let data_type = match (declared, first) {
+            (Some(declared), _) => declared.clone(),
+            (None, Some(row)) => value_type(row.get_ref(at).map_err(sql_error)?),
+            (None, None) => DataType::Utf8,
+        };
+        fields.push(Field::new(name, data_type, true));
     }
-    let fields: Vec<Field> = columns
-        .into_iter()
-        .enumerate()
-        .map(|(at, (name, declared))| {
-            let data_type = declared
-                .or_else(|| first.get(at).cloned())
-                .unwrap_or(DataType::Utf8);
-            Field::new(name, data_type, true)
-        })
-        .collect();
     Ok(Arc::new(Schema::new(fields)))
 }
 
 pub(crate) type Batches = mpsc::Sender<Result<RecordBatch, Status>>;
 
+/// What a query's first step tells: its result's schema, or that the
+/// statement wrote (it ran to its end).
+pub(crate) type Started = tokio::sync::oneshot::Sender<Option<SchemaRef>>;
+
 /// Runs `sql` once per row of `parameters` (once without), sending the
 /// result to `out` in batches of at most [`BATCH_ROWS`] rows and about
-/// [`BATCH_BYTES`] bytes; stops when the client stops reading.
+/// [`BATCH_BYTES`] bytes, and its schema to `started` as soon as the first
+/// row tells it; stops when the client stops reading. A statement that
+/// writes runs as an update when `write` says so, else not at all.
 pub(crate) fn run_query(
     connection: &Connection,
-    sql: &str,
-    parameters: Option<&RecordBatch>,
+    (sql, parameters): (&str, Option<&RecordBatch>),
     out: &Batches,
-    cancelled: &AtomicBool,
+    started: Started,
+    (write, cancelled): (bool, &AtomicBool),
 ) -> Result<(), Status> {
     let mut statement = connection.prepare(sql).map_err(sql_error)?;
+    if parameters.is_none() && statement.parameter_count() > 0 {
+        return Err(Status::invalid_argument(
+            "the statement has parameters: prepare it and bind them",
+        ));
+    }
+    if !statement.readonly() {
+        if statement.column_count() > 0 {
+            return Err(Status::invalid_argument(
+                "a statement that writes and returns rows (RETURNING) is \
+                 not served as a query: run it as an update",
+            ));
+        }
+        drop(statement);
+        if write {
+            run_update(connection, sql, parameters)?;
+            let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+            let _ = out.blocking_send(Ok(empty));
+        }
+        let _ = started.send(None);
+        return Ok(());
+    }
+    let declared = declared_types(&statement);
+    let names: Vec<String> = declared.iter().map(|(n, _)| n.clone()).collect();
     let runs = parameters.map_or(1, RecordBatch::num_rows);
+    let mut started = Some(started);
+    let mut schema = None;
+    let mut columns = Vec::new();
     let mut sent_any = false;
     for index in 0..runs {
         let values = match parameters {
             Some(p) => parameter_row(p, index)?,
             None => Vec::new(),
         };
-        let schema = result_schema(&mut statement, &values)?;
         bind(&mut statement, &values)?;
-        let names: Vec<String> =
-            statement.column_names().map(String::from).collect();
-        let mut columns: Vec<Column> = schema
-            .fields()
-            .iter()
-            .map(|f| Column::new(f.data_type()))
-            .collect();
         // ANCHOR: batches
         let (mut rows_in_batch, mut bytes_in_batch) = (0, 0);
         let mut rows = statement.raw_query();
@@ -287,6 +394,22 @@ pub(crate) fn run_query(
                 return Err(Status::cancelled("the query was cancelled"));
             }
             let row = rows.next().map_err(sql_error)?;
+            let schema = match &schema {
+                Some(schema) => Arc::clone(schema),
+                None => {
+                    let first = result_schema(&declared, row)?;
+                    columns = first
+                        .fields()
+                        .iter()
+                        .map(|f| Column::new(f.data_type()))
+                        .collect();
+                    schema = Some(first.clone());
+                    first
+                }
+            };
+            if let Some(started) = started.take() {
+                let _ = started.send(Some(schema.clone()));
+            }
             if let Some(row) = row {
                 for (at, column) in columns.iter_mut().enumerate() {
                     let value = row.get_ref(at).map_err(sql_error)?;
@@ -297,15 +420,18 @@ pub(crate) fn run_query(
             let full = rows_in_batch >= BATCH_ROWS || bytes_in_batch >= BATCH_BYTES;
             let last = row.is_none();
             if full || (last && (rows_in_batch > 0 || !sent_any)) {
-                let arrays = columns.iter_mut().map(Column::finish).collect();
+                let arrays = columns
+                    .iter_mut()
+                    .zip(&names)
+                    .map(|(column, name)| column.finish(name))
+                    .collect::<Result<_, _>>()?;
                 let rows =
                     RecordBatchOptions::new().with_row_count(Some(rows_in_batch));
-                let batch = RecordBatch::try_new_with_options(
-                    schema.clone(),
-                    arrays,
-                    &rows,
-                )
-                .map_err(|_| Status::internal("a batch could not be built"))?;
+                let batch =
+                    RecordBatch::try_new_with_options(schema, arrays, &rows)
+                        .map_err(|_| {
+                            Status::internal("a batch could not be built")
+                        })?;
                 if out.blocking_send(Ok(batch)).is_err() {
                     return Ok(());
                 }
@@ -319,7 +445,10 @@ pub(crate) fn run_query(
         // ANCHOR_END: batches
     }
     if !sent_any {
-        let schema = result_schema(&mut statement, &[])?;
+        let schema = result_schema(&declared, None)?;
+        if let Some(started) = started.take() {
+            let _ = started.send(Some(schema.clone()));
+        }
         let _ = out.blocking_send(Ok(RecordBatch::new_empty(schema)));
     }
     Ok(())

@@ -7,7 +7,7 @@ use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
     CommandStatementIngest, TableExistsOption, TableNotExistOption,
 };
-use arrow_schema::DataType;
+use arrow_schema::{DataType, TimeUnit};
 use futures::stream::{StreamExt, TryStreamExt};
 use rusqlite::Connection;
 use tokio::sync::mpsc;
@@ -18,7 +18,7 @@ use super::server::SqlServer;
 use super::sqlite::sql_error;
 
 /// The SQLite column type for an Arrow type of an ingested batch.
-pub(crate) fn column_type(data_type: &DataType) -> &'static str {
+pub(crate) fn column_type(data_type: &DataType) -> String {
     match data_type {
         DataType::Int8
         | DataType::Int16
@@ -27,14 +27,25 @@ pub(crate) fn column_type(data_type: &DataType) -> &'static str {
         | DataType::UInt8
         | DataType::UInt16
         | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Boolean => "INTEGER",
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => "REAL",
+        | DataType::UInt64 => "INTEGER".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(unit, zone) => {
+            let precision = match unit {
+                TimeUnit::Second => 0,
+                TimeUnit::Millisecond => 3,
+                TimeUnit::Microsecond => 6,
+                TimeUnit::Nanosecond => 9,
+            };
+            let zone = if zone.is_some() { "TZ" } else { "" };
+            format!("TIMESTAMP{zone}({precision})")
+        }
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => "REAL".into(),
         DataType::Binary
         | DataType::LargeBinary
         | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => "BLOB",
-        _ => "TEXT",
+        | DataType::FixedSizeBinary(_) => "BLOB".into(),
+        _ => "TEXT".into(),
     }
 }
 
@@ -148,7 +159,9 @@ impl SqlServer {
             ));
         }
         let transaction = command.transaction_id.clone();
-        let session = self.session(&owner, transaction.as_deref()).await?;
+        let session = self
+            .session(&owner, transaction.as_deref(), request.metadata())
+            .await?;
         let (sender, receiver) = mpsc::channel(2);
         let writer = session.run(move |connection| {
             ingest(connection, &command, receiver, transaction.is_some())

@@ -81,6 +81,7 @@ pub async fn serve_database(
         database,
         prepared: Mutex::default(),
         transactions: Mutex::default(),
+        waiting: Mutex::default(),
         sql_info: sql_info()?,
         type_info: type_info()?,
         running: RunningQueries::default(),

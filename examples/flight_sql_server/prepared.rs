@@ -4,21 +4,22 @@ use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, DoPutPreparedStatementResult,
+    CommandPreparedStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
 };
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use arrow_schema::{DataType, Field, Schema};
-use rusqlite::types::Value;
+use std::time::Instant;
+
+use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::batches::{result_schema, run_update};
+use super::batches::{declared_types, result_schema, run_update};
 use super::server::{
-    MAX_PREPARED, Prepared, SqlServer, handle, lock, read_parameters,
+    MAX_PREPARED, PREPARE_LOOK, Prepared, SqlServer, handle, lock, read_parameters,
 };
 use super::sqlite::sql_error;
 use super::statements::{
-    DoGetStream, flight_info, query_schema, schema_bytes, stream_query, write_now,
-    written,
+    DoGetStream, Job, flight_info, schema_bytes, stream_query, written,
 };
 
 impl SqlServer {
@@ -29,16 +30,15 @@ impl SqlServer {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let owner = self.owner(&request)?;
+        let transaction = query.transaction_id.as_deref().map(<[u8]>::to_vec);
         let session = self
-            .session(&owner, query.transaction_id.as_deref())
+            .session(&owner, transaction.as_deref(), request.metadata())
             .await?;
         let sql = query.query.clone();
-        let (dataset, parameters) = session
+        let (declared, parameters, run) = session
             .run(move |connection| {
-                let mut statement = connection.prepare(&sql).map_err(sql_error)?;
+                let statement = connection.prepare(&sql).map_err(sql_error)?;
                 let count = statement.parameter_count();
-                let values = vec![Value::Null; count];
-                let dataset = result_schema(&mut statement, &values)?;
                 let fields: Vec<Field> = (1..=count)
                     .map(|at| {
                         let name = statement.parameter_name(at).map(String::from);
@@ -46,22 +46,56 @@ impl SqlServer {
                         Field::new(name, DataType::Null, true)
                     })
                     .collect();
-                Ok((dataset, Schema::new(fields)))
+                let declared = declared_types(&statement);
+                let undeclared = declared.iter().any(|(_, t)| t.is_none());
+                let run = count == 0 && statement.readonly() && undeclared;
+                Ok((declared, Schema::new(fields), run))
             })
             .await?;
+        let full = || {
+            Status::resource_exhausted(format!(
+                "{MAX_PREPARED} prepared statements are open: close some first"
+            ))
+        };
+        if lock(&self.prepared).len() >= MAX_PREPARED {
+            return Err(full());
+        }
         let id = handle();
+        // The schema: the declared types; where the values decide, the
+        // query starts, and if its first row comes within PREPARE_LOOK its
+        // result waits for the statement's DoGet; else those columns are
+        // said to be text, and the FlightInfo tells their types.
+        let mut dataset = result_schema(&declared, None)?;
+        if run {
+            let ticket = CommandPreparedStatementQuery {
+                prepared_statement_handle: id.clone().into(),
+            };
+            let mut session = self
+                .session(&owner, transaction.as_deref(), request.metadata())
+                .await?;
+            session.deadline = session.deadline.min(Instant::now() + PREPARE_LOOK);
+            let job = Job {
+                owner: owner.clone(),
+                ticket: ticket.as_any().encode_to_vec(),
+                transaction: transaction.clone(),
+                sql: query.query.clone(),
+                parameters: None,
+                write: false,
+            };
+            if let Ok(Some(schema)) = self.start_query(job, session).await {
+                dataset = schema;
+            }
+        }
         let mut prepared = lock(&self.prepared);
         if prepared.len() >= MAX_PREPARED {
-            return Err(Status::resource_exhausted(format!(
-                "{MAX_PREPARED} prepared statements are open: close some first"
-            )));
+            return Err(full());
         }
         prepared.insert(
             id.clone(),
             Prepared {
                 owner,
                 sql: query.query,
-                transaction: query.transaction_id.map(|t| t.to_vec()),
+                transaction,
                 parameters: None,
             },
         );
@@ -81,6 +115,10 @@ impl SqlServer {
         let owner = self.owner(&request)?;
         self.prepared(&owner, &query.prepared_statement_handle)?;
         lock(&self.prepared).remove(&query.prepared_statement_handle[..]);
+        let ticket = CommandPreparedStatementQuery {
+            prepared_statement_handle: query.prepared_statement_handle,
+        };
+        lock(&self.waiting).remove(&ticket.as_any().encode_to_vec());
         Ok(())
     }
 }
@@ -95,6 +133,10 @@ impl SqlServer {
         let owner = self.owner(&request)?;
         let handle = query.prepared_statement_handle;
         self.prepared(&owner, &handle)?;
+        let ticket = CommandPreparedStatementQuery {
+            prepared_statement_handle: handle.clone(),
+        };
+        lock(&self.waiting).remove(&ticket.as_any().encode_to_vec());
         let parameters = read_parameters(request).await?;
         match lock(&self.prepared).get_mut(&handle[..]) {
             Some(prepared) => prepared.parameters = parameters,
@@ -120,13 +162,29 @@ impl SqlServer {
             transaction,
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
-        let session = self.session(&owner, transaction.as_deref()).await?;
-        if write_now(session, &sql, parameters.clone()).await? {
-            return written(request.into_inner());
+        let ticket = query.as_any().encode_to_vec();
+        let waiting = match parameters {
+            None => self.waiting_schema(&owner, &ticket),
+            Some(_) => None,
+        };
+        if let Some(schema) = waiting {
+            return flight_info(&schema, query, request.into_inner());
         }
-        let session = self.session(&owner, transaction.as_deref()).await?;
-        let schema = query_schema(session, sql, parameters).await?;
-        flight_info(&schema, query, request.into_inner())
+        let session = self
+            .session(&owner, transaction.as_deref(), request.metadata())
+            .await?;
+        let job = Job {
+            owner,
+            ticket,
+            transaction,
+            sql,
+            parameters,
+            write: true,
+        };
+        match self.start_query(job, session).await? {
+            Some(schema) => flight_info(&schema, query, request.into_inner()),
+            None => written(request.into_inner()),
+        }
     }
 
     pub(crate) async fn fetch_prepared(
@@ -141,12 +199,26 @@ impl SqlServer {
             transaction,
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
-        let session = self.session(&owner, transaction.as_deref()).await?;
         let ticket = request.get_ref().ticket.to_vec();
-        let running = self.running.clone();
-        let stream =
-            stream_query(running, owner, ticket, session, (sql, parameters));
-        Ok(Response::new(stream))
+        if let Some(stream) = self.fetch_waiting(&owner, &ticket) {
+            return Ok(Response::new(stream));
+        }
+        let session = self
+            .session(&owner, transaction.as_deref(), request.metadata())
+            .await?;
+        let job = Job {
+            owner,
+            ticket,
+            transaction,
+            sql,
+            parameters,
+            write: true,
+        };
+        Ok(Response::new(stream_query(
+            self.running.clone(),
+            job,
+            session,
+        )))
     }
 
     pub(crate) async fn execute_prepared_update(
@@ -161,7 +233,9 @@ impl SqlServer {
             transaction,
             ..
         } = self.prepared(&owner, &query.prepared_statement_handle)?;
-        let session = self.session(&owner, transaction.as_deref()).await?;
+        let session = self
+            .session(&owner, transaction.as_deref(), request.metadata())
+            .await?;
         let parameters = read_parameters(request).await?.or(bound);
         session
             .run(move |connection| {

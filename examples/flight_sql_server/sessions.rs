@@ -176,6 +176,7 @@ impl SqlServer {
             "CloseSession" => {
                 lock(&self.prepared).retain(|_, p| p.owner != owner);
                 lock(&self.transactions).retain(|_, t| t.owner != owner);
+                lock(&self.waiting).retain(|_, w| w.owner != owner);
                 action_result(CloseSessionResult { status: 1 })
             }
             other => {

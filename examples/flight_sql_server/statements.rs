@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -22,10 +23,9 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::batches::{parameter_row, result_schema, run_query, run_update};
-use super::server::{Session, SqlServer, lock};
+use super::batches::{Started, run_query, run_update};
+use super::server::{Session, SqlServer, Waiting, lock, past_deadline};
 use super::sessions::{Running, RunningQueries};
-use super::sqlite::sql_error;
 
 pub(crate) type DoGetStream = <SqlServer as FlightService>::DoGetStream;
 pub(crate) type HandshakeStream =
@@ -42,34 +42,6 @@ pub(crate) fn batch_stream(batch: RecordBatch) -> DoGetStream {
 /// The ticket of a statement that wrote when its FlightInfo was asked for:
 /// its result, read by DoGet, is empty.
 pub(crate) const WRITTEN: &[u8] = b"written";
-
-/// Runs `sql` at once if it writes (SQLite's own answer), so that it is
-/// done, inside its transaction, when the client's `execute` returns: a
-/// client may commit before it reads the result, or never read it.
-pub(crate) async fn write_now(
-    session: Session,
-    sql: &str,
-    parameters: Option<RecordBatch>,
-) -> Result<bool, Status> {
-    let sql = sql.to_string();
-    session
-        .run(move |connection| {
-            let statement = connection.prepare(&sql).map_err(sql_error)?;
-            if statement.readonly() {
-                return Ok(false);
-            }
-            if statement.column_count() > 0 {
-                return Err(Status::invalid_argument(
-                    "a statement that writes and returns rows (RETURNING) is \
-                     not served as a query: run it as an update",
-                ));
-            }
-            drop(statement);
-            run_update(connection, &sql, parameters.as_ref())?;
-            Ok(true)
-        })
-        .await
-}
 
 pub(crate) fn written(
     descriptor: FlightDescriptor,
@@ -107,75 +79,134 @@ pub(crate) fn built<E>(
     batch.map_err(|_| Status::internal("the answer could not be built"))
 }
 
-/// Streams the result of `sql` from a blocking thread, a batch at a time:
-/// the channel holds two batches, so a slow client slows the query down.
-/// While it runs, the query is listed in `running` under its ticket, for
-/// CancelFlightInfo; SQLite stops it when the client goes away.
-pub(crate) fn stream_query(
+/// A query to run: whose it is, the ticket it serves, its statement and
+/// parameters, and whether it may write.
+pub(crate) struct Job {
+    pub(crate) owner: String,
+    pub(crate) ticket: Vec<u8>,
+    pub(crate) transaction: Option<Vec<u8>>,
+    pub(crate) sql: String,
+    pub(crate) parameters: Option<RecordBatch>,
+    pub(crate) write: bool,
+}
+
+/// Runs `job` on `session` in a blocking thread that sends its result, a
+/// batch at a time, to the receiver it returns: the channel holds two
+/// batches, so a slow client slows the query down. Until `answered` is
+/// set (the schema is known) the query stops at the session's deadline;
+/// then it runs as long as its client reads. While it runs, the query is listed in `running` under its
+/// ticket, for CancelFlightInfo; SQLite stops it when the receiver is
+/// dropped (the client went away).
+pub(crate) fn spawn_query(
     running: RunningQueries,
-    owner: String,
-    ticket: Vec<u8>,
+    job: Job,
     session: Session,
-    query: (String, Option<RecordBatch>),
-) -> DoGetStream {
+    started: Started,
+    answered: Arc<AtomicBool>,
+) -> mpsc::Receiver<Result<RecordBatch, Status>> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let (sender, receiver) = mpsc::channel(2);
     let errors = sender.clone();
     let cancelled = Arc::new(AtomicBool::new(false));
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
     let entry = Running {
-        owner,
-        ticket,
+        owner: job.owner,
+        ticket: job.ticket,
         cancelled: cancelled.clone(),
     };
     lock(&running).insert(id, entry);
+    let deadline = session.deadline;
     let stop = {
         let (sender, cancelled) = (sender.clone(), cancelled.clone());
-        move || sender.is_closed() || cancelled.load(Ordering::Relaxed)
+        let answered = answered.clone();
+        move || {
+            sender.is_closed()
+                || cancelled.load(Ordering::Relaxed)
+                || (!answered.load(Ordering::Relaxed) && Instant::now() > deadline)
+        }
     };
     tokio::spawn(async move {
-        let (sql, parameters) = query;
+        let (sql, parameters, write) = (job.sql, job.parameters, job.write);
         let ran = session
             .run_until(stop, move |connection| {
-                let parameters = parameters.as_ref();
-                run_query(connection, &sql, parameters, &sender, &cancelled)
+                let query = (sql.as_str(), parameters.as_ref());
+                let how = (write, cancelled.as_ref());
+                run_query(connection, query, &sender, started, how)
             })
             .await;
         lock(&running).remove(&id);
         if let Err(status) = ran {
+            let late =
+                !answered.load(Ordering::Relaxed) && Instant::now() > deadline;
+            let status = if late { past_deadline(&status) } else { status };
             let _ = errors.send(Err(status)).await;
         }
     });
-    let batches = stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|batch| (batch, receiver))
-    });
+    receiver
+}
+
+/// A query's result as Flight data, as it arrives.
+pub(crate) fn flight_stream(
+    mut batches: mpsc::Receiver<Result<RecordBatch, Status>>,
+) -> DoGetStream {
+    let batches = stream::poll_fn(move |context| batches.poll_recv(context));
     let flight = FlightDataEncoderBuilder::new()
         .build(batches.map_err(FlightError::from))
         .map_err(Status::from);
     Box::pin(flight)
 }
 
-/// The schema of `sql`'s result, with the first row of `parameters`.
-pub(crate) async fn query_schema(
+/// Streams the result of `job` for a DoGet.
+pub(crate) fn stream_query(
+    running: RunningQueries,
+    job: Job,
     session: Session,
-    sql: String,
-    parameters: Option<RecordBatch>,
-) -> Result<SchemaRef, Status> {
-    session
-        .run(move |connection| {
-            let mut statement = connection.prepare(&sql).map_err(sql_error)?;
-            let values = match &parameters {
-                Some(p) if p.num_rows() > 0 => parameter_row(p, 0)?,
-                _ => Vec::new(),
-            };
-            if parameters.is_none() && statement.parameter_count() > 0 {
-                return Err(Status::invalid_argument(
-                    "the statement has parameters: prepare it and bind them",
-                ));
+) -> DoGetStream {
+    let (started, _) = tokio::sync::oneshot::channel();
+    let answered = Arc::new(AtomicBool::new(true));
+    flight_stream(spawn_query(running, job, session, started, answered))
+}
+
+impl SqlServer {
+    /// Starts `job` on `session`, until its first row tells its result's
+    /// schema: the result then waits for the DoGet of its ticket. `None`
+    /// when the statement writes: it ran to its end (or, unless `job`
+    /// may write, not at all).
+    pub(crate) async fn start_query(
+        &self,
+        job: Job,
+        session: Session,
+    ) -> Result<Option<SchemaRef>, Status> {
+        let (owner, ticket) = (job.owner.clone(), job.ticket.clone());
+        let transaction = job.transaction.clone();
+        let (started, schema) = tokio::sync::oneshot::channel();
+        let answered = Arc::new(AtomicBool::new(false));
+        let running = self.running.clone();
+        let mut batches =
+            spawn_query(running, job, session, started, answered.clone());
+        let schema = match schema.await {
+            Ok(Some(schema)) => {
+                answered.store(true, Ordering::Relaxed);
+                schema
             }
-            result_schema(&mut statement, &values)
-        })
-        .await
+            Ok(None) => return Ok(None),
+            Err(_) => {
+                return Err(match batches.recv().await {
+                    Some(Err(status)) => status,
+                    _ => Status::internal("the query ended without a result"),
+                });
+            }
+        };
+        let waiting = Waiting {
+            owner,
+            transaction,
+            schema: schema.clone(),
+            batches,
+            started: Instant::now(),
+        };
+        self.keep_waiting(ticket, waiting);
+        Ok(Some(schema))
+    }
 }
 
 impl SqlServer {
@@ -186,20 +217,25 @@ impl SqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let owner = self.owner(&request)?;
+        let transaction = query.transaction_id.as_deref().map(<[u8]>::to_vec);
         let session = self
-            .session(&owner, query.transaction_id.as_deref())
+            .session(&owner, transaction.as_deref(), request.metadata())
             .await?;
-        if write_now(session, &query.query, None).await? {
-            return written(request.into_inner());
-        }
-        let session = self
-            .session(&owner, query.transaction_id.as_deref())
-            .await?;
-        let schema = query_schema(session, query.query.clone(), None).await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.encode_to_vec().into(),
         };
-        flight_info(&schema, ticket, request.into_inner())
+        let job = Job {
+            owner,
+            ticket: ticket.as_any().encode_to_vec(),
+            transaction,
+            sql: query.query,
+            parameters: None,
+            write: true,
+        };
+        match self.start_query(job, session).await? {
+            Some(schema) => flight_info(&schema, ticket, request.into_inner()),
+            None => written(request.into_inner()),
+        }
     }
 
     pub(crate) async fn fetch_statement(
@@ -213,17 +249,30 @@ impl SqlServer {
             return Ok(Response::new(batch_stream(empty)));
         }
         let ticket_bytes = request.get_ref().ticket.to_vec();
+        if let Some(stream) = self.fetch_waiting(&owner, &ticket_bytes) {
+            return Ok(Response::new(stream));
+        }
         let query = CommandStatementQuery::decode(ticket.statement_handle)
             .map_err(|_| {
                 Status::invalid_argument("the ticket is not one of this server's")
             })?;
+        let transaction = query.transaction_id.as_deref().map(<[u8]>::to_vec);
         let session = self
-            .session(&owner, query.transaction_id.as_deref())
+            .session(&owner, transaction.as_deref(), request.metadata())
             .await?;
-        let running = self.running.clone();
-        let query = (query.query, None);
-        let stream = stream_query(running, owner, ticket_bytes, session, query);
-        Ok(Response::new(stream))
+        let job = Job {
+            owner,
+            ticket: ticket_bytes,
+            transaction,
+            sql: query.query,
+            parameters: None,
+            write: true,
+        };
+        Ok(Response::new(stream_query(
+            self.running.clone(),
+            job,
+            session,
+        )))
     }
 
     pub(crate) async fn execute_update(
@@ -233,7 +282,11 @@ impl SqlServer {
     ) -> Result<i64, Status> {
         let owner = self.owner(&request)?;
         let session = self
-            .session(&owner, command.transaction_id.as_deref())
+            .session(
+                &owner,
+                command.transaction_id.as_deref(),
+                request.metadata(),
+            )
             .await?;
         session
             .run(move |connection| run_update(connection, &command.query, None))

@@ -181,7 +181,11 @@ impl SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let found = self.session(&owner, None).await?.run(tables).await?;
+        let found = self
+            .session(&owner, None, request.metadata())
+            .await?
+            .run(tables)
+            .await?;
         let mut builder = query.into_builder();
         for (name, kind, schema) in found {
             builder
@@ -235,7 +239,7 @@ impl SqlServer {
         let owner = self.owner(&request)?;
         let table = query.table;
         let keys = self
-            .session(&owner, None)
+            .session(&owner, None, request.metadata())
             .await?
             .run(move |connection| {
                 let mut statement = connection
@@ -295,7 +299,11 @@ impl SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let keys = self.session(&owner, None).await?.run(foreign_keys).await?;
+        let keys = self
+            .session(&owner, None, request.metadata())
+            .await?
+            .run(foreign_keys)
+            .await?;
         let keys: Vec<_> =
             keys.into_iter().filter(|k| k.2 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
@@ -316,7 +324,11 @@ impl SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let keys = self.session(&owner, None).await?.run(foreign_keys).await?;
+        let keys = self
+            .session(&owner, None, request.metadata())
+            .await?
+            .run(foreign_keys)
+            .await?;
         let keys: Vec<_> =
             keys.into_iter().filter(|k| k.0 == query.table).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
@@ -337,7 +349,11 @@ impl SqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let owner = self.owner(&request)?;
-        let keys = self.session(&owner, None).await?.run(foreign_keys).await?;
+        let keys = self
+            .session(&owner, None, request.metadata())
+            .await?
+            .run(foreign_keys)
+            .await?;
         let keys: Vec<_> = keys
             .into_iter()
             .filter(|k| k.2 == query.pk_table && k.0 == query.fk_table)

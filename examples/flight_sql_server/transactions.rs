@@ -9,9 +9,7 @@ use arrow_flight::sql::{
 };
 use tonic::{Request, Status};
 
-use super::server::{
-    MAX_TRANSACTIONS, Session, SqlServer, Transaction, expire, handle, lock,
-};
+use super::server::{SqlServer, Transaction, expire, handle, lock, make_room};
 use super::sqlite::{open, sql_error};
 
 impl SqlServer {
@@ -25,11 +23,7 @@ impl SqlServer {
         {
             let mut transactions = lock(&self.transactions);
             expire(&mut transactions);
-            if transactions.len() >= MAX_TRANSACTIONS {
-                return Err(Status::resource_exhausted(format!(
-                    "{MAX_TRANSACTIONS} transactions are open: end some first"
-                )));
-            }
+            make_room(&mut transactions)?;
         }
         let path = self.database.clone();
         let connection = tokio::task::spawn_blocking(move || {
@@ -44,8 +38,11 @@ impl SqlServer {
             owner,
             connection: Arc::new(tokio::sync::Mutex::new(connection)),
             used: Instant::now(),
+            rolled_back: false,
         };
-        lock(&self.transactions).insert(id.clone(), transaction);
+        let mut transactions = lock(&self.transactions);
+        make_room(&mut transactions)?;
+        transactions.insert(id.clone(), transaction);
         Ok(ActionBeginTransactionResult {
             transaction_id: id.into(),
         })
@@ -68,13 +65,10 @@ impl SqlServer {
                 ));
             }
         };
-        let Session::Transaction(shared) =
-            self.session(&owner, Some(&query.transaction_id)).await?
-        else {
-            return Err(Status::not_found("no such transaction"));
-        };
-        lock(&self.transactions).remove(&query.transaction_id[..]);
-        Session::Transaction(shared)
+        let id = &query.transaction_id[..];
+        let session = self.session(&owner, Some(id), request.metadata()).await?;
+        lock(&self.transactions).remove(id);
+        session
             .run(move |connection| connection.execute_batch(end).map_err(sql_error))
             .await
     }
