@@ -61,6 +61,8 @@ impl SqlServer {
             return Err(full());
         }
         let id = handle();
+        // ANCHOR_END: prepare
+        // ANCHOR: prepare_schema
         // The schema: the declared types; where the values decide, the
         // query starts, and if its first row comes within PREPARE_LOOK its
         // result waits for the statement's DoGet; else those columns are
@@ -105,7 +107,7 @@ impl SqlServer {
             parameter_schema: schema_bytes(&parameters)?,
         })
     }
-    // ANCHOR_END: prepare
+    // ANCHOR_END: prepare_schema
 
     pub(crate) async fn close_prepared(
         &self,

@@ -237,7 +237,9 @@ impl SqlServer {
             None => written(request.into_inner()),
         }
     }
+    // ANCHOR_END: statements
 
+    // ANCHOR: fetch_statement
     pub(crate) async fn fetch_statement(
         &self,
         ticket: TicketStatementQuery,
@@ -292,5 +294,5 @@ impl SqlServer {
             .run(move |connection| run_update(connection, &command.query, None))
             .await
     }
-    // ANCHOR_END: statements
+    // ANCHOR_END: fetch_statement
 }
