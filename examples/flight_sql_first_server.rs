@@ -93,7 +93,7 @@ fn authorization<T>(request: &Request<T>) -> &str {
 }
 // ANCHOR_END: login
 
-// ANCHOR: sqlite
+// ANCHOR: sqlite_schema
 /// Compiles `sql`, refusing what is not a query, and gives its result's
 /// Arrow schema, from the types its columns are declared with.
 fn prepare<'a>(
@@ -117,6 +117,9 @@ fn prepare<'a>(
     Ok((statement, schema))
 }
 
+// ANCHOR_END: sqlite_schema
+
+// ANCHOR: sqlite_run
 /// Runs `sql` with its parameters (one row, or none) and returns its result.
 fn run(
     db: &Connection,
@@ -171,7 +174,7 @@ fn sql_value(column: &ArrayRef) -> Result<Value, Status> {
         _ => Value::Text(text),
     })
 }
-// ANCHOR_END: sqlite
+// ANCHOR_END: sqlite_run
 
 // ANCHOR: answers
 /// A FlightInfo with `schema` and one endpoint, whose ticket is `ticket`.
@@ -231,7 +234,8 @@ impl SqlServer {
     /// The Arrow schema of the result of `sql`.
     fn schema(&self, sql: &str) -> Result<SchemaRef, Status> {
         let database = lock(&self.database)?;
-        Ok(prepare(&database, sql)?.1)
+        let (_, schema) = prepare(&database, sql)?;
+        Ok(schema)
     }
 
     /// The result of `sql` with `parameters`.
@@ -257,11 +261,11 @@ impl SqlServer {
 }
 // ANCHOR_END: state
 
+// ANCHOR: handshake
 #[tonic::async_trait]
 impl FlightSqlService for SqlServer {
     type FlightService = SqlServer;
 
-    // ANCHOR: handshake
     async fn do_handshake(
         &self,
         request: Request<Streaming<HandshakeRequest>>,
@@ -288,7 +292,7 @@ impl FlightSqlService for SqlServer {
     }
     // ANCHOR_END: handshake
 
-    // ANCHOR: catalog
+    // ANCHOR: metadata
     async fn get_flight_info_sql_info(
         &self,
         query: CommandGetSqlInfo,
@@ -339,6 +343,9 @@ impl FlightSqlService for SqlServer {
         one_batch(builder.build())
     }
 
+    // ANCHOR_END: metadata
+
+    // ANCHOR: tables
     async fn get_flight_info_tables(
         &self,
         query: CommandGetTables,
@@ -365,7 +372,7 @@ impl FlightSqlService for SqlServer {
         }
         one_batch(builder.build())
     }
-    // ANCHOR_END: catalog
+    // ANCHOR_END: tables
 
     // ANCHOR: statement
     async fn get_flight_info_statement(
@@ -390,7 +397,7 @@ impl FlightSqlService for SqlServer {
     }
     // ANCHOR_END: statement
 
-    // ANCHOR: prepared
+    // ANCHOR: prepare
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
@@ -430,6 +437,9 @@ impl FlightSqlService for SqlServer {
         Ok(DoPutPreparedStatementResult::default())
     }
 
+    // ANCHOR_END: prepare
+
+    // ANCHOR: prepared
     async fn get_flight_info_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
