@@ -104,7 +104,7 @@ fn prepare<'a>(
     if !statement.readonly() || statement.column_count() == 0 {
         return Err(Status::invalid_argument("this server only runs queries"));
     }
-    let fields = statement.columns().into_iter().map(|column| {
+    let fields = statement.columns().map(|column| {
         let declared = column.decl_type().unwrap_or("").to_uppercase();
         let data_type = match declared.as_str() {
             t if t.contains("INT") => DataType::Int64,
@@ -226,9 +226,11 @@ pub struct SqlServer {
     database: Mutex<Connection>,
     info: SqlInfoData,
     tokens: Tokens,
-    /// Each prepared statement's SQL and parameters, by handle.
-    prepared: Mutex<HashMap<Vec<u8>, (String, Vec<RecordBatch>)>>,
+    prepared: Mutex<HashMap<Vec<u8>, Prepared>>,
 }
+
+/// A prepared statement's SQL and the parameters bound to it last.
+type Prepared = (String, Vec<RecordBatch>);
 
 impl SqlServer {
     /// The Arrow schema of the result of `sql`.
@@ -248,10 +250,7 @@ impl SqlServer {
         run(&database, sql, parameters)
     }
 
-    fn prepared(
-        &self,
-        handle: &[u8],
-    ) -> Result<(String, Vec<RecordBatch>), Status> {
+    fn prepared(&self, handle: &[u8]) -> Result<Prepared, Status> {
         let prepared = lock(&self.prepared)?;
         let found = prepared.get(handle).cloned();
         found.ok_or_else(|| {
