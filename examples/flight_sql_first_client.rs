@@ -16,15 +16,16 @@ use tonic::transport::{Channel, Endpoint};
 // ANCHOR_END: uses
 
 // ANCHOR: fetch
-/// Fetches the batches of every endpoint of `info`.
+/// The batches of every endpoint of `info`, one endpoint after the other.
 async fn fetch(
     client: &mut FlightSqlServiceClient<Channel>,
     info: FlightInfo,
-) -> Result<Vec<RecordBatch>, FlightError> {
+) -> Result<Vec<RecordBatch>, Box<dyn std::error::Error>> {
     let mut batches = Vec::new();
-    for ticket in info.endpoint.into_iter().filter_map(|e| e.ticket) {
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.ok_or("an endpoint without a ticket")?;
         let stream = client.do_get(ticket).await?;
-        batches.extend(stream.try_collect::<Vec<_>>().await?);
+        batches.extend(stream.try_collect::<Vec<RecordBatch>>().await?);
     }
     Ok(batches)
 }
