@@ -130,6 +130,11 @@ fn every_client_takes_the_url_its_server_prints() {
             "flight_sql_client",
             "after clear_token: logged in as admin",
         ),
+        (
+            "flight_sql_first_server",
+            "flight_sql_first_client",
+            "without logging in => Unauthenticated",
+        ),
     ];
     for (server, client, expected) in pairs {
         let dir = tempfile::tempdir().expect("a temporary folder");
