@@ -4,7 +4,8 @@
 //! * `python`: a Python with the packages of `tests/python/requirements.txt`
 //!   (`$FLIGHT_COOKBOOK_PYTHON`, else `.venv/bin/python`, else `python3`);
 //!   its path is `FLIGHT_COOKBOOK_PYTHON_FOUND`;
-//! * `mdbook`: mdbook 0.5.4 on the PATH, and Chromium (`/usr/bin/chromium`).
+//! * `mdbook`: mdbook 0.5.4 on the PATH, and Chromium (`/usr/bin/chromium`);
+//! * `flight_sql_client`: arrow-flight's command line client on the PATH.
 //!
 //! With `CI=true` a missing tool fails the build: CI skips nothing.
 
@@ -13,6 +14,9 @@ use std::process::Command;
 
 const IMPORTS: &str = "import pyarrow, pyarrow.flight, grpc, grpc_health, adbc_driver_flightsql, \
                        adbc_driver_manager, playwright";
+
+const INSTALL_CLI: &str = "cargo install arrow-flight --version 60.1.0 \
+                           --features cli,flight-sql,tls-ring --bin flight_sql_client";
 
 fn main() {
     let root = Path::new("..");
@@ -23,13 +27,16 @@ fn main() {
     // Watching a file that does not exist makes cargo run this again on
     // every build: so a tool installed later is found (only where one is
     // missing, and at the price of rebuilding this package's tests).
-    let mdbook =
+    let on_path = |name: &str| {
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .map(|dir| dir.join("mdbook"))
-            .find(|path| path.exists());
+            .map(|dir| dir.join(name))
+            .find(|path| path.exists())
+            .unwrap_or_else(|| root.join(format!("no-{name}-on-the-path")))
+    };
     let watched = [
         root.join(".venv/pyvenv.cfg"),
-        mdbook.unwrap_or_else(|| root.join("no-mdbook-on-the-path")),
+        on_path("mdbook"),
+        on_path("flight_sql_client"),
         Path::new("/usr/bin/chromium").to_path_buf(),
     ];
     for path in watched {
@@ -37,6 +44,7 @@ fn main() {
     }
     println!("cargo:rustc-check-cfg=cfg(python)");
     println!("cargo:rustc-check-cfg=cfg(mdbook)");
+    println!("cargo:rustc-check-cfg=cfg(flight_sql_client)");
     let ci = std::env::var("CI").is_ok_and(|ci| !ci.is_empty());
     let mut missing = Vec::new();
 
@@ -54,6 +62,12 @@ fn main() {
         println!("cargo:rustc-cfg=mdbook");
     } else {
         missing.push("mdbook 0.5.4 or /usr/bin/chromium is missing".to_string());
+    }
+    let cli = Command::new("flight_sql_client").arg("--help").output();
+    if cli.is_ok_and(|o| o.status.success()) {
+        println!("cargo:rustc-cfg=flight_sql_client");
+    } else {
+        missing.push(format!("flight_sql_client is missing ({INSTALL_CLI})"));
     }
     for why in &missing {
         if ci {
