@@ -698,7 +698,9 @@ pub async fn serve(
     Ok(())
 }
 // ANCHOR_END: copy_serve_datasets
+// ANCHOR_END: serve
 
+// ANCHOR: main
 // ANCHOR: copy_options
 /// The command line: `[ADDR] [--repo DIR]`.
 pub fn options(
@@ -747,4 +749,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     Ok(())
 }
-// ANCHOR_END: serve
+// ANCHOR_END: main

@@ -2,6 +2,10 @@
 //! tested the same way: the steps of the recipe, and everything a client can
 //! get wrong or break. Each test runs against both servers, each on its own
 //! port, repository and runtime, so the tests run in parallel.
+//!
+//! The names a client should not send, which the first chapter's program
+//! tries with a few calls, are tried here with every call that takes a
+//! name, and the files around the repository are checked to be unchanged.
 
 mod common;
 
