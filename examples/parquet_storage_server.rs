@@ -143,7 +143,9 @@ fn no_space(name: &str) -> Status {
         shown(name)
     ))
 }
+// ANCHOR_END: errors
 
+// ANCHOR: errors_of_data
 fn unreadable(name: &str, error: impl Display) -> Status {
     Status::data_loss(format!(
         "dataset {} is not a readable Parquet file: {}",
@@ -189,7 +191,7 @@ fn bad_upload(name: &str, error: FlightError) -> Status {
     }
 }
 // ANCHOR_END: copy_dataset_errors
-// ANCHOR_END: errors
+// ANCHOR_END: errors_of_data
 
 // ANCHOR: repository
 // ANCHOR: copy_repository
@@ -570,6 +572,9 @@ impl EndOfStream {
     }
 }
 
+// ANCHOR_END: end_of_stream
+
+// ANCHOR: end_of_stream_layer
 /// A tower layer that gives every call an [`EndOfStream`], set when the
 /// request body reaches the client's end-of-stream mark, and not when it
 /// breaks off with an error.
@@ -612,7 +617,9 @@ where
         self.inner.call(http::Request::from_parts(parts, body))
     }
 }
+// ANCHOR_END: end_of_stream_layer
 
+// ANCHOR: end_of_stream_body
 struct WatchedBody {
     body: Body,
     end: EndOfStream,
@@ -634,7 +641,7 @@ impl http_body::Body for WatchedBody {
     }
 }
 // ANCHOR_END: copy_end_of_stream
-// ANCHOR_END: end_of_stream
+// ANCHOR_END: end_of_stream_body
 
 // ANCHOR: copy_header_limit
 /// The most a call's headers may take, counted as HTTP/2 counts them: each

@@ -300,7 +300,9 @@ impl Repository {
         })
     }
 }
+// ANCHOR_END: upload
 
+// ANCHOR: writer_properties
 /// The most bytes of a row group: the writer keeps one row group in
 /// memory until it is complete, and the reader reads one at a time.
 pub const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
@@ -326,7 +328,9 @@ pub fn writer_properties() -> WriterProperties {
         .set_dictionary_page_size_limit(DICTIONARY_BYTES)
         .build()
 }
+// ANCHOR_END: writer_properties
 
+// ANCHOR: upload_write
 /// A dataset being written, one batch at a time.
 pub struct Upload {
     name: String,
@@ -367,7 +371,9 @@ impl Upload {
             }
         }
     }
+    // ANCHOR_END: upload_write
 
+    // ANCHOR: upload_finish
     /// Completes the file and renames it over the dataset, in one step:
     /// readers see the old dataset or the new one, never a part of either.
     pub async fn finish(mut self) -> Result<(), Status> {
@@ -408,7 +414,7 @@ async fn encoded(
         .await
         .map_err(|_| Status::internal("the encoder of an upload failed"))?
 }
-// ANCHOR_END: upload
+// ANCHOR_END: upload_finish
 
 // ANCHOR: flight_info
 /// A Flight service that stores each dataset as a Parquet file, and never
