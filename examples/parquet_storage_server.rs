@@ -571,7 +571,6 @@ impl EndOfStream {
         }
     }
 }
-
 // ANCHOR_END: end_of_stream
 
 // ANCHOR: end_of_stream_layer

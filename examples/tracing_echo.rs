@@ -391,7 +391,6 @@ pub fn configure_tracing(exporter: MemoryExporter) -> SdkTracerProvider {
 // ANCHOR: echo
 /// The echo service of the authentication recipe: `do_action` answers with
 /// the action's type and body; the other methods are not offered.
-// ANCHOR: copy_echo_server
 pub struct EchoServer;
 
 #[tonic::async_trait]
@@ -407,7 +406,6 @@ impl FlightService for EchoServer {
             .map(|body| Ok(arrow_flight::Result { body }));
         Ok(Response::new(Box::pin(stream::iter(results))))
     }
-    // ANCHOR_END: copy_echo_server
 
     type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
     type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
