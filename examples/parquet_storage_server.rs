@@ -2,7 +2,6 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -304,11 +303,25 @@ async fn blocking<T: Send + 'static>(
 /// A Flight service that stores each dataset as a Parquet file.
 pub struct ParquetStorageService {
     repository: Repository,
+    /// The location of every endpoint: `None` for the server itself.
+    advertise: Option<String>,
 }
 
 impl ParquetStorageService {
     pub fn new(repository: Repository) -> Self {
-        ParquetStorageService { repository }
+        ParquetStorageService {
+            repository,
+            advertise: None,
+        }
+    }
+
+    /// Gives every endpoint the location `url`, a URL clients can reach
+    /// the server at, rather than none.
+    pub fn advertising(self, url: Option<String>) -> Self {
+        ParquetStorageService {
+            advertise: url,
+            ..self
+        }
     }
 }
 
@@ -342,10 +355,6 @@ fn flight_info(
     // ANCHOR_END: copy_describe_dataset
 }
 
-/// The server's own address, as the client reached it: `grpc://HOST:PORT`.
-fn location(local_addr: Option<SocketAddr>) -> Option<String> {
-    local_addr.map(|addr| format!("grpc://{addr}"))
-}
 // ANCHOR_END: flight_info
 
 #[tonic::async_trait]
@@ -363,9 +372,9 @@ impl FlightService for ParquetStorageService {
     // ANCHOR: list_flights
     async fn list_flights(
         &self,
-        request: Request<Criteria>,
+        _request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let location = location(request.local_addr());
+        let location = self.advertise.clone();
         let repository = self.repository.clone();
         let infos = blocking(move || {
             let names = repository.names().map_err(|e| {
@@ -389,7 +398,7 @@ impl FlightService for ParquetStorageService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let location = location(request.local_addr());
+        let location = self.advertise.clone();
         let name = dataset_name(Some(request.get_ref()))?;
         let repository = self.repository.clone();
         let info =
@@ -678,7 +687,18 @@ pub async fn serve_repository(
     repository: Repository,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let service = ParquetStorageService::new(repository);
+    serve_advertised(listener, repository, None, shutdown).await
+}
+
+/// Serves the datasets of `repository` on `listener` until `shutdown`
+/// completes, with `advertise` as the location of every endpoint.
+pub async fn serve_advertised(
+    listener: TcpListener,
+    repository: Repository,
+    advertise: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let service = ParquetStorageService::new(repository).advertising(advertise);
     // ANCHOR: copy_nodelay_server
     // Without TCP_NODELAY, the server's small flow-control frames wait for
     // the client's delayed acknowledgements, and uploads crawl.
@@ -708,16 +728,19 @@ pub async fn serve(
 
 // ANCHOR: main
 // ANCHOR: copy_options
-/// The command line: `[ADDR] [--repo DIR]`.
+/// The command line: `[ADDR] [--repo DIR] [--advertise URL]`.
 pub fn options(
     mut args: impl Iterator<Item = String>,
-) -> Result<(String, Option<PathBuf>), String> {
+) -> Result<(String, Option<PathBuf>, Option<String>), String> {
     let mut addr = "127.0.0.1:8815".to_string();
-    let mut repo = None;
+    let (mut repo, mut advertise) = (None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--repo" => {
                 repo = Some(args.next().ok_or("--repo needs a folder")?.into())
+            }
+            "--advertise" => {
+                advertise = Some(args.next().ok_or("--advertise needs a URL")?)
             }
             _ if arg.starts_with('-') => {
                 return Err(format!("unknown option {arg}"));
@@ -725,16 +748,16 @@ pub fn options(
             _ => addr = arg,
         }
     }
-    Ok((addr, repo))
+    Ok((addr, repo, advertise))
 }
 // ANCHOR_END: copy_options
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (addr, repo) = options(std::env::args().skip(1)).map_err(|e| {
-        format!("{e}; usage: parquet_storage_server [ADDR] [--repo DIR]")
-    })?;
-    let repository = repo.map(Repository::new).transpose()?;
+    let usage = "[ADDR] [--repo DIR] [--advertise URL]";
+    let (addr, repo, advertise) = options(std::env::args().skip(1))
+        .map_err(|e| format!("{e}; usage: parquet_storage_server {usage}"))?;
+    let repository = Repository::new(repo.unwrap_or_else(|| "datasets".into()))?;
     let listener = TcpListener::bind(&addr).await?;
 
     // Catch the signals before saying that the server is up.
@@ -749,10 +772,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     };
     // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
-    match repository {
-        Some(repository) => serve_repository(listener, repository, stop).await?,
-        None => serve(listener, stop).await?,
-    }
+    serve_advertised(listener, repository, advertise, stop).await?;
     Ok(())
 }
 // ANCHOR_END: main
