@@ -680,6 +680,7 @@ pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
 // ANCHOR_END: copy_header_limit
 
 // ANCHOR: serve
+// ANCHOR: copy_serve_repository
 /// Serves the datasets of `repository` on `listener` until `shutdown`
 /// completes.
 pub async fn serve_repository(
@@ -698,6 +699,7 @@ pub async fn serve_advertised(
     advertise: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    // ANCHOR_END: copy_serve_repository
     let service = ParquetStorageService::new(repository).advertising(advertise);
     // ANCHOR: copy_nodelay_server
     // Without TCP_NODELAY, the server's small flow-control frames wait for
