@@ -1,9 +1,9 @@
 // ANCHOR: login
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, HandshakeRequest};
+use arrow_flight::{Action, FlightClient, HandshakeRequest};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use futures::stream;
+use futures::{TryStreamExt, stream};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -79,13 +79,32 @@ pub async fn echo(
 }
 // ANCHOR_END: echo
 
+// ANCHOR: whoami
+/// Asks the server whom the token belongs to. arrow-flight's `FlightClient`
+/// sends the headers given to `add_header` with every call it makes.
+pub async fn whoami(
+    channel: Channel,
+    token_pair: &TokenPair,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let mut client = FlightClient::new(channel);
+    let (name, value) = token_pair;
+    client.add_header(name, value.to_str()?)?;
+    let action = Action::new("whoami", "");
+    let names: Vec<_> = client.do_action(action).await?.try_collect().await?;
+    Ok(names
+        .iter()
+        .map(|name| String::from_utf8_lossy(name))
+        .collect())
+}
+// ANCHOR_END: whoami
+
 // ANCHOR: login
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1);
     let url = url.unwrap_or_else(|| "grpc://localhost:8816".to_string());
     let channel = flight_endpoint(&url)?.connect().await?;
-    let mut client = FlightServiceClient::new(channel);
+    let mut client = FlightServiceClient::new(channel.clone());
 
     let token_pair =
         authenticate_basic_token(&mut client, "test", "password").await?;
@@ -95,6 +114,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: echo
     echo(&mut client, &token_pair).await?;
     // ANCHOR_END: echo
+
+    // ANCHOR: whoami
+    println!("logged in as {}", whoami(channel, &token_pair).await?);
+    // ANCHOR_END: whoami
 
     // ANCHOR: no_credentials
     let action = Action::new("echo", "Hello, world!");

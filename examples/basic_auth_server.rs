@@ -29,25 +29,38 @@ use tower::{Layer, Service};
 // ANCHOR_END: uses
 
 // ANCHOR: echo
-/// A Flight service whose only real call is `do_action`: it answers with
-/// two results, the action's type and the action's body.
-// ANCHOR: copy_echo_server
+/// The user a call was authenticated as: [`BasicAuthLayer`] puts it in the
+/// request's extensions, where the service finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User(pub String);
+
+/// A Flight service whose only real call is `do_action`.
 pub struct EchoServer;
 
 #[tonic::async_trait]
 impl FlightService for EchoServer {
     type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
 
+    /// `whoami` answers with the caller's user name; any other action with
+    /// two results, the action's type and the action's body.
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        let user = request.extensions().get::<User>().cloned();
         let action = request.into_inner();
-        let results = [action.r#type.into(), action.body]
+        let bodies = match (action.r#type.as_str(), user) {
+            ("whoami", Some(User(name))) => vec![name.into()],
+            ("whoami", None) => {
+                return Err(Status::unauthenticated("the call has no user"));
+            }
+            _ => vec![action.r#type.into(), action.body],
+        };
+        let results = bodies
+            .into_iter()
             .map(|body| Ok(arrow_flight::Result { body }));
         Ok(Response::new(Box::pin(stream::iter(results))))
     }
-    // ANCHOR_END: copy_echo_server
     // ANCHOR_END: echo
 
     // ANCHOR: handshake
@@ -203,9 +216,9 @@ impl TokenStore {
 /// The longest `authorization` value we look at; longer ones are refused.
 pub const MAX_AUTHORIZATION_LEN: usize = 4096;
 
-/// Checks the credentials of one call. `Ok(Some(bearer))` is a successful
-/// login, with the `Bearer <token>` value to send back; `Ok(None)` is a valid
-/// bearer token.
+/// Checks the credentials of one call. It answers with the caller's
+/// [`User`], and, after a successful login, the `Bearer <token>` value to
+/// send back; after a valid bearer token, with `None`.
 pub struct Authenticator {
     passwords: HashMap<String, String>,
     tokens: Mutex<TokenStore>,
@@ -222,7 +235,7 @@ impl Authenticator {
     pub fn check(
         &self,
         headers: &HeaderMap,
-    ) -> Result<Option<HeaderValue>, Status> {
+    ) -> Result<(User, Option<HeaderValue>), Status> {
         let Some(value) = headers.get(AUTHORIZATION) else {
             return Err(Status::unauthenticated("No credentials supplied"));
         };
@@ -237,8 +250,11 @@ impl Authenticator {
             Status::invalid_argument("authorization header is not printable ASCII")
         })?;
         match value.split_once(' ') {
-            Some(("Basic", credentials)) => self.log_in(credentials).map(Some),
-            Some(("Bearer", token)) => self.check_token(token).map(|_| None),
+            Some(("Basic", credentials)) => {
+                let (user, bearer) = self.log_in(credentials)?;
+                Ok((user, Some(bearer)))
+            }
+            Some(("Bearer", token)) => Ok((self.check_token(token)?, None)),
             Some((scheme, _)) => Err(Status::invalid_argument(format!(
                 "authorization scheme {:?} is not supported: \
                  use \"Basic\" or \"Bearer\"",
@@ -250,8 +266,10 @@ impl Authenticator {
             )),
         }
     }
+    // ANCHOR_END: check
 
-    fn log_in(&self, credentials: &str) -> Result<HeaderValue, Status> {
+    // ANCHOR: log_in
+    fn log_in(&self, credentials: &str) -> Result<(User, HeaderValue), Status> {
         let decoded = BASE64.decode(credentials).map_err(|_| {
             Status::invalid_argument("Basic credentials are not valid base64")
         })?;
@@ -275,14 +293,16 @@ impl Authenticator {
         }
         // ANCHOR_END: copy_check_password
         let token = self.tokens().issue(user);
-        HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
-            Status::internal("the new token is not a valid header value")
-        })
+        let bearer =
+            HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                Status::internal("the new token is not a valid header value")
+            })?;
+        Ok((User(user.to_string()), bearer))
     }
 
-    fn check_token(&self, token: &str) -> Result<(), Status> {
+    fn check_token(&self, token: &str) -> Result<User, Status> {
         match self.tokens().user(token) {
-            Some(_) => Ok(()),
+            Some(user) => Ok(User(user.to_string())),
             None => Err(Status::unauthenticated("Invalid token")),
         }
     }
@@ -294,7 +314,7 @@ impl Authenticator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
-// ANCHOR_END: check
+// ANCHOR_END: log_in
 
 // ANCHOR: layer
 /// A tower layer that authenticates every call before the Flight service
@@ -326,7 +346,9 @@ pub struct BasicAuth<S> {
     inner: S,
     auth: Arc<Authenticator>,
 }
+// ANCHOR_END: layer
 
+// ANCHOR: layer_call
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B> Service<http::Request<B>> for BasicAuth<S>
@@ -352,13 +374,15 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // ANCHOR_END: copy_service_head
-        let bearer = match self.auth.check(request.headers()) {
-            Ok(bearer) => bearer,
+        let mut request = request;
+        let (user, bearer) = match self.auth.check(request.headers()) {
+            Ok(checked) => checked,
             Err(status) => {
                 eprintln!("refused {}: {}", request.uri().path(), status.message());
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
+        request.extensions_mut().insert(user);
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         Box::pin(async move {
@@ -370,7 +394,7 @@ where
         })
     }
 }
-// ANCHOR_END: layer
+// ANCHOR_END: layer_call
 
 // ANCHOR: copy_header_limit
 /// The most a call's headers may take, counted as HTTP/2 counts them: each

@@ -2,7 +2,6 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -144,7 +143,9 @@ fn no_space(name: &str) -> Status {
         shown(name)
     ))
 }
+// ANCHOR_END: errors
 
+// ANCHOR: errors_of_data
 fn unreadable(name: &str, error: impl Display) -> Status {
     Status::data_loss(format!(
         "dataset {} is not a readable Parquet file: {}",
@@ -190,7 +191,7 @@ fn bad_upload(name: &str, error: FlightError) -> Status {
     }
 }
 // ANCHOR_END: copy_dataset_errors
-// ANCHOR_END: errors
+// ANCHOR_END: errors_of_data
 
 // ANCHOR: repository
 // ANCHOR: copy_repository
@@ -303,11 +304,25 @@ async fn blocking<T: Send + 'static>(
 /// A Flight service that stores each dataset as a Parquet file.
 pub struct ParquetStorageService {
     repository: Repository,
+    /// The location of every endpoint: `None` for the server itself.
+    advertise: Option<String>,
 }
 
 impl ParquetStorageService {
     pub fn new(repository: Repository) -> Self {
-        ParquetStorageService { repository }
+        ParquetStorageService {
+            repository,
+            advertise: None,
+        }
+    }
+
+    /// Gives every endpoint the location `url`, a URL clients can reach
+    /// the server at, rather than none.
+    pub fn advertising(self, url: Option<String>) -> Self {
+        ParquetStorageService {
+            advertise: url,
+            ..self
+        }
     }
 }
 
@@ -341,10 +356,6 @@ fn flight_info(
     // ANCHOR_END: copy_describe_dataset
 }
 
-/// The server's own address, as the client reached it: `grpc://HOST:PORT`.
-fn location(local_addr: Option<SocketAddr>) -> Option<String> {
-    local_addr.map(|addr| format!("grpc://{addr}"))
-}
 // ANCHOR_END: flight_info
 
 #[tonic::async_trait]
@@ -362,9 +373,9 @@ impl FlightService for ParquetStorageService {
     // ANCHOR: list_flights
     async fn list_flights(
         &self,
-        request: Request<Criteria>,
+        _request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let location = location(request.local_addr());
+        let location = self.advertise.clone();
         let repository = self.repository.clone();
         let infos = blocking(move || {
             let names = repository.names().map_err(|e| {
@@ -388,7 +399,7 @@ impl FlightService for ParquetStorageService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let location = location(request.local_addr());
+        let location = self.advertise.clone();
         let name = dataset_name(Some(request.get_ref()))?;
         let repository = self.repository.clone();
         let info =
@@ -570,7 +581,9 @@ impl EndOfStream {
         }
     }
 }
+// ANCHOR_END: end_of_stream
 
+// ANCHOR: end_of_stream_layer
 /// A tower layer that gives every call an [`EndOfStream`], set when the
 /// request body reaches the client's end-of-stream mark, and not when it
 /// breaks off with an error.
@@ -613,7 +626,9 @@ where
         self.inner.call(http::Request::from_parts(parts, body))
     }
 }
+// ANCHOR_END: end_of_stream_layer
 
+// ANCHOR: end_of_stream_body
 struct WatchedBody {
     body: Body,
     end: EndOfStream,
@@ -635,7 +650,7 @@ impl http_body::Body for WatchedBody {
     }
 }
 // ANCHOR_END: copy_end_of_stream
-// ANCHOR_END: end_of_stream
+// ANCHOR_END: end_of_stream_body
 
 // ANCHOR: copy_header_limit
 /// The most a call's headers may take, counted as HTTP/2 counts them: each
@@ -666,6 +681,7 @@ pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
 // ANCHOR_END: copy_header_limit
 
 // ANCHOR: serve
+// ANCHOR: copy_serve_repository
 /// Serves the datasets of `repository` on `listener` until `shutdown`
 /// completes.
 pub async fn serve_repository(
@@ -673,7 +689,19 @@ pub async fn serve_repository(
     repository: Repository,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let service = ParquetStorageService::new(repository);
+    serve_advertised(listener, repository, None, shutdown).await
+}
+
+/// Serves the datasets of `repository` on `listener` until `shutdown`
+/// completes, with `advertise` as the location of every endpoint.
+pub async fn serve_advertised(
+    listener: TcpListener,
+    repository: Repository,
+    advertise: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    // ANCHOR_END: copy_serve_repository
+    let service = ParquetStorageService::new(repository).advertising(advertise);
     // ANCHOR: copy_nodelay_server
     // Without TCP_NODELAY, the server's small flow-control frames wait for
     // the client's delayed acknowledgements, and uploads crawl.
@@ -699,18 +727,23 @@ pub async fn serve(
     Ok(())
 }
 // ANCHOR_END: copy_serve_datasets
+// ANCHOR_END: serve
 
+// ANCHOR: main
 // ANCHOR: copy_options
-/// The command line: `[ADDR] [--repo DIR]`.
+/// The command line: `[ADDR] [--repo DIR] [--advertise URL]`.
 pub fn options(
     mut args: impl Iterator<Item = String>,
-) -> Result<(String, Option<PathBuf>), String> {
+) -> Result<(String, Option<PathBuf>, Option<String>), String> {
     let mut addr = "127.0.0.1:8815".to_string();
-    let mut repo = None;
+    let (mut repo, mut advertise) = (None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--repo" => {
                 repo = Some(args.next().ok_or("--repo needs a folder")?.into())
+            }
+            "--advertise" => {
+                advertise = Some(args.next().ok_or("--advertise needs a URL")?)
             }
             _ if arg.starts_with('-') => {
                 return Err(format!("unknown option {arg}"));
@@ -718,16 +751,16 @@ pub fn options(
             _ => addr = arg,
         }
     }
-    Ok((addr, repo))
+    Ok((addr, repo, advertise))
 }
 // ANCHOR_END: copy_options
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (addr, repo) = options(std::env::args().skip(1)).map_err(|e| {
-        format!("{e}; usage: parquet_storage_server [ADDR] [--repo DIR]")
-    })?;
-    let repository = repo.map(Repository::new).transpose()?;
+    let usage = "[ADDR] [--repo DIR] [--advertise URL]";
+    let (addr, repo, advertise) = options(std::env::args().skip(1))
+        .map_err(|e| format!("{e}; usage: parquet_storage_server {usage}"))?;
+    let repository = Repository::new(repo.unwrap_or_else(|| "datasets".into()))?;
     let listener = TcpListener::bind(&addr).await?;
 
     // Catch the signals before saying that the server is up.
@@ -749,10 +782,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     };
     // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
-    match repository {
-        Some(repository) => serve_repository(listener, repository, stop).await?,
-        None => serve(listener, stop).await?,
-    }
+    serve_advertised(listener, repository, advertise, stop).await?;
     Ok(())
 }
-// ANCHOR_END: serve
+// ANCHOR_END: main

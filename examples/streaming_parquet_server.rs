@@ -2,7 +2,6 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -301,7 +300,9 @@ impl Repository {
         })
     }
 }
+// ANCHOR_END: upload
 
+// ANCHOR: writer_properties
 /// The most bytes of a row group: the writer keeps one row group in
 /// memory until it is complete, and the reader reads one at a time.
 pub const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
@@ -327,7 +328,9 @@ pub fn writer_properties() -> WriterProperties {
         .set_dictionary_page_size_limit(DICTIONARY_BYTES)
         .build()
 }
+// ANCHOR_END: writer_properties
 
+// ANCHOR: upload_write
 /// A dataset being written, one batch at a time.
 pub struct Upload {
     name: String,
@@ -368,7 +371,9 @@ impl Upload {
             }
         }
     }
+    // ANCHOR_END: upload_write
 
+    // ANCHOR: upload_finish
     /// Completes the file and renames it over the dataset, in one step:
     /// readers see the old dataset or the new one, never a part of either.
     pub async fn finish(mut self) -> Result<(), Status> {
@@ -409,18 +414,32 @@ async fn encoded(
         .await
         .map_err(|_| Status::internal("the encoder of an upload failed"))?
 }
-// ANCHOR_END: upload
+// ANCHOR_END: upload_finish
 
 // ANCHOR: flight_info
 /// A Flight service that stores each dataset as a Parquet file, and never
 /// holds more than a row group of a dataset in memory.
 pub struct StreamingParquetService {
     repository: Repository,
+    /// The location of every endpoint: `None` for the server itself.
+    advertise: Option<String>,
 }
 
 impl StreamingParquetService {
     pub fn new(repository: Repository) -> Self {
-        StreamingParquetService { repository }
+        StreamingParquetService {
+            repository,
+            advertise: None,
+        }
+    }
+
+    /// Gives every endpoint the location `url`, a URL clients can reach
+    /// the server at, rather than none.
+    pub fn advertising(self, url: Option<String>) -> Self {
+        StreamingParquetService {
+            advertise: url,
+            ..self
+        }
     }
 
     /// Describes the dataset `name`: its schema, rows and size, and one
@@ -455,10 +474,6 @@ impl StreamingParquetService {
     }
 }
 
-/// The server's own address, as the client reached it: `grpc://HOST:PORT`.
-fn location(local_addr: Option<SocketAddr>) -> Option<String> {
-    local_addr.map(|addr| format!("grpc://{addr}"))
-}
 // ANCHOR_END: flight_info
 
 // ANCHOR: do_get
@@ -481,9 +496,9 @@ impl FlightService for StreamingParquetService {
     // ANCHOR: list_flights
     async fn list_flights(
         &self,
-        request: Request<Criteria>,
+        _request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let location = location(request.local_addr());
+        let location = self.advertise.clone();
         let names = self.repository.names().await.map_err(|e| {
             eprintln!("cannot list the repository: {e}");
             Status::internal(format!("cannot list the datasets: {}", e.kind()))
@@ -502,7 +517,7 @@ impl FlightService for StreamingParquetService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let location = location(request.local_addr());
+        let location = self.advertise.clone();
         let name = dataset_name(Some(request.get_ref()))?;
         let info = self.flight_info(&name, location.as_deref()).await?;
         Ok(Response::new(info))
@@ -800,6 +815,7 @@ pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
 // ANCHOR_END: copy_header_limit
 
 // ANCHOR: serve
+// ANCHOR: copy_serve_repository
 /// Serves the datasets of `repository` on `listener` until `shutdown`
 /// completes.
 pub async fn serve_repository(
@@ -807,7 +823,19 @@ pub async fn serve_repository(
     repository: Repository,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let service = StreamingParquetService::new(repository);
+    serve_advertised(listener, repository, None, shutdown).await
+}
+
+/// Serves the datasets of `repository` on `listener` until `shutdown`
+/// completes, with `advertise` as the location of every endpoint.
+pub async fn serve_advertised(
+    listener: TcpListener,
+    repository: Repository,
+    advertise: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    // ANCHOR_END: copy_serve_repository
+    let service = StreamingParquetService::new(repository).advertising(advertise);
     // ANCHOR: copy_nodelay_server
     // Without TCP_NODELAY, the server's small flow-control frames wait for
     // the client's delayed acknowledgements, and uploads crawl.
@@ -833,18 +861,23 @@ pub async fn serve(
     Ok(())
 }
 // ANCHOR_END: copy_serve_datasets
+// ANCHOR_END: serve
 
+// ANCHOR: main
 // ANCHOR: copy_options
-/// The command line: `[ADDR] [--repo DIR]`.
+/// The command line: `[ADDR] [--repo DIR] [--advertise URL]`.
 pub fn options(
     mut args: impl Iterator<Item = String>,
-) -> Result<(String, Option<PathBuf>), String> {
+) -> Result<(String, Option<PathBuf>, Option<String>), String> {
     let mut addr = "127.0.0.1:8815".to_string();
-    let mut repo = None;
+    let (mut repo, mut advertise) = (None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--repo" => {
                 repo = Some(args.next().ok_or("--repo needs a folder")?.into())
+            }
+            "--advertise" => {
+                advertise = Some(args.next().ok_or("--advertise needs a URL")?)
             }
             _ if arg.starts_with('-') => {
                 return Err(format!("unknown option {arg}"));
@@ -852,16 +885,16 @@ pub fn options(
             _ => addr = arg,
         }
     }
-    Ok((addr, repo))
+    Ok((addr, repo, advertise))
 }
 // ANCHOR_END: copy_options
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (addr, repo) = options(std::env::args().skip(1)).map_err(|e| {
-        format!("{e}; usage: streaming_parquet_server [ADDR] [--repo DIR]")
-    })?;
-    let repository = repo.map(Repository::new).transpose()?;
+    let usage = "[ADDR] [--repo DIR] [--advertise URL]";
+    let (addr, repo, advertise) = options(std::env::args().skip(1))
+        .map_err(|e| format!("{e}; usage: streaming_parquet_server {usage}"))?;
+    let repository = Repository::new(repo.unwrap_or_else(|| "datasets".into()))?;
     let listener = TcpListener::bind(&addr).await?;
 
     // Catch the signals before saying that the server is up.
@@ -883,10 +916,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     };
     // ANCHOR_END: copy_stop_on_signal
     println!("Serving on grpc://{}", listener.local_addr()?);
-    match repository {
-        Some(repository) => serve_repository(listener, repository, stop).await?,
-        None => serve(listener, stop).await?,
-    }
+    serve_advertised(listener, repository, advertise, stop).await?;
     Ok(())
 }
-// ANCHOR_END: serve
+// ANCHOR_END: main

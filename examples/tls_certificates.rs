@@ -1,8 +1,7 @@
-// ANCHOR: all
+// ANCHOR: names
 use std::error::Error;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rcgen::{
@@ -38,21 +37,29 @@ fn leaf(
     let certificate = params.signed_by(&key, issuer)?;
     Ok((certificate.pem(), key.serialize_pem()))
 }
+// ANCHOR_END: names
 
-/// Writes `text` to `dir/file`; only the owner may read a private key.
+// ANCHOR: write
+
+/// Writes `text` to `dir/file`. On Unix only the owner may read a private
+/// key; elsewhere a new file gets the permissions of its folder.
 fn write(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
-    let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
     let path = dir.join(file);
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&path)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if file.ends_with(".key") { 0o600 } else { 0o644 });
+    }
+    let mut out = options.open(&path)?;
     out.write_all(text.as_bytes())?;
     println!("wrote {}", path.display());
     Ok(())
 }
+// ANCHOR_END: write
+
+// ANCHOR: certificates
 
 /// Makes a certificate authority, a server certificate for `localhost` and
 /// `127.0.0.1` and a client certificate, both signed by the authority, and
@@ -98,4 +105,4 @@ fn main() -> Result<(), Box<dyn Error>> {
         .unwrap_or_else(|| "certs".to_string());
     write_certificates(Path::new(&dir))
 }
-// ANCHOR_END: all
+// ANCHOR_END: certificates

@@ -76,7 +76,9 @@ impl FlightService for TlsFlightService {
         uploads.insert(path, received);
         Ok(Response::new(stream::empty().boxed()))
     }
+    // ANCHOR_END: service
 
+    // ANCHOR: whoami
     async fn do_action(
         &self,
         request: Request<Action>,
@@ -93,7 +95,7 @@ impl FlightService for TlsFlightService {
         let result = arrow_flight::Result::new(who);
         Ok(Response::new(stream::iter([Ok(result)]).boxed()))
     }
-    // ANCHOR_END: service
+    // ANCHOR_END: whoami
 
     type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
     type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
@@ -218,6 +220,7 @@ pub fn tls_config(
         None => config,
     }
 }
+// ANCHOR_END: serve
 
 // ANCHOR: copy_header_limit
 /// The most a call's headers may take, counted as HTTP/2 counts them: each
@@ -247,6 +250,7 @@ pub fn limit_headers(request: Request<()>) -> Result<Request<()>, Status> {
 }
 // ANCHOR_END: copy_header_limit
 
+// ANCHOR: serve_tls
 /// Serves [`TlsFlightService`] over TLS on `listener` until `shutdown`.
 pub async fn serve_tls(
     listener: TcpListener,
@@ -281,7 +285,7 @@ pub async fn serve(
 fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{path}: {e}"))
 }
-// ANCHOR_END: serve
+// ANCHOR_END: serve_tls
 
 // ANCHOR: main
 /// `[ADDR] [--tls CERTFILE KEYFILE] [--client-ca CAFILE]`

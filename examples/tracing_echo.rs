@@ -118,7 +118,9 @@ pub fn finish_span(cx: &Context, status: &Status) {
     }
     span.end();
 }
+// ANCHOR_END: outcome
 
+// ANCHOR: traced_body
 /// A response body that ends the call's span when the response ends: with
 /// the `grpc-status` of its trailers, or as an error if the body fails or is
 /// dropped before its end.
@@ -152,7 +154,9 @@ impl TracedBody {
         }
     }
 }
+// ANCHOR_END: traced_body
 
+// ANCHOR: traced_body_frames
 impl http_body::Body for TracedBody {
     type Data = <Body as http_body::Body>::Data;
     type Error = Status;
@@ -188,7 +192,7 @@ impl Drop for TracedBody {
         self.finish(Status::cancelled("the response was dropped before its end"));
     }
 }
-// ANCHOR_END: outcome
+// ANCHOR_END: traced_body_frames
 
 // ANCHOR: client
 /// A tower layer for the client's channel: every call gets a span
@@ -221,7 +225,9 @@ pub struct ClientTracing<S> {
     inner: S,
     tracer: SdkTracer,
 }
+// ANCHOR_END: client
 
+// ANCHOR: client_call
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S> Service<http::Request<Body>> for ClientTracing<S>
@@ -264,7 +270,7 @@ where
         })
     }
 }
-// ANCHOR_END: client
+// ANCHOR_END: client_call
 
 // ANCHOR: server
 /// A tower layer for the server: every call gets a span `server.<Method>`,
@@ -297,7 +303,9 @@ pub struct ServerTracing<S> {
     inner: S,
     tracer: SdkTracer,
 }
+// ANCHOR_END: server
 
+// ANCHOR: server_call
 impl<S, B> Service<http::Request<B>> for ServerTracing<S>
 where
     S: Service<http::Request<B>, Response = http::Response<Body>>,
@@ -340,7 +348,7 @@ where
         })
     }
 }
-// ANCHOR_END: server
+// ANCHOR_END: server_call
 
 // ANCHOR: exporter
 /// A span exporter that keeps the spans in memory, for this example to
@@ -383,7 +391,6 @@ pub fn configure_tracing(exporter: MemoryExporter) -> SdkTracerProvider {
 // ANCHOR: echo
 /// The echo service of the authentication recipe: `do_action` answers with
 /// the action's type and body; the other methods are not offered.
-// ANCHOR: copy_echo_server
 pub struct EchoServer;
 
 #[tonic::async_trait]
@@ -399,7 +406,6 @@ impl FlightService for EchoServer {
             .map(|body| Ok(arrow_flight::Result { body }));
         Ok(Response::new(Box::pin(stream::iter(results))))
     }
-    // ANCHOR_END: copy_echo_server
 
     type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
     type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{
     Action, Criteria, Empty, FlightClient, FlightData, FlightDescriptor,
     HandshakeRequest, Ticket,
@@ -21,7 +22,8 @@ use arrow_flight::{
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use basic_auth_server::{
-    Authenticator, MAX_AUTHORIZATION_LEN, TokenPolicy, TokenStore, serve,
+    Authenticator, BasicAuthLayer, EchoServer, MAX_AUTHORIZATION_LEN, TokenPolicy,
+    TokenStore, User, serve,
 };
 use common::{TestServer, within};
 use futures::{StreamExt, stream};
@@ -119,8 +121,9 @@ fn token_of(bearer: &HeaderValue) -> String {
 fn log_in(auth: &Authenticator, user: &str, password: &str) -> String {
     let bearer = auth
         .check(&headers(basic(user, password).as_bytes()))
-        .expect("the login succeeds")
-        .expect("a login answers with a bearer token");
+        .expect("the login succeeds");
+    assert_eq!(bearer.0, User(user.to_string()), "a login knows its user");
+    let bearer = bearer.1.expect("a login answers with a bearer token");
     token_of(&bearer)
 }
 
@@ -357,7 +360,7 @@ fn the_header_name_is_case_insensitive() {
             HeaderValue::try_from(basic("test", "password")).expect("a value");
         map.insert(name, value);
         let bearer = auth.check(&map).expect("the login succeeds");
-        token_of(&bearer.expect("a bearer token"));
+        token_of(&bearer.1.expect("a bearer token"));
     }
 }
 
@@ -372,7 +375,7 @@ fn a_good_login_answers_with_a_fresh_random_bearer_token() {
         let bearer = format!("Bearer {token}");
         assert_eq!(
             auth.check(&headers(bearer.as_bytes())).expect("valid"),
-            None
+            (User("test".to_string()), None)
         );
         assert_eq!(auth.tokens().user(&token), Some("test"));
     }
@@ -433,7 +436,7 @@ fn credentials_are_accepted_with_or_without_their_base64_padding() {
         let value = format!("Basic {credentials}");
         let bearer = auth.check(&headers(value.as_bytes()));
         let bearer = bearer.unwrap_or_else(|e| panic!("{credentials}: {e:?}"));
-        let token = token_of(&bearer.expect("a login answers with a token"));
+        let token = token_of(&bearer.1.expect("a login answers with a token"));
         assert_eq!(auth.tokens().user(&token), Some("test"));
     }
 }
@@ -529,7 +532,7 @@ fn a_known_bearer_token_is_accepted_and_an_unknown_one_is_not() {
     let bearer = format!("Bearer {token}");
     assert_eq!(
         auth.check(&headers(bearer.as_bytes())).expect("valid"),
-        None
+        (User("test".to_string()), None)
     );
 
     // Any change to the token makes it unknown.
@@ -578,7 +581,7 @@ fn a_poisoned_token_store_still_works() {
     let bearer = format!("Bearer {token}");
     assert_eq!(
         auth.check(&headers(bearer.as_bytes())).expect("valid"),
-        None
+        (User("test".to_string()), None)
     );
     log_in(&auth, "test", "password");
 }
@@ -598,7 +601,7 @@ fn expired_tokens_are_refused() {
     let bearer = format!("Bearer {token}");
     assert_eq!(
         auth.check(&headers(bearer.as_bytes())).expect("fresh"),
-        None
+        (User("test".to_string()), None)
     );
 
     std::thread::sleep(Duration::from_millis(150));
@@ -689,7 +692,10 @@ fn many_logins_through_the_authenticator_stay_within_capacity() {
     }
     for token in &tokens[4900..] {
         let bearer = format!("Bearer {token}");
-        assert_eq!(auth.check(&headers(bearer.as_bytes())).expect("kept"), None);
+        assert_eq!(
+            auth.check(&headers(bearer.as_bytes())).expect("kept"),
+            (User("test".to_string()), None)
+        );
     }
 }
 
@@ -1125,5 +1131,80 @@ async fn concurrent_logins_get_distinct_working_tokens() {
         assert!(tokens.insert(bearer), "a token was issued twice");
     }
     drop(channel);
+    server.stop().await;
+}
+
+/// Sends `whoami` with the given `authorization` value and returns the
+/// answer's bodies as text.
+async fn whoami_with(
+    client: &mut FlightServiceClient<Channel>,
+    authorization: &str,
+) -> Result<Vec<String>, Status> {
+    let mut request = Request::new(Action::new("whoami", ""));
+    request
+        .metadata_mut()
+        .insert("authorization", ascii(authorization));
+    let response = within("do_action", client.do_action(request)).await?;
+    let mut results = response.into_inner();
+    let mut names = Vec::new();
+    while let Some(result) = within("a whoami result", results.message()).await? {
+        names.push(String::from_utf8(result.body.to_vec()).expect("UTF-8"));
+    }
+    Ok(names)
+}
+
+/// The layer hands the service the user of each call, in the request's
+/// extensions: the user a bearer token was issued to, or the user who logs in
+/// on the call itself. Without the layer, the service finds no user and
+/// refuses `whoami` (the benchmark serves `EchoServer` so, for echo only).
+#[tokio::test]
+async fn the_service_learns_who_called() {
+    let auth = Arc::new(authenticator(TokenPolicy::default()));
+    let layered = Arc::clone(&auth);
+    let server = TestServer::start(move |listener, shutdown| {
+        tonic::transport::Server::builder()
+            .layer(BasicAuthLayer::new(layered))
+            .add_service(FlightServiceServer::new(EchoServer))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+    })
+    .await;
+    let channel = server.channel().await;
+    let mut client = client_on(&channel);
+
+    let test = format!("Bearer {}", log_in(&auth, "test", "password"));
+    let other = format!("Bearer {}", log_in(&auth, "other", "s3cret:with:colons"));
+    for (authorization, user) in [
+        (test.as_str(), "test"),
+        (other.as_str(), "other"),
+        (test.as_str(), "test"),
+        (&basic("other", "s3cret:with:colons"), "other"),
+    ] {
+        let names = whoami_with(&mut client, authorization)
+            .await
+            .expect("whoami is answered");
+        assert_eq!(names, [user], "{authorization}");
+    }
+    drop((client, channel));
+    server.stop().await;
+
+    let server = TestServer::start(|listener, shutdown| {
+        tonic::transport::Server::builder()
+            .add_service(FlightServiceServer::new(EchoServer))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+    })
+    .await;
+    let channel = server.channel().await;
+    let mut client = client_on(&channel);
+    let status = whoami_with(&mut client, &test)
+        .await
+        .expect_err("no layer, no user");
+    assert_status(&status, Code::Unauthenticated, "the call has no user", None);
+    drop((client, channel));
     server.stop().await;
 }

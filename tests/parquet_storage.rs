@@ -2,6 +2,10 @@
 //! tested the same way: the steps of the recipe, and everything a client can
 //! get wrong or break. Each test runs against both servers, each on its own
 //! port, repository and runtime, so the tests run in parallel.
+//!
+//! The names a client should not send, which the first chapter's program
+//! tries with a few calls, are tried here with every call that takes a
+//! name, and the files around the repository are checked to be unchanged.
 
 mod common;
 
@@ -12,6 +16,10 @@ mod parquet_storage_server;
 #[allow(dead_code)]
 #[path = "../examples/streaming_parquet_server.rs"]
 mod streaming_parquet_server;
+
+#[allow(dead_code)]
+#[path = "../examples/parquet_storage_names.rs"]
+mod parquet_storage_names;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -312,9 +320,8 @@ fn the_recipe_steps_put_describe_get_list_and_drop() {
         let endpoint = &info.endpoint[0];
         let ticket = endpoint.ticket.clone().expect("a ticket");
         assert_eq!(ticket.ticket, "uploaded.parquet".as_bytes());
-        let locations: Vec<&str> =
-            endpoint.location.iter().map(|l| l.uri.as_str()).collect();
-        assert_eq!(locations, [format!("grpc://{}", ctx.addr)]);
+        // No location: the data is on the server that was asked.
+        assert_eq!(endpoint.location, []);
         let schema = info.clone().try_decode_schema().expect("a schema");
         assert_eq!(schema.fields(), characters().schema().fields());
 
@@ -811,16 +818,28 @@ fn the_servers_read_their_command_line() {
                 .collect::<Vec<_>>()
                 .into_iter()
         };
-        assert_eq!(options(args(&[])), Ok(("127.0.0.1:8815".into(), None)));
+        assert_eq!(
+            options(args(&[])),
+            Ok(("127.0.0.1:8815".into(), None, None))
+        );
         assert_eq!(
             options(args(&["0.0.0.0:9000", "--repo", "/srv/data"])),
-            Ok(("0.0.0.0:9000".into(), Some("/srv/data".into())))
+            Ok(("0.0.0.0:9000".into(), Some("/srv/data".into()), None))
         );
         assert_eq!(
             options(args(&["--repo", "d", "[::1]:1"])),
-            Ok(("[::1]:1".into(), Some("d".into())))
+            Ok(("[::1]:1".into(), Some("d".into()), None))
+        );
+        assert_eq!(
+            options(args(&["--advertise", "grpc+tls://flight.example.com:443"])),
+            Ok((
+                "127.0.0.1:8815".into(),
+                None,
+                Some("grpc+tls://flight.example.com:443".into())
+            ))
         );
         assert!(options(args(&["--repo"])).is_err());
+        assert!(options(args(&["--advertise"])).is_err());
         assert!(options(args(&["--port", "1"])).is_err());
     }
 }
@@ -995,5 +1014,83 @@ fn the_end_of_stream_layer_tells_a_complete_body_from_a_broken_off_one() {
             assert_eq!(status.code(), Code::Cancelled, "{status:?}");
             common::assert_clean_status(&status, &[]);
         }
+    });
+}
+
+/// The server of `kind` on `repo`, whose endpoints name `advertise`.
+async fn start_advertising(kind: Kind, repo: &Path, advertise: &str) -> TestServer {
+    let advertise = Some(advertise.to_string());
+    match kind {
+        Kind::Simple => {
+            let repository = parquet_storage_server::Repository::new(repo)
+                .expect("the repository");
+            TestServer::start(|listener, shutdown| {
+                parquet_storage_server::serve_advertised(
+                    listener, repository, advertise, shutdown,
+                )
+            })
+            .await
+        }
+        Kind::Streaming => {
+            let repository = streaming_parquet_server::Repository::new(repo)
+                .expect("the repository");
+            TestServer::start(|listener, shutdown| {
+                streaming_parquet_server::serve_advertised(
+                    listener, repository, advertise, shutdown,
+                )
+            })
+            .await
+        }
+    }
+}
+
+/// With `--advertise URL`, every endpoint's location is that URL, and a
+/// client that follows it reaches the server it names: here a second
+/// server of the same repository, while the first one, which gave out the
+/// flight info, has stopped.
+#[test]
+fn an_advertised_url_is_the_location_clients_follow() {
+    for_each_server(|ctx| async move {
+        let mut client = ctx.client().await;
+        put(&mut client, "uploaded.parquet", vec![characters()])
+            .await
+            .expect("the upload is stored");
+        let there = format!("grpc://{}", ctx.addr);
+        let front = start_advertising(ctx.kind, &ctx.repo, &there).await;
+        let mut asked = FlightClient::new(front.channel().await);
+        for info in [
+            info(&mut asked, "uploaded.parquet")
+                .await
+                .expect("the info"),
+            list(&mut asked).await.remove(0),
+        ] {
+            let locations: Vec<&str> = info.endpoint[0]
+                .location
+                .iter()
+                .map(|l| l.uri.as_str())
+                .collect();
+            assert_eq!(locations, [there.as_str()]);
+        }
+        let info = info(&mut asked, "uploaded.parquet").await.expect("info");
+        drop(asked);
+        front.stop().await;
+
+        let endpoint = &info.endpoint[0];
+        let channel =
+            parquet_storage_names::flight_endpoint(&endpoint.location[0].uri)
+                .expect("a Flight URL")
+                .connect()
+                .await
+                .expect("the advertised server");
+        let mut followed = FlightClient::new(channel);
+        let ticket = endpoint.ticket.clone().expect("a ticket");
+        let batches: Vec<RecordBatch> = followed
+            .do_get(ticket)
+            .await
+            .expect("do_get")
+            .try_collect()
+            .await
+            .expect("the dataset");
+        assert_eq!(pretty(&batches), pretty(&[characters()]));
     });
 }

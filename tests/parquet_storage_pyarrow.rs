@@ -134,6 +134,70 @@ fn the_pyarrow_client_of_the_python_recipes_against_our_servers() {
     }
 }
 
+/// pyarrow follows an advertised location: a front server, started with
+/// the URL of our other server as its `--advertise`, hands out the flight
+/// info, stops, and pyarrow fetches the dataset from the URL it named.
+#[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
+fn pyarrow_follows_an_advertised_location() {
+    let runtime = runtime();
+    for streaming in [false, true] {
+        let repo = tempfile::tempdir().expect("a temporary folder");
+        let server = start(&runtime, streaming, repo.path());
+        let there = server.grpc_url();
+        block_on(&runtime, "uploading", async {
+            let mut client = FlightClient::new(server.channel().await);
+            upload(&mut client, "uploaded.parquet", characters())
+                .await
+                .expect("the upload");
+        });
+        let front = block_on(&runtime, "starting the front server", async {
+            let advertise = Some(there.clone());
+            if streaming {
+                let repository =
+                    streaming_parquet_server::Repository::new(repo.path())
+                        .expect("a repo");
+                TestServer::start(|listener, shutdown| {
+                    streaming_parquet_server::serve_advertised(
+                        listener, repository, advertise, shutdown,
+                    )
+                })
+                .await
+            } else {
+                let repository =
+                    parquet_storage_server::Repository::new(repo.path())
+                        .expect("a repo");
+                TestServer::start(|listener, shutdown| {
+                    parquet_storage_server::serve_advertised(
+                        listener, repository, advertise, shutdown,
+                    )
+                })
+                .await
+            }
+        });
+        let mut client = ChildProcess::python(
+            &common::python(),
+            "follow_location.py",
+            &[front.grpc_url().as_ref(), "uploaded.parquet".as_ref()],
+        );
+        assert_eq!(client.next_line(), format!("locations: ['{there}']"));
+        block_on(&runtime, "stopping the front server", front.stop());
+        let finished = client.wait(TIMEOUT);
+        assert!(finished.success(), "{}", finished.report());
+        assert_eq!(finished.stdout.lines().last(), Some("rows: 3"));
+        block_on(&runtime, "stopping our server", server.stop());
+    }
+}
+
+fn characters() -> RecordBatch {
+    let names = StringArray::from(vec!["Mario", "Luigi", "Peach"]);
+    RecordBatch::try_from_iter([("Character", Arc::new(names) as ArrayRef)])
+        .expect("a batch")
+}
+
 async fn connect(url: &str) -> FlightClient {
     let channel = Channel::from_shared(url.to_string())
         .expect("a valid URL")

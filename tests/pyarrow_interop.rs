@@ -6,6 +6,9 @@
 //! * our client, `examples/basic_auth_client.rs`, against the pyarrow
 //!   server of the Python cookbook (`tests/python/basic_auth_server.py`).
 //!
+//! The chapter says that both pairs log in and call; these tests are what
+//! stands behind that sentence.
+//!
 //! They need Python with the packages of `tests/python/requirements.txt`
 //! (see `recipes/build.rs`): without it they are reported as ignored (and
 //! fail the build on CI).

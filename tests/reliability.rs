@@ -245,7 +245,7 @@ fn random_authorization_values_are_refused_cleanly() {
         AUTHORIZATION,
         HeaderValue::from_bytes(&good).expect("ASCII"),
     );
-    let bearer = auth.check(&login).expect("a login").expect("a token");
+    let bearer = auth.check(&login).expect("a login").1.expect("a token");
     let bearer = bearer.to_str().expect("ASCII");
     let token = bearer.strip_prefix("Bearer ").expect("a bearer value");
     check(4096, authorization_value(), |value| {

@@ -1,6 +1,9 @@
-//! The TLS chapter: the server program with certificate files, what it
-//! prints, mutual TLS, the mistakes and their errors (the server serving on
-//! after each), the certificate names, and pyarrow as a client.
+//! The TLS chapter: the server program run with the certificate files of
+//! `tls_certificates` and the lines it prints for the chapter's client,
+//! mutual TLS, the mistakes and their errors (the refusal of a client
+//! without a certificate in one of the forms the chapter names, and the
+//! server serving well-behaved clients after each), the certificate names,
+//! and pyarrow as a client, with and without its own certificate.
 
 mod common;
 
