@@ -247,7 +247,9 @@ impl Repository {
         })
     }
 }
+// ANCHOR_END: upload
 
+// ANCHOR: gather
 /// Uploaded batches are gathered into batches of up to this many bytes
 /// before they are stored, so that a download sends messages of about this
 /// size however small the batches of the upload were.
@@ -263,6 +265,7 @@ pub fn stored_bytes(batch: &RecordBatch) -> usize {
 
 /// The messages that may wait between a thread and an async task.
 pub const QUEUED_MESSAGES: usize = 4;
+// ANCHOR_END: gather
 
 /// A dataset being stored, a batch at a time.
 pub struct Upload {
@@ -277,6 +280,7 @@ pub struct Upload {
 }
 
 impl Upload {
+    // ANCHOR: gather
     /// Adds `batch` to the batch being gathered, which goes to the writer
     /// first if `batch` would make it larger than [`STORED_BATCH_BYTES`].
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), Status> {
@@ -306,6 +310,7 @@ impl Upload {
         Ok(())
     }
 
+    // ANCHOR_END: gather
     async fn writer(&mut self) -> Result<FileWriter<BufWriter<File>>, Status> {
         let finished = (&mut self.writing).await;
         finished.map_err(|_| Status::internal("the writer of an upload failed"))?
@@ -352,7 +357,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| Status::internal("a file task did not finish"))?
 }
 // ANCHOR_END: copy_blocking
-// ANCHOR_END: upload
 
 // ANCHOR: stored_file
 /// The first bytes of an Arrow IPC file, and its last.
@@ -401,7 +405,9 @@ impl StoredFile {
         read_at(&file, &mut footer, footer_start, len)?;
         let footer = root_as_footer(&footer)
             .map_err(|e| format!("its footer: {}", first_line(e)))?;
+        // ANCHOR_END: stored_file
 
+        // ANCHOR: stored_messages
         // Writers pad the magic with zeros: to 8 bytes, or to 64.
         let mut at = 8;
         let mut word = [0u8; 4];
@@ -441,7 +447,7 @@ impl StoredFile {
         stored.rows = stored.count_rows()?;
         Ok(stored)
     }
-    // ANCHOR_END: stored_file
+    // ANCHOR_END: stored_messages
 
     fn count_rows(&self) -> Result<i64, String> {
         let mut rows = 0;
@@ -652,12 +658,11 @@ impl FlightService for StoredArrowService {
         while let Some(message) = messages.try_next().await? {
             match message.payload {
                 DecodedPayload::RecordBatch(batch) => upload.write(batch).await?,
-                DecodedPayload::Schema(_) => {
-                    return Err(Status::invalid_argument(
-                        "the schema changed midway",
-                    ));
-                }
                 DecodedPayload::None => {}
+                DecodedPayload::Schema(_) => {
+                    let problem = "a second schema came midway";
+                    return Err(Status::invalid_argument(problem));
+                }
             }
         }
         end_of_stream.check()?;
@@ -911,6 +916,7 @@ pub async fn serve_repository(
         .await
     // ANCHOR_END: copy_nodelay_server
 }
+// ANCHOR_END: serve
 
 // ANCHOR: copy_serve_datasets
 /// Serves the repository `datasets` in the current folder.
@@ -946,6 +952,7 @@ pub fn options(
 }
 // ANCHOR_END: copy_options
 
+// ANCHOR: main
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (addr, repo) = options(std::env::args().skip(1)).map_err(|e| {
@@ -972,4 +979,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     Ok(())
 }
-// ANCHOR_END: serve
+// ANCHOR_END: main

@@ -56,6 +56,7 @@ SEARCHES = {
     "app_metadata": "exchange.html",
     "trailers": "result_metadata.html",
     "RenewFlightEndpoint": "long_queries.html",
+    "read_footer_length": "stored_arrow.html",
 }
 
 # A laptop's screen. The book's code blocks are as wide (750 pixels, 86
