@@ -31,7 +31,9 @@ use tonic::{Code, Request};
 use tower::service_fn;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+// ANCHOR_END: subject
 
+// ANCHOR: helpers
 /// A batch of the numbers `first..first + rows`.
 fn numbers(first: i64, rows: usize) -> Result<RecordBatch, Error> {
     let values = Int64Array::from_iter_values(first..first + rows as i64);
@@ -67,7 +69,7 @@ async fn get(
     let ticket = Ticket::new(name.to_string());
     client.do_get(ticket).await?.try_collect().await
 }
-// ANCHOR_END: subject
+// ANCHOR_END: helpers
 
 // ANCHOR: port_zero
 /// The server on a free port of 127.0.0.1, the sender that stops it, and
