@@ -13,6 +13,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::stored_arrow_server::{
+    EndOfStreamLayer, Repository, StoredArrowService, serve_repository,
+};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -20,9 +23,6 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{FlightClient, FlightData, FlightDescriptor, Ticket};
 use futures::{TryStreamExt, stream};
 use hyper_util::rt::TokioIo;
-use stored_arrow_server::{
-    EndOfStreamLayer, Repository, StoredArrowService, serve_repository,
-};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
