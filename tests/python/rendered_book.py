@@ -56,6 +56,8 @@ SEARCHES = {
     "app_metadata": "exchange.html",
     "trailers": "result_metadata.html",
     "RenewFlightEndpoint": "long_queries.html",
+    "read_footer_length": "stored_arrow.html",
+    "duplex": "testing_service.html",
 }
 
 # A laptop's screen. The book's code blocks are as wide (750 pixels, 86
