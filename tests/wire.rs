@@ -1,5 +1,6 @@
 //! Uploads as real clients send them, to every server that takes uploads:
-//! the two storage servers, the key-value store and the exchange server.
+//! the two storage servers, the key-value store, the exchange server and
+//! the server of the chapter "Compression, dictionaries and large batches".
 //!
 //! * pyarrow (`tests/python/wire_uploads.py`) uploads record batches
 //!   compressed with ZSTD and LZ4_FRAME, one batch of 8,192 strings of
@@ -11,6 +12,9 @@
 //!   server goes on serving the cases after it.
 //! * A compressed message whose buffers claim to take far more than the
 //!   limit once decompressed is refused before it is decompressed.
+//! * The chapter's server (`examples/wire_server.rs`): pyarrow reads its
+//!   compressed downloads and its dictionaries, hydrated and resent; bad
+//!   tickets and uploads get the right status.
 
 mod common;
 
@@ -29,6 +33,14 @@ mod key_value_server;
 #[allow(dead_code)]
 #[path = "../examples/exchange_server.rs"]
 mod exchange_server;
+
+#[allow(dead_code)]
+#[path = "../examples/wire_server.rs"]
+mod wire_server;
+
+#[allow(dead_code)]
+#[path = "../examples/wire_client.rs"]
+mod wire_client;
 
 use std::sync::Arc;
 
@@ -147,6 +159,22 @@ fn pyarrow_uploads_to_the_key_value_server() {
     block_on(&runtime, "stopping the server", server.stop());
 }
 
+#[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
+fn pyarrow_uploads_to_the_chapters_server() {
+    let runtime = runtime();
+    let server = block_on(
+        &runtime,
+        "starting the server",
+        TestServer::start(wire_server::serve),
+    );
+    pyarrow_uploads("wire", &server.grpc_url(), "put", &[]);
+    block_on(&runtime, "stopping the server", server.stop());
+}
+
 /// The exchange server's DoGet of a dataset of no batch sends no schema,
 /// which pyarrow cannot read: `empty` is left out (the upload itself is
 /// its chapter's test's).
@@ -168,8 +196,8 @@ fn pyarrow_uploads_and_exchanges_with_the_exchange_server() {
     block_on(&runtime, "stopping the server", server.stop());
 }
 
-/// An upload of one batch of `rows` rows compressed with `compression`,
-/// under the path `name`; with `claimed`, the first buffer's length prefix says that it
+/// An upload of 1,000 rows compressed with `compression`, under the path
+/// `name`; with `claimed`, the first buffer's length prefix says that it
 /// takes `claimed` bytes once decompressed.
 async fn compressed_upload(
     name: &str,
@@ -262,5 +290,104 @@ fn a_compressed_message_claiming_more_than_the_limit_is_refused() {
             drop((acks, client));
             server.stop().await;
         }
+    });
+}
+
+/// pyarrow reads what the chapter's client stored, compressed with LZ4 and
+/// ZSTD, and a dictionary column replaced between batches, hydrated
+/// (`string`) and resent (`dictionary`).
+#[test]
+#[cfg_attr(
+    not(python),
+    ignore = "needs Python with tests/python/requirements.txt: python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
+)]
+fn pyarrow_reads_the_chapters_downloads() {
+    let runtime = runtime();
+    let server = block_on(&runtime, "storing", async {
+        let server = TestServer::start(wire_server::serve).await;
+        let mut client = server.client().await;
+        wire_client::compression(&mut client)
+            .await
+            .expect("compression");
+        wire_client::dictionaries(&mut client)
+            .await
+            .expect("dictionaries");
+        server
+    });
+    let url = server.grpc_url();
+    let script = ChildProcess::python(
+        &common::python(),
+        "wire_downloads.py",
+        &[url.as_ref()],
+    );
+    let finished = script.wait(TIMEOUT);
+    assert!(finished.success(), "{}", finished.report());
+    let animals = "100000 rows, string: ['cat', 'dog', 'horse', '...']";
+    let kinds = "['cat', 'dog', 'cat', 'fish', 'bird']";
+    assert_eq!(
+        finished.stdout.lines().collect::<Vec<_>>(),
+        [
+            format!("animals lz4: {animals}"),
+            format!("animals zstd: {animals}"),
+            format!("kinds hydrate: 5 rows, string: {kinds}"),
+            format!(
+                "kinds resend: 5 rows, dictionary<values=string, indices=int32, \
+                 ordered=0>: {kinds}"
+            ),
+        ]
+    );
+    block_on(&runtime, "stopping the server", server.stop());
+}
+
+/// Tickets and uploads the chapter's server cannot use.
+#[test]
+fn the_chapters_server_refuses_bad_tickets_and_uploads() {
+    let runtime = runtime();
+    block_on(&runtime, "the calls", async {
+        let server = TestServer::start(wire_server::serve).await;
+        let mut client = server.client().await;
+        let batch = RecordBatch::try_from_iter([(
+            "value",
+            Arc::new(Int64Array::from(vec![1, 2])) as _,
+        )])
+        .expect("a batch");
+        wire_client::upload(&mut client, "d", vec![batch.clone()], None)
+            .await
+            .expect("an upload");
+        for (ticket, code, words) in [
+            (
+                "d gzip",
+                Code::InvalidArgument,
+                "unknown download option \"gzip\"",
+            ),
+            ("nothing", Code::NotFound, "no dataset \"nothing\""),
+        ] {
+            let ticket = arrow_flight::Ticket::new(ticket.to_string());
+            let result = match client.do_get(ticket).await {
+                Ok(stream) => stream.try_collect::<Vec<_>>().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            let Err(arrow_flight::error::FlightError::Tonic(status)) = result
+            else {
+                panic!("{words}: not refused: {result:?}");
+            };
+            assert_eq!(status.code(), code, "{status}");
+            assert!(status.message().contains(words), "{status}");
+        }
+        let unnamed = FlightDataEncoderBuilder::new()
+            .build(stream::iter([Ok(batch)]))
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("encodes");
+        let result = client
+            .do_put(stream::iter(unnamed.into_iter().map(Ok)))
+            .await;
+        let Err(arrow_flight::error::FlightError::Tonic(status)) = result else {
+            panic!("an upload without a name was not refused");
+        };
+        assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+        assert!(status.message().contains("name the dataset"), "{status}");
+        drop(client);
+        server.stop().await;
     });
 }
