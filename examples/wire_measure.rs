@@ -62,22 +62,22 @@ fn random() -> Result<Vec<RecordBatch>, Box<dyn Error>> {
         .collect()
 }
 
-/// `batches` batches of a dictionary column with `distinct` values.
+/// 16 batches of a dictionary column with `distinct` values, the same in
+/// every batch or, with `changing`, other values in each batch.
 fn dictionary(
     distinct: usize,
-    batches: usize,
+    changing: bool,
 ) -> Result<Vec<RecordBatch>, Box<dyn Error>> {
-    (0..batches)
-        .map(|_| {
+    (0..16)
+        .map(|b| {
+            let first = if changing { b * distinct } else { 0 };
             let values: Vec<String> = (0..ROWS_PER_BATCH)
-                .map(|i| format!("category number {}", i % distinct))
+                .map(|i| format!("category number {}", first + i % distinct))
                 .collect();
             let kind: DictionaryArray<Int32Type> =
                 values.iter().map(String::as_str).collect();
-            Ok(RecordBatch::try_from_iter([(
-                "kind",
-                Arc::new(kind) as ArrayRef,
-            )])?)
+            let kind = Arc::new(kind) as ArrayRef;
+            Ok(RecordBatch::try_from_iter([("kind", kind)])?)
         })
         .collect()
 }
@@ -180,18 +180,21 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
 
     println!();
-    println!(
-        "| distinct values | Hydrate bytes | Resend bytes | Resend / Hydrate |"
-    );
+    println!("| dictionary of 16 batches | Hydrate bytes | Resend bytes | ratio |");
     println!("|---|---|---|---|");
-    for distinct in [5, 1000, 65_536] {
-        let batches = dictionary(distinct, 16)?;
-        let hydrate =
-            size(&encode("d", &batches, None, DictionaryHandling::Hydrate).await?);
-        let resend =
-            size(&encode("d", &batches, None, DictionaryHandling::Resend).await?);
+    for (distinct, changing) in [(5, false), (65_536, false), (65_536, true)] {
+        let batches = dictionary(distinct, changing)?;
+        let hydrate = DictionaryHandling::Hydrate;
+        let hydrate = size(&encode("d", &batches, None, hydrate).await?);
+        let resend = DictionaryHandling::Resend;
+        let resend = size(&encode("d", &batches, None, resend).await?);
+        let which = if changing {
+            "other in each batch"
+        } else {
+            "the same"
+        };
         println!(
-            "| {distinct} | {hydrate} | {resend} | {:.3} |",
+            "| {distinct} values, {which} | {hydrate} | {resend} | {:.3} |",
             resend as f64 / hydrate as f64
         );
     }
