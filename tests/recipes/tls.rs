@@ -2,19 +2,13 @@
 //! prints, mutual TLS, the mistakes and their errors (the server serving on
 //! after each), the certificate names, and pyarrow as a client.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/tls_certificates.rs"]
-mod tls_certificates;
+use crate::tls_certificates;
 
-#[allow(dead_code)]
-#[path = "../examples/tls_client.rs"]
-mod tls_client;
+use crate::tls_client;
 
-#[allow(dead_code)]
-#[path = "../examples/tls_server.rs"]
-mod tls_server;
+use crate::tls_server;
 
 use std::error::Error;
 use std::path::Path;

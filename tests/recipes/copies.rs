@@ -26,7 +26,7 @@
 //! it repeats from another program goes in a `copy_` section of the same
 //! name in both, and rule 3 points at any that it forgets.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;

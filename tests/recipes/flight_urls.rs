@@ -6,11 +6,9 @@
 //! `grpc://...` unchanged, tonic sends `:scheme grpc`, which gRPC C++
 //! refuses ("Error parsing ':scheme' metadata").
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/basic_auth_client.rs"]
-mod basic_auth_client;
+use crate::basic_auth_client;
 
 use std::path::Path;
 

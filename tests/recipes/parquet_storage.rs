@@ -3,15 +3,11 @@
 //! get wrong or break. Each test runs against both servers, each on its own
 //! port, repository and runtime, so the tests run in parallel.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/parquet_storage_server.rs"]
-mod parquet_storage_server;
+use crate::parquet_storage_server;
 
-#[allow(dead_code)]
-#[path = "../examples/streaming_parquet_server.rs"]
-mod streaming_parquet_server;
+use crate::streaming_parquet_server;
 
 use std::future::Future;
 use std::net::SocketAddr;
