@@ -37,11 +37,11 @@ mod tracing;
 mod tracing_pyarrow;
 
 #[allow(dead_code)]
-#[path = "../common/mod.rs"]
-mod common;
-#[allow(dead_code)]
 #[path = "../../src/book.rs"]
 mod book;
+#[allow(dead_code)]
+#[path = "../common/mod.rs"]
+mod common;
 
 // The example programs, as modules the tests call into.
 #[allow(dead_code)]
