@@ -61,18 +61,31 @@ fn write_copies(src: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
             else {
                 continue;
             };
+            if let Some(target) = &attributes.part_of {
+                if block.expected.is_some() {
+                    return Err(at("a part_of block does not run: no output \
+                                   checks it"
+                        .into()));
+                }
+                book::check_part_of(&root, target, &block.body, src).map_err(at)?;
+                continue;
+            }
             let server = match &attributes.client_of {
                 Some(server) => Some(
-                    ["examples", "src"]
-                        .iter()
-                        .map(|dir| root.join(dir).join(format!("{server}.rs")))
-                        .find(|path| path.exists())
-                        .ok_or_else(|| {
-                            at(format!(
-                                "client_of={server}: \
-                                 no examples/{server}.rs or src/{server}.rs"
-                            ))
-                        })?,
+                    [
+                        format!("examples/{server}.rs"),
+                        format!("examples/{server}/main.rs"),
+                        format!("src/{server}.rs"),
+                    ]
+                    .iter()
+                    .map(|path| root.join(path))
+                    .find(|path| path.exists())
+                    .ok_or_else(|| {
+                        at(format!(
+                            "client_of={server}: no examples/{server}.rs, \
+                             examples/{server}/main.rs or src/{server}.rs"
+                        ))
+                    })?,
                 ),
                 None => None,
             };

@@ -50,6 +50,11 @@ pub struct Attributes {
     pub client_of: Option<String>,
     /// Seconds the program may run before it counts as hung (`timeout=N`).
     pub timeout_secs: Option<u64>,
+    /// The block shows a part of a file that cargo compiles as part of the
+    /// target NAME of `recipes/Cargo.toml` (`part_of=NAME`): `build.rs`
+    /// checks that the file is in NAME's module tree and has the anchor, and
+    /// skeptic does not compile the block again.
+    pub part_of: Option<String>,
 }
 
 impl Attributes {
@@ -69,6 +74,9 @@ impl Attributes {
                 Some(("client_of", name)) if is_identifier(name) => {
                     attributes.client_of = Some(name.to_string())
                 }
+                Some(("part_of", name)) if is_identifier(name) => {
+                    attributes.part_of = Some(name.to_string())
+                }
                 Some(("timeout", secs)) => {
                     let secs = secs.parse().map_err(|_| {
                         format!("`timeout={secs}` is not a number of seconds")
@@ -78,7 +86,7 @@ impl Attributes {
                 _ => {
                     return Err(format!(
                         "unknown word `{word}` in `{info}` (known: no_run, ignore, server, \
-                         client_of=NAME, timeout=SECONDS)"
+                         client_of=NAME, part_of=NAME, timeout=SECONDS)"
                     ));
                 }
             }
@@ -89,12 +97,20 @@ impl Attributes {
                     .into(),
             );
         }
+        let others = attributes.server
+            || attributes.client_of.is_some()
+            || attributes.no_run
+            || attributes.ignore
+            || attributes.timeout_secs.is_some();
+        if attributes.part_of.is_some() && others {
+            return Err("a `part_of=...` block takes no other word".into());
+        }
         Ok(Some(attributes))
     }
 
     /// Whether the block is compiled and run.
     pub fn runs(&self) -> bool {
-        !self.no_run && !self.ignore
+        !self.no_run && !self.ignore && self.part_of.is_none()
     }
 }
 
@@ -418,17 +434,153 @@ pub fn test_code(snippet: &Snippet, sources: &Sources) -> Result<String, String>
     Ok(code + &program)
 }
 
-/// The files a server program is built from: itself and the files its
-/// `#[path = "..."]` lines include (relative to its folder), and theirs.
+/// The files a server program is built from: itself and its modules.
 pub fn server_files(server: &Path) -> Vec<String> {
-    let mut files = vec![server.display().to_string()];
-    let dir = server.parent().unwrap_or(Path::new("."));
-    for line in fs::read_to_string(server).unwrap_or_default().lines() {
-        if let Some(path) = line.trim().strip_prefix("#[path = \"") {
-            files.extend(server_files(&dir.join(path.trim_end_matches("\"]"))));
+    module_files(server)
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect()
+}
+
+/// The files of the module tree rooted at `root`: `root`, and for each
+/// `mod NAME;` its file, `#[path = "..."]` or as rustc finds it (next to a
+/// `main.rs`, `lib.rs`, `mod.rs` or `#[path]` file, else in a folder named
+/// after the file), and theirs.
+pub fn module_files(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![(root.to_path_buf(), true)];
+    while let Some((file, owns_folder)) = todo.pop() {
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
+        let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let stem = file.file_stem().unwrap_or_default().to_os_string();
+        let children = if owns_folder {
+            dir.clone()
+        } else {
+            dir.join(stem)
+        };
+        let mut path = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(p) = line.strip_prefix("#[path = \"") {
+                path = Some(dir.join(p.trim_end_matches("\"]")));
+                continue;
+            }
+            let declared = line
+                .strip_prefix("pub ")
+                .unwrap_or(line)
+                .strip_prefix("mod ")
+                .and_then(|rest| rest.strip_suffix(';'));
+            match (declared, path.take()) {
+                (Some(_), Some(path)) => todo.push((path, true)),
+                (Some(name), None) => {
+                    let file = children.join(format!("{}.rs", name.trim()));
+                    match file.exists() {
+                        true => todo.push((file, false)),
+                        false => todo.push((
+                            children.join(name.trim()).join("mod.rs"),
+                            true,
+                        )),
+                    }
+                }
+                (None, pending) => {
+                    if line.starts_with("#[") {
+                        path = pending;
+                    }
+                }
+            }
         }
+        files.push(file);
     }
     files
+}
+
+/// The source file of the target `name` (an `[[example]]`, `[[test]]` or
+/// `[[bench]]`) of the manifest `manifest`, as written there.
+pub fn target_path(manifest: &str, name: &str) -> Option<String> {
+    let mut current: Option<String> = None;
+    let mut found = None;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            if current.as_deref() == Some(name) {
+                return found;
+            }
+            current = None;
+            found = None;
+        } else if let Some((key, value)) = line.split_once('=') {
+            let value = value.trim().trim_matches('"').to_string();
+            match key.trim() {
+                "name" => current = Some(value),
+                "path" => found = Some(value),
+                _ => {}
+            }
+        }
+    }
+    (current.as_deref() == Some(name))
+        .then_some(found)
+        .flatten()
+}
+
+/// Checks a `part_of=TARGET` block: its body is one include of a file in
+/// TARGET's module tree (`recipes/Cargo.toml` under `repo`), with the
+/// anchor it names. Paths in the body are relative to `chapter_dir`.
+pub fn check_part_of(
+    repo: &Path,
+    target: &str,
+    body: &[String],
+    chapter_dir: &Path,
+) -> Result<(), String> {
+    let lines: Vec<&str> = body
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let [line] = lines[..] else {
+        return Err(format!(
+            "a `part_of={target}` block holds one include, not {} lines",
+            lines.len()
+        ));
+    };
+    let include = ["{{#rustdoc_include ", "{{#include "]
+        .iter()
+        .find_map(|d| line.strip_prefix(d))
+        .and_then(|rest| rest.strip_suffix("}}"))
+        .ok_or_else(|| format!("`{line}` is not an include"))?;
+    let (file, anchor) = match include.trim().split_once(':') {
+        Some((file, anchor)) => (file, Some(anchor)),
+        None => (include.trim(), None),
+    };
+    let manifest = fs::read_to_string(repo.join("recipes/Cargo.toml"))
+        .map_err(|e| format!("recipes/Cargo.toml: {e}"))?;
+    let root = target_path(&manifest, target).ok_or_else(|| {
+        format!("part_of={target}: recipes/Cargo.toml has no target `{target}`")
+    })?;
+    let canonical = |p: &Path| {
+        p.canonicalize()
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let shown = canonical(&chapter_dir.join(file))?;
+    let tree = module_files(&canonical(&repo.join("recipes").join(&root))?);
+    if !tree.iter().any(|f| canonical(f).is_ok_and(|f| f == shown)) {
+        return Err(format!(
+            "part_of={target}: {file} is not a module of {target} ({root})"
+        ));
+    }
+    if let Some(anchor) = anchor {
+        let source = fs::read_to_string(&shown).map_err(|e| e.to_string())?;
+        let opened = source
+            .lines()
+            .any(|l| anchor_mark(l, "ANCHOR:") == Some(anchor));
+        let closed = source
+            .lines()
+            .any(|l| anchor_mark(l, "ANCHOR_END:") == Some(anchor));
+        if !(opened && closed) {
+            return Err(format!(
+                "part_of={target}: {file} has no anchor `{anchor}`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// FNV-1a, 64 bits: a stable hash that needs no crate.

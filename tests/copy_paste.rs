@@ -24,6 +24,9 @@ struct Chapter {
     name: String,
     toml: String,
     programs: Vec<(usize, String)>,
+    /// Programs of several files the chapter shows parts of (`part_of`):
+    /// each one's name and its files, by path from its `main.rs`'s folder.
+    folders: Vec<(String, Vec<(PathBuf, String)>)>,
 }
 
 fn chapters() -> Vec<Chapter> {
@@ -40,10 +43,15 @@ fn chapters() -> Vec<Chapter> {
         let blocks = book::code_blocks(&markdown);
         let mut seen = BTreeSet::new();
         let mut programs = Vec::new();
+        let mut targets = BTreeSet::new();
         for block in &blocks {
             let Ok(Some(attributes)) = Attributes::parse(&block.info) else {
                 continue;
             };
+            if let Some(target) = attributes.part_of {
+                targets.insert(target);
+                continue;
+            }
             if attributes.ignore {
                 continue;
             }
@@ -68,7 +76,8 @@ fn chapters() -> Vec<Chapter> {
             .filter(|b| b.info == "toml")
             .map(|b| b.body.join("\n"))
             .collect();
-        if !programs.is_empty() {
+        let folders: Vec<_> = targets.into_iter().map(folder).collect();
+        if !programs.is_empty() || !folders.is_empty() {
             found.push(Chapter {
                 name: path
                     .file_stem()
@@ -77,10 +86,35 @@ fn chapters() -> Vec<Chapter> {
                     .into(),
                 toml: toml.join("\n"),
                 programs,
+                folders,
             });
         }
     }
     found
+}
+
+/// The files of the target `name` of `recipes/Cargo.toml`, a program of
+/// several files.
+fn folder(name: String) -> (String, Vec<(PathBuf, String)>) {
+    let recipes = common::repo_root().join("recipes");
+    let manifest =
+        std::fs::read_to_string(recipes.join("Cargo.toml")).expect("manifest");
+    let path = book::target_path(&manifest, &name).expect("a target");
+    let main = recipes.join(path);
+    let dir = main.parent().expect("its folder").to_path_buf();
+    let files = book::module_files(&main)
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).expect("a module");
+            (
+                file.strip_prefix(&dir)
+                    .expect("in its folder")
+                    .to_path_buf(),
+                text,
+            )
+        })
+        .collect();
+    (name, files)
 }
 
 #[test]
@@ -119,15 +153,33 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
             );
         }
 
+        for (name, files) in &chapter.folders {
+            let folder = dir.join("src/bin").join(name);
+            for (path, text) in files {
+                std::fs::create_dir_all(
+                    folder.join(path).parent().expect("a folder"),
+                )
+                .expect("the program's folder");
+                write_if_changed(&folder.join(path), text);
+            }
+            let _ = writeln!(listing, "  src/bin/{name}/: the program {name}");
+        }
+
         let wanted: BTreeSet<String> = chapter
             .programs
             .iter()
             .map(|(line, _)| format!("line{line}.rs"))
+            .chain(chapter.folders.iter().map(|(name, _)| name.clone()))
             .collect();
         for entry in std::fs::read_dir(dir.join("src/bin")).expect("src/bin") {
             let entry = entry.expect("entry");
             if !wanted.contains(entry.file_name().to_string_lossy().as_ref()) {
-                std::fs::remove_file(entry.path()).expect("remove an old program");
+                let path = entry.path();
+                let removed = match path.is_dir() {
+                    true => std::fs::remove_dir_all(&path),
+                    false => std::fs::remove_file(&path),
+                };
+                removed.expect("remove an old program");
             }
         }
 

@@ -310,22 +310,157 @@ fn expected_output_is_the_text_block_right_under_a_rust_block() {
     assert_eq!(blocks[2].expected, None);
 }
 
-/// `cargo test` runs one test per Rust block of the book.
+/// `cargo test` runs one test per Rust block of the book, but for a
+/// `part_of` block, whose file cargo compiles as part of its target: that
+/// the file is in the target and has the anchor is checked here.
 #[test]
 fn every_rust_block_of_the_book_is_a_test() {
     let mut blocks = 0;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("book/src");
+    let mut parts = 0;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("book/src");
     for entry in std::fs::read_dir(&src).expect("book/src") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "md") {
             let markdown = std::fs::read_to_string(&path).expect("chapter");
-            blocks += book::code_blocks(&markdown)
-                .iter()
-                .filter(|b| matches!(Attributes::parse(&b.info), Ok(Some(_))))
-                .count();
+            for block in book::code_blocks(&markdown) {
+                let Ok(Some(attributes)) = Attributes::parse(&block.info) else {
+                    continue;
+                };
+                let Some(target) = &attributes.part_of else {
+                    blocks += 1;
+                    continue;
+                };
+                let checked = book::check_part_of(root, target, &block.body, &src);
+                let at = format!("{}:{}", path.display(), block.line);
+                checked.unwrap_or_else(|e| panic!("{at}: {e}"));
+                parts += 1;
+            }
         }
     }
     let generated = include_str!(concat!(env!("OUT_DIR"), "/skeptic-tests.rs"));
-    assert!(blocks > 0);
+    assert!(blocks + parts > 0);
     assert_eq!(generated.matches("#[test]").count(), blocks);
+}
+
+/// A repository of one program in a folder, `prog` (`main.rs` with the
+/// modules `a`, `b` and, by `#[path]`, `c`; `b` has its own `d`), another
+/// target `other`, and a chapter folder `book/src`.
+fn program_in_a_folder() -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("a temporary folder");
+    let files = [
+        (
+            "recipes/Cargo.toml",
+            "[[example]]\nname = \"prog\"\npath = \"../examples/prog/main.rs\"\n\n\
+             [[example]]\nname = \"other\"\npath = \"../examples/other.rs\"\n",
+        ),
+        (
+            "examples/prog/main.rs",
+            "mod a;\npub mod b;\n#[path = \"../shared/c.rs\"]\n#[allow(dead_code)]\nmod c;\n\
+             fn main() {}\n",
+        ),
+        (
+            "examples/prog/a.rs",
+            "// ANCHOR: part\nfn a() {}\n// ANCHOR_END: part\n",
+        ),
+        ("examples/prog/b.rs", "mod d;\n"),
+        (
+            "examples/prog/b/d.rs",
+            "// ANCHOR: deep\n// ANCHOR_END: deep\n",
+        ),
+        ("examples/shared/c.rs", "fn c() {}\n"),
+        (
+            "examples/other.rs",
+            "// ANCHOR: part\nfn main() {}\n// ANCHOR_END: part\n",
+        ),
+        (
+            "examples/prog/stray.rs",
+            "// ANCHOR: part\n// ANCHOR_END: part\n",
+        ),
+    ];
+    for (path, text) in files {
+        let path = repo.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("a folder")).expect("folder");
+        std::fs::write(path, text).expect("a file");
+    }
+    std::fs::create_dir_all(repo.path().join("book/src")).expect("book/src");
+    repo
+}
+
+/// A `part_of` block must include a file of its target's module tree, with
+/// the anchor it names; a wrong anchor, file or target fails the build.
+#[test]
+fn a_part_of_block_must_show_an_anchor_of_a_file_of_its_target() {
+    let repo = program_in_a_folder();
+    let src = repo.path().join("book/src");
+    let check = |target: &str, lines: &[&str]| {
+        let body: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        book::check_part_of(repo.path(), target, &body, &src)
+    };
+    let good = "{{#rustdoc_include ../../examples/prog/a.rs:part}}";
+    assert_eq!(check("prog", &[good]), Ok(()));
+    assert_eq!(
+        check("prog", &["", "{{#include ../../examples/prog/a.rs:part}}"]),
+        Ok(())
+    );
+    assert_eq!(
+        check("prog", &["{{#include ../../examples/shared/c.rs}}"]),
+        Ok(())
+    );
+    assert_eq!(
+        check("prog", &["{{#include ../../examples/prog/b/d.rs:deep}}"]),
+        Ok(())
+    );
+    assert_eq!(
+        check("other", &["{{#include ../../examples/other.rs:part}}"]),
+        Ok(())
+    );
+    let error = |target: &str, line: &str| check(target, &[line]).expect_err(line);
+    let no_anchor = "{{#rustdoc_include ../../examples/prog/a.rs:other}}";
+    assert!(error("prog", no_anchor).contains("no anchor `other`"));
+    let stray = "{{#rustdoc_include ../../examples/prog/stray.rs:part}}";
+    assert!(error("prog", stray).contains("is not a module of prog"));
+    let outside = "{{#rustdoc_include ../../examples/other.rs:part}}";
+    assert!(error("prog", outside).contains("is not a module of prog"));
+    assert!(error("other", good).contains("is not a module of other"));
+    assert!(error("none", good).contains("has no target `none`"));
+    assert!(
+        error("prog", "{{#include ../../examples/prog/none.rs}}")
+            .contains("none.rs")
+    );
+    assert!(error("prog", "fn main() {}").contains("is not an include"));
+    assert!(check("prog", &[good, good]).is_err());
+    assert!(
+        Attributes::parse("rust,part_of=prog")
+            .is_ok_and(|a| a.is_some_and(|a| !a.runs()))
+    );
+    assert!(Attributes::parse("rust,part_of=prog,no_run").is_err());
+    assert!(Attributes::parse("rust,part_of=prog,client_of=x").is_err());
+}
+
+/// The files of a program's module tree, found as rustc finds them.
+#[test]
+fn module_files_follow_mod_declarations_and_paths() {
+    let repo = program_in_a_folder();
+    let mut names: Vec<String> =
+        book::module_files(&repo.path().join("examples/prog/main.rs"))
+            .iter()
+            .map(|f| {
+                f.strip_prefix(repo.path())
+                    .unwrap_or(f)
+                    .display()
+                    .to_string()
+            })
+            .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "examples/prog/../shared/c.rs",
+            "examples/prog/a.rs",
+            "examples/prog/b.rs",
+            "examples/prog/b/d.rs",
+            "examples/prog/main.rs",
+        ]
+    );
 }
