@@ -58,7 +58,7 @@ fn the_copies_in_the_programs_are_the_same() {
     let problems = check(&programs);
     assert!(
         problems.is_empty(),
-        "{} problem(s) with copies (the rules are in tests/copies.rs):\n\n{}",
+        "{} problem(s) with copies (the rules are in tests/recipes/copies.rs):\n\n{}",
         problems.len(),
         problems.join("\n\n")
     );
