@@ -39,7 +39,6 @@ mod tracing_pyarrow;
 #[allow(dead_code)]
 #[path = "../../src/book.rs"]
 mod book;
-#[allow(dead_code)]
 #[path = "../common/mod.rs"]
 mod common;
 
