@@ -92,6 +92,7 @@ fn write_copies(src: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
             let expanded = book::expand(&block.body, src).map_err(at)?;
             let sources = book::Sources {
                 harness: &harness,
+                examples: &root.join("examples"),
                 server: server.as_deref().map(|s| (s, book::server_files(s))),
             };
             let snippet = book::Snippet {

@@ -1,8 +1,9 @@
 //! The book's markdown, read the way mdBook shows it, and the program that
 //! tests each Rust block.
 //!
-//! `build.rs` and several tests include this file as a module (it uses only
-//! `std`), so the build and the tests read the book with the same code.
+//! `build.rs` and several tests include this file as a module (it uses
+//! `std` and pulldown-cmark), so the build and the tests read the book with
+//! the same code.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -120,69 +121,58 @@ fn is_identifier(name: &str) -> bool {
             .all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
-/// The fenced code blocks of a chapter, with headings and expected outputs.
+/// The fenced code blocks of a chapter, with headings and expected outputs,
+/// as pulldown-cmark finds them.
 pub fn code_blocks(markdown: &str) -> Vec<CodeBlock> {
-    let lines: Vec<&str> = markdown.lines().collect();
-    let mut blocks: Vec<CodeBlock> = Vec::new();
-    let mut heading = None;
-    let mut i = 0;
-    while i < lines.len() {
-        let Some((fence, info)) = opening_fence(lines[i]) else {
-            if let Some(title) = lines[i].trim_start_matches('#').strip_prefix(' ')
-                && lines[i].starts_with('#')
-            {
-                heading = Some((i + 1, title.trim().to_string()));
+    use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag};
+    let line_of = |offset: usize| markdown[..offset].matches('\n').count() + 1;
+    let (mut blocks, mut heading, mut open) = (Vec::<CodeBlock>::new(), None, None);
+    let mut previous_end = 0;
+    for (event, range) in Parser::new(markdown).into_offset_iter() {
+        match event {
+            Event::Start(Tag::Heading(..)) => {
+                let title = markdown[range.clone()].lines().next().unwrap_or("");
+                let title = title.trim_start_matches('#').trim().to_string();
+                heading = Some((line_of(range.start), title));
             }
-            i += 1;
-            continue;
-        };
-        let start = i;
-        let mut body = Vec::new();
-        i += 1;
-        while i < lines.len() && !closes(lines[i], &fence) {
-            body.push(lines[i].to_string());
-            i += 1;
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
+                open = Some((info.trim().to_string(), String::new()));
+            }
+            Event::Text(text) => {
+                if let Some((_, body)) = open.as_mut() {
+                    body.push_str(&text);
+                }
+            }
+            Event::End(Tag::CodeBlock(_)) => {
+                let Some((info, body)) = open.take() else {
+                    continue;
+                };
+                let block = CodeBlock {
+                    line: line_of(range.start),
+                    info,
+                    body: body.lines().map(String::from).collect(),
+                    end_line: line_of(range.end),
+                    heading: heading.clone(),
+                    expected: None,
+                };
+                if block.info == "text"
+                    && let Some(previous) = blocks.last_mut()
+                    && previous.info.starts_with("rust")
+                    && previous.expected.is_none()
+                    && markdown[previous_end..range.start].trim().is_empty()
+                {
+                    previous.expected = Some(ExpectedOutput {
+                        line: block.line,
+                        text: block.body.join("\n"),
+                    });
+                }
+                previous_end = range.end;
+                blocks.push(block);
+            }
+            _ => {}
         }
-        let block = CodeBlock {
-            line: start + 1,
-            info: info.to_string(),
-            body,
-            end_line: i + 1,
-            heading: heading.clone(),
-            expected: None,
-        };
-        i += 1;
-        if info == "text"
-            && let Some(previous) = blocks.last_mut()
-            && previous.info.starts_with("rust")
-            && previous.expected.is_none()
-            && lines[previous.end_line.min(start)..start]
-                .iter()
-                .all(|l| l.trim().is_empty())
-        {
-            previous.expected = Some(ExpectedOutput {
-                line: block.line,
-                text: block.body.join("\n"),
-            });
-        }
-        blocks.push(block);
     }
     blocks
-}
-
-fn opening_fence(line: &str) -> Option<(String, &str)> {
-    let indent = line.len() - line.trim_start().len();
-    let trimmed = line.trim_start();
-    let mark = trimmed.chars().next().filter(|c| *c == '`' || *c == '~')?;
-    let count = trimmed.chars().take_while(|c| *c == mark).count();
-    (indent < 4 && count >= 3)
-        .then(|| (trimmed[..count].to_string(), trimmed[count..].trim()))
-}
-
-fn closes(line: &str, fence: &str) -> bool {
-    let trimmed = line.trim();
-    let mark = &fence[..1];
-    trimmed.len() >= fence.len() && trimmed.chars().all(|c| c.to_string() == mark)
 }
 
 /// A block's code as mdBook shows it, includes expanded.
@@ -315,6 +305,8 @@ pub struct Snippet<'a> {
 pub struct Sources<'a> {
     /// `src/harness.rs`, by absolute path.
     pub harness: &'a Path,
+    /// `examples/`, by absolute path.
+    pub examples: &'a Path,
     /// The server of a `client_of` block, by absolute path, and every file
     /// its program is built from (the server and the files it includes).
     pub server: Option<(&'a Path, Vec<String>)>,
@@ -390,13 +382,32 @@ pub fn test_code(snippet: &Snippet, sources: &Sources) -> Result<String, String>
                 program,
                 "#[allow(dead_code)]\n#[path = {server:?}]\nmod cookbook_server;"
             );
-            format!("run_client({RENAMED_MAIN}, {timeout}, cookbook_server::serve)")
+            // The URL as an example server prints it; a fixture of `src/`
+            // (TLS) gets `http://` and makes its own.
+            let scheme = if server.starts_with(sources.examples) {
+                "grpc"
+            } else {
+                "http"
+            };
+            format!(
+                "run_client({RENAMED_MAIN}, {timeout}, cookbook_server::serve, {scheme:?})"
+            )
         }
         (None, true) => format!("run_server({RENAMED_MAIN}, {timeout})"),
         (None, false) => format!("run({RENAMED_MAIN}, {timeout})"),
     };
     let _ = writeln!(program, "// built from: {hashes}");
-    let id = format!("{:016x}", fnv(format!("{program}{run}").as_bytes()));
+    // Blocks that show parts of one program (`# ` hides the rest) are one
+    // program, run once: skeptic compiles `# x` as `x`.
+    let shown: String = program
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("# ") {
+            Some(hidden) => format!("{hidden}\n"),
+            None if l.trim() == "#" => "\n".into(),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let id = format!("{:016x}", fnv(format!("{shown}{run}").as_bytes()));
     let run = run.replacen(")", &format!(", {id:?})"), 1);
     let _ = writeln!(
         program,

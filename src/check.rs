@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::{fs, process};
@@ -71,17 +72,44 @@ fn lock(key: &str) -> Arc<Mutex<()>> {
     Arc::clone(locks.entry(key.to_string()).or_default())
 }
 
+/// What a program printed on stdout and stderr, and how it ended.
+type Run = (String, String, String);
+
+/// Runs program `id` once in this process: the blocks that show it share
+/// that run, each checking its own expected lines.
+fn run_once(id: &str, label: &str, run: impl FnOnce() -> Run) -> Run {
+    static RUNS: LazyLock<Mutex<HashMap<String, Run>>> =
+        LazyLock::new(Default::default);
+    let lock = lock(id);
+    let _only_me = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let runs = || RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(done) = runs().get(id) {
+        return done.clone();
+    }
+    let started = std::time::Instant::now();
+    let done = run();
+    runs().insert(id.to_string(), done.clone());
+    // What the slowest programs cost, for `.ci/run` to list.
+    let times = Path::new(env!("OUT_DIR")).join("run-times.txt");
+    let time = format!("{:8.1}  {label}\n", started.elapsed().as_secs_f64());
+    let file = fs::OpenOptions::new().create(true).append(true).open(times);
+    let _ = file.and_then(|mut file| file.write_all(time.as_bytes()));
+    done
+}
+
 /// Compiles, runs and checks a block that runs.
 pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
     let (block, program) = Block::parse(code);
-    let lock = lock(&block.id);
-    let _only_me = lock.lock().unwrap_or_else(|e| e.into_inner());
-    let base = crate::harness::result_base(&block.id, process::id());
-    let read =
-        |ext: &str| fs::read_to_string(format!("{base}.{ext}")).unwrap_or_default();
-    let _ = fs::remove_file(format!("{base}.status"));
-    skeptic::rt::run_test(root, out, target, &program);
-    let (stdout, stderr, status) = (read("stdout"), read("stderr"), read("status"));
+    let label = format!("{}:{}", block.chapter, block.line);
+    let (stdout, stderr, status) = run_once(&block.id, &label, || {
+        let base = crate::harness::result_base(&block.id, process::id());
+        let read = |ext: &str| {
+            fs::read_to_string(format!("{base}.{ext}")).unwrap_or_default()
+        };
+        let _ = fs::remove_file(format!("{base}.status"));
+        skeptic::rt::run_test(root, out, target, &program);
+        (read("stdout"), read("stderr"), read("status"))
+    });
     let (status, server) = status.split_once('\n').unwrap_or((&status, ""));
     eprint!("{stderr}");
     let problem = match status {

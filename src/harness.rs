@@ -48,11 +48,13 @@ pub fn run_server<R: Termination>(
 }
 
 /// Runs a client program against `serve`, started in a background task on
-/// `127.0.0.1:0`; the program's first argument is the server's URL.
+/// `127.0.0.1:0`; the program's first argument is the server's URL,
+/// `SCHEME://127.0.0.1:PORT`.
 pub fn run_client<R, S, F, E>(
     program: fn() -> R,
     timeout: u64,
     serve: S,
+    scheme: &str,
     id: &str,
 ) -> ExitCode
 where
@@ -67,7 +69,7 @@ where
     let started = tokio::runtime::Runtime::new().and_then(|runtime| {
         let listener =
             runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let url = format!("{scheme}://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = serve(listener, Box::pin(async { drop(stopped.await) }));
         let task =

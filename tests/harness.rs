@@ -57,6 +57,7 @@ fn test_code(markdown: &str) -> Result<String, String> {
         },
         &Sources {
             harness: &harness,
+            examples: Path::new("examples"),
             server: None,
         },
     )

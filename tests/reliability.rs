@@ -6,7 +6,7 @@
 //! - Load (64 clients, each 1000 authenticated calls and 100 logins, every
 //!   issued token works): `sixty_four_clients_log_in_and_call_without_a_failure`.
 //! - Bounded state (100 000 logins stay within capacity; expired tokens are
-//!   refused): `tests/basic_auth.rs`,
+//!   refused): `tests/recipes/basic_auth.rs`,
 //!   `the_store_holds_at_most_its_capacity_and_forgets_the_oldest`,
 //!   `many_logins_through_the_authenticator_stay_within_capacity`,
 //!   `expired_tokens_are_refused`, `a_zero_lifetime_token_is_never_valid`.
@@ -17,13 +17,13 @@
 //!   `the_storage_servers_survive_random_dataset_names`); deterministic
 //!   seeds, no regression files.
 //! - Storage faults: a cut-off upload and a corrupt or damaged Parquet file
-//!   are in `tests/parquet_storage.rs` (`an_upload_cut_off_midway_*`,
+//!   are in `tests/recipes/parquet_storage.rs` (`an_upload_cut_off_midway_*`,
 //!   `an_upload_that_fails_midway_*`, `files_that_are_not_parquet_datasets_*`,
 //!   `a_dataset_damaged_inside_*`); a write error (a file size limit, which
 //!   fails writes as a full disk does) and stale upload files are here:
 //!   `a_write_error_keeps_the_old_dataset_and_the_server_serving`.
 //! - No leaks: `common::assert_clean_message`, checked on every error these
-//!   tests, `tests/basic_auth.rs` and `tests/parquet_storage.rs` provoke;
+//!   tests, `tests/recipes/basic_auth.rs` and `tests/recipes/parquet_storage.rs` provoke;
 //!   its own tests are `the_clean_message_check_*`.
 
 mod common;

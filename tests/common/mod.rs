@@ -541,7 +541,7 @@ pub fn assert_clean_status(status: &tonic::Status, sent: &[&str]) {
     assert_clean_message(status.message(), sent);
 }
 
-// Added for tests/shards.rs and tests/health.rs (helper-2).
+// Added for tests/recipes/shards.rs and tests/recipes/health.rs (helper-2).
 impl TestServer {
     /// [`TestServer::start`] on a listener the test has bound itself: for
     /// servers that must know their own address, or each other's, before

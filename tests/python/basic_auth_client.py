@@ -2,7 +2,7 @@
 
 It does what the client on the Python cookbook page "Authentication with
 user/password" does, against the server at the URL given as the only
-argument, and prints one line per step for tests/pyarrow_interop.rs:
+argument, and prints one line per step for tests/recipes/pyarrow_interop.rs:
 
     token pair: authorization Bearer <token>
     echo: b'echo'

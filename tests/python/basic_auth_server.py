@@ -8,7 +8,7 @@ answered. It listens on a free port of 127.0.0.1, prints
     Serving on grpc://127.0.0.1:PORT
 
 once it accepts calls, and stops when its standard input is closed or when
-it gets SIGTERM or SIGINT. tests/pyarrow_interop.rs starts it.
+it gets SIGTERM or SIGINT. tests/recipes/pyarrow_interop.rs starts it.
 """
 
 import base64

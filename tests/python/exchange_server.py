@@ -10,7 +10,7 @@ prints
     Serving on grpc://127.0.0.1:PORT
 
 once it accepts calls, and stops when its standard input is closed.
-tests/exchange_pyarrow.rs starts it.
+tests/recipes/exchange_pyarrow.rs starts it.
 """
 
 import sys

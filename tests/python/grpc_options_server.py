@@ -8,7 +8,7 @@ free port of 127.0.0.1, prints
     Serving on grpc://127.0.0.1:PORT
 
 once it accepts calls, and stops when its standard input is closed.
-tests/grpc_options_pyarrow.rs starts it.
+tests/recipes/grpc_options_pyarrow.rs starts it.
 """
 
 import sys

@@ -3,7 +3,7 @@
 It takes the steps of the client on the Python cookbook page (sections
 "Simple Parquet storage service" and "Streaming Parquet Storage Service")
 against the server at the URL given as the only argument, and prints one
-line per step for tests/parquet_storage_pyarrow.rs:
+line per step for tests/recipes/parquet_storage_pyarrow.rs:
 
     put: uploaded.parquet
     info: uploaded.parquet rows=3 bytes=<N> schema=Character: string

@@ -8,7 +8,7 @@ are sent back batch by batch. It listens on a free port of 127.0.0.1, prints
     Serving on grpc://127.0.0.1:PORT
 
 once it accepts calls, and stops when its standard input is closed or when
-it gets SIGTERM or SIGINT. tests/parquet_storage_pyarrow.rs starts it.
+it gets SIGTERM or SIGINT. tests/recipes/parquet_storage_pyarrow.rs starts it.
 """
 
 import pathlib

@@ -1,4 +1,4 @@
-"""pyarrow against the stored-Arrow server (tests/stored_arrow.rs).
+"""pyarrow against the stored-Arrow server (tests/recipes/stored_arrow.rs).
 
 Usage: stored_arrow_client.py URL REPO. Reads the dataset our client
 uploaded, uploads a table of its own and reads it back, and writes an Arrow

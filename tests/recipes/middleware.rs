@@ -2,13 +2,9 @@
 //! (streams included, cancelled calls too), and per-method limits whose
 //! permits come back however a call ends.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/middleware_client.rs"]
-mod middleware_client;
-#[allow(dead_code)]
-#[path = "../examples/middleware_server.rs"]
-mod middleware_server;
+use crate::common;
+use crate::middleware_client;
+use crate::middleware_server;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

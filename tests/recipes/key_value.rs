@@ -1,10 +1,8 @@
 //! The in-memory key-value service: whole datasets or nothing, a capacity,
 //! keys checked, many clients at once, and pyarrow as a client.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/key_value_server.rs"]
-mod key_value_server;
+use crate::common;
+use crate::key_value_server;
 
 use std::ffi::OsStr;
 use std::sync::Arc;

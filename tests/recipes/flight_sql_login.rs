@@ -1,11 +1,9 @@
 //! arrow-flight's Flight SQL client logs in to the authentication recipe's
 //! server through the Handshake, and its token works on later calls.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/basic_auth_server.rs"]
-mod basic_auth_server;
+use crate::basic_auth_server;
 
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;

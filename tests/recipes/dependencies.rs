@@ -8,11 +8,9 @@
 //! crate from `[workspace.dependencies]`, so that the book's blocks and the
 //! programs are built against one version and one feature set of each.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../src/book.rs"]
-mod book;
+use crate::book;
 
 use std::collections::{BTreeMap, BTreeSet};
 

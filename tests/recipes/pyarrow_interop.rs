@@ -13,15 +13,11 @@
 //! (see `recipes/build.rs`): without it they are reported as ignored (and
 //! fail the build on CI).
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/basic_auth_client.rs"]
-mod basic_auth_client;
+use crate::basic_auth_client;
 
-#[allow(dead_code)]
-#[path = "../examples/basic_auth_server.rs"]
-mod basic_auth_server;
+use crate::basic_auth_server;
 
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;

@@ -16,31 +16,19 @@
 //!   compressed downloads and its dictionaries, hydrated and resent; bad
 //!   tickets and uploads get the right status.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/parquet_storage_server.rs"]
-mod parquet_storage_server;
+use crate::parquet_storage_server;
 
-#[allow(dead_code)]
-#[path = "../examples/streaming_parquet_server.rs"]
-mod streaming_parquet_server;
+use crate::streaming_parquet_server;
 
-#[allow(dead_code)]
-#[path = "../examples/key_value_server.rs"]
-mod key_value_server;
+use crate::key_value_server;
 
-#[allow(dead_code)]
-#[path = "../examples/exchange_server.rs"]
-mod exchange_server;
+use crate::exchange_server;
 
-#[allow(dead_code)]
-#[path = "../examples/wire_server.rs"]
-mod wire_server;
+use crate::wire_server;
 
-#[allow(dead_code)]
-#[path = "../examples/wire_client.rs"]
-mod wire_client;
+use crate::wire_client;
 
 use std::sync::Arc;
 

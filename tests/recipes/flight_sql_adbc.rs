@@ -9,15 +9,11 @@
 //! `tests/python/requirements.txt`: without it they are reported as ignored
 //! (and fail the build on CI).
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/basic_auth_server.rs"]
-mod basic_auth_server;
+use crate::basic_auth_server;
 
-#[allow(dead_code)]
-#[path = "../examples/flight_sql_server/main.rs"]
-mod flight_sql_server;
+use crate::flight_sql_server;
 
 use common::{ChildProcess, Finished, TIMEOUT, TestServer, block_on, runtime};
 

@@ -12,11 +12,9 @@
 //! needs it as ignored, with the reason (`recipes/build.rs`; on CI, where
 //! `CI` is set, the build fails instead).
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/flight_sql_first_server.rs"]
-mod flight_sql_first_server;
+use crate::flight_sql_first_server;
 
 use std::fs;
 use std::path::PathBuf;

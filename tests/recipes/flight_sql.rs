@@ -8,19 +8,13 @@
 //! its login, and the re-handshake pitfall of arrow-flight's
 //! `FlightSqlServiceClient`.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/basic_auth_server.rs"]
-mod basic_auth_server;
+use crate::basic_auth_server;
 
-#[allow(dead_code)]
-#[path = "../examples/flight_sql_client.rs"]
-mod flight_sql_client;
+use crate::flight_sql_client;
 
-#[allow(dead_code)]
-#[path = "../examples/flight_sql_server/main.rs"]
-mod flight_sql_server;
+use crate::flight_sql_server;
 
 use std::sync::Arc;
 

@@ -5,11 +5,9 @@
 //! With Python, the ADBC driver browses it, queries it with a parameter and
 //! reads it into pandas, with the DB-API's defaults and no warning.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/flight_sql_first_server.rs"]
-mod flight_sql_first_server;
+use crate::flight_sql_first_server;
 
 use std::sync::Arc;
 

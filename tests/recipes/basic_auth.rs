@@ -3,11 +3,9 @@
 //! headers, the token store's expiry and capacity, and the whole server over
 //! gRPC with well-formed and malformed `authorization` values.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/basic_auth_server.rs"]
-mod basic_auth_server;
+use crate::basic_auth_server;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

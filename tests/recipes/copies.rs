@@ -26,7 +26,7 @@
 //! it repeats from another program goes in a `copy_` section of the same
 //! name in both, and rule 3 points at any that it forgets.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
@@ -66,7 +66,7 @@ fn the_copies_in_the_programs_are_the_same() {
     let problems = check(&programs);
     assert!(
         problems.is_empty(),
-        "{} problem(s) with copies (the rules are in tests/copies.rs):\n\n{}",
+        "{} problem(s) with copies (the rules are in tests/recipes/copies.rs):\n\n{}",
         problems.len(),
         problems.join("\n\n")
     );

@@ -3,10 +3,8 @@
 //! of the tracing recipe (`examples/tracing_echo.rs`) in its trace, as a child
 //! of the span it named.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/tracing_echo.rs"]
-mod tracing_echo;
+use crate::common;
+use crate::tracing_echo;
 
 use std::ffi::OsStr;
 

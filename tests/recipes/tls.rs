@@ -5,19 +5,13 @@
 //! server serving well-behaved clients after each), the certificate names,
 //! and pyarrow as a client, with and without its own certificate.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/tls_certificates.rs"]
-mod tls_certificates;
+use crate::tls_certificates;
 
-#[allow(dead_code)]
-#[path = "../examples/tls_client.rs"]
-mod tls_client;
+use crate::tls_client;
 
-#[allow(dead_code)]
-#[path = "../examples/tls_server.rs"]
-mod tls_server;
+use crate::tls_server;
 
 use std::error::Error;
 use std::path::Path;

@@ -7,19 +7,13 @@
 //! tries with a few calls, are tried here with every call that takes a
 //! name, and the files around the repository are checked to be unchanged.
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/parquet_storage_server.rs"]
-mod parquet_storage_server;
+use crate::parquet_storage_server;
 
-#[allow(dead_code)]
-#[path = "../examples/streaming_parquet_server.rs"]
-mod streaming_parquet_server;
+use crate::streaming_parquet_server;
 
-#[allow(dead_code)]
-#[path = "../examples/parquet_storage_names.rs"]
-mod parquet_storage_names;
+use crate::parquet_storage_names;
 
 use std::future::Future;
 use std::net::SocketAddr;

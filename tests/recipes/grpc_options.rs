@@ -2,13 +2,9 @@
 //! gzip on the wire, time limits, keep-alive on a connection that dies under
 //! a call, and bad input refused with the server still serving.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/grpc_options_client.rs"]
-mod grpc_options_client;
-#[allow(dead_code)]
-#[path = "../examples/grpc_options_server.rs"]
-mod grpc_options_server;
+use crate::common;
+use crate::grpc_options_client;
+use crate::grpc_options_server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

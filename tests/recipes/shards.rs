@@ -3,13 +3,9 @@
 //! clean errors, an unreachable server is named, and pyarrow follows the
 //! endpoints too.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/shard_client.rs"]
-mod shard_client;
-#[allow(dead_code)]
-#[path = "../examples/shard_server.rs"]
-mod shard_server;
+use crate::common;
+use crate::shard_client;
+use crate::shard_server;
 
 use std::ffi::OsStr;
 

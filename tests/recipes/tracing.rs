@@ -3,10 +3,8 @@
 //! status, concurrent calls keep their own traces, and calls with no or a
 //! malformed `traceparent` get a new trace instead of an error.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/tracing_echo.rs"]
-mod tracing_echo;
+use crate::common;
+use crate::tracing_echo;
 
 use std::future::Future;
 use std::sync::Mutex;

@@ -8,13 +8,9 @@
 //! passes; clean statuses for bad tickets and descriptors; and pyarrow sees
 //! the same order, app_metadata, headers and trailers.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/metadata_client.rs"]
-mod metadata_client;
-#[allow(dead_code)]
-#[path = "../examples/metadata_server.rs"]
-mod metadata_server;
+use crate::common;
+use crate::metadata_client;
+use crate::metadata_server;
 
 use std::ffi::OsStr;
 use std::future::Future;

@@ -5,10 +5,8 @@
 //! `do_action` with pyarrow's own serialization) against our server, and
 //! gets GetFlightInfo's read-once endpoints.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/long_query_server.rs"]
-mod long_query_server;
+use crate::common;
+use crate::long_query_server;
 
 use std::ffi::OsStr;
 

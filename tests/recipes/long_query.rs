@@ -4,13 +4,9 @@
 //! it computed), poll descriptors and endpoints that expire, renewal,
 //! GetFlightInfo's read-once endpoints, and bad input.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/long_query_client.rs"]
-mod long_query_client;
-#[allow(dead_code)]
-#[path = "../examples/long_query_server.rs"]
-mod long_query_server;
+use crate::common;
+use crate::long_query_client;
+use crate::long_query_server;
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -10,23 +10,15 @@
 //! They need Python with the packages of `tests/python/requirements.txt`:
 //! without it they are reported as ignored (and fail the build on CI).
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/parquet_storage_client.rs"]
-mod parquet_storage_client;
+use crate::parquet_storage_client;
 
-#[allow(dead_code)]
-#[path = "../examples/parquet_storage_server.rs"]
-mod parquet_storage_server;
+use crate::parquet_storage_server;
 
-#[allow(dead_code)]
-#[path = "../examples/streaming_parquet_client.rs"]
-mod streaming_parquet_client;
+use crate::streaming_parquet_client;
 
-#[allow(dead_code)]
-#[path = "../examples/streaming_parquet_server.rs"]
-mod streaming_parquet_server;
+use crate::streaming_parquet_server;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -8,11 +8,9 @@
 //! packages of `tests/python/requirements.txt`: without it they are
 //! reported as ignored (and fail the build on CI).
 
-mod common;
+use crate::common;
 
-#[allow(dead_code)]
-#[path = "../examples/flight_sql_server/main.rs"]
-mod flight_sql_server;
+use crate::flight_sql_server;
 
 use std::time::{Duration, Instant};
 

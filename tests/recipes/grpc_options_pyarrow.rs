@@ -7,13 +7,9 @@
 //! * a pyarrow client (`tests/python/grpc_options_client.py`) against our
 //!   server, `serve` of `examples/grpc_options_server.rs`.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/grpc_options_client.rs"]
-mod grpc_options_client;
-#[allow(dead_code)]
-#[path = "../examples/grpc_options_server.rs"]
-mod grpc_options_server;
+use crate::common;
+use crate::grpc_options_client;
+use crate::grpc_options_server;
 
 use std::ffi::OsStr;
 

@@ -6,13 +6,9 @@
 //! nothing behind; a client that goes away stops its download; pyarrow
 //! uploads, reads, and writes files that our client reads.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/stored_arrow_client.rs"]
-mod stored_arrow_client;
-#[allow(dead_code)]
-#[path = "../examples/stored_arrow_server.rs"]
-mod stored_arrow_server;
+use crate::common;
+use crate::stored_arrow_client;
+use crate::stored_arrow_server;
 
 use std::path::Path;
 use std::sync::Arc;

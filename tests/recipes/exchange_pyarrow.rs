@@ -8,13 +8,9 @@
 //! And our client against a pyarrow server that does the same
 //! (`tests/python/exchange_server.py`).
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/exchange_client.rs"]
-mod exchange_client;
-#[allow(dead_code)]
-#[path = "../examples/exchange_server.rs"]
-mod exchange_server;
+use crate::common;
+use crate::exchange_client;
+use crate::exchange_server;
 
 use std::ffi::OsStr;
 

@@ -3,13 +3,9 @@
 //! per-batch app_metadata survives batches the encoder splits, and bad input
 //! gets the right status while the server goes on serving.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/exchange_client.rs"]
-mod exchange_client;
-#[allow(dead_code)]
-#[path = "../examples/exchange_server.rs"]
-mod exchange_server;
+use crate::common;
+use crate::exchange_client;
+use crate::exchange_server;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -2,13 +2,9 @@
 //! that health watchers see before the server stops, with Flight calls still
 //! answered meanwhile; a plain grpcio client (Python) asks too.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/health_client.rs"]
-mod health_client;
-#[allow(dead_code)]
-#[path = "../examples/health_server.rs"]
-mod health_server;
+use crate::common;
+use crate::health_client;
+use crate::health_server;
 
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
