@@ -185,15 +185,39 @@ async fn too_large(client: &mut FlightClient) -> Result<(), Box<dyn Error>> {
 }
 // ANCHOR_END: too_large
 
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
+
 // ANCHOR: main
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let url = std::env::args().nth(1);
     let url = url.unwrap_or_else(|| "grpc://127.0.0.1:8821".to_string());
-    let channel: Channel =
-        Endpoint::from_shared(url.replace("grpc://", "http://"))?
-            .connect()
-            .await?;
+    let channel: Channel = flight_endpoint(&url)?.connect().await?;
     // tonic's limit on received messages is 4 MiB unless it is raised.
     let mut plain = FlightClient::new(channel.clone());
     let inner =

@@ -148,12 +148,39 @@ async fn measure(
     Ok((bytes, up, down))
 }
 
+// ANCHOR: copy_flight_endpoint
+/// The tonic endpoint of a Flight URL, the form servers print and
+/// locations use: `grpc://`, `grpc+tcp://` and `http://` are plain text,
+/// `grpc+tls://` and `https://` TLS. Other schemes are refused.
+pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let http = match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "grpc+tcp" | "http" => "http",
+        "grpc+tls" | "https" => "https",
+        "arrow-flight-reuse-connection" => {
+            return Err(format!(
+                "{url:?} names no server: it means the connection that gave \
+                 out the endpoint"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?} is not a Flight URL this client can use: use \
+                 grpc://, grpc+tcp://, grpc+tls://, http:// or https://"
+            ));
+        }
+    };
+    Endpoint::from_shared(format!("{http}://{rest}"))
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+// ANCHOR_END: copy_flight_endpoint
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let url = format!("grpc://{}", listener.local_addr()?);
     let server = tokio::spawn(wire_server::serve(listener, std::future::pending()));
-    let channel = Endpoint::from_shared(url)?.connect().await?;
+    let channel = flight_endpoint(&url)?.connect().await?;
     let inner = FlightServiceClient::new(channel)
         .max_decoding_message_size(wire_server::UPLOAD_MESSAGE_LIMIT);
     let mut client = FlightClient::new_from_inner(inner);

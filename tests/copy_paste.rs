@@ -100,12 +100,19 @@ fn folder(name: String) -> (String, Vec<(PathBuf, String)>) {
     let manifest =
         std::fs::read_to_string(recipes.join("Cargo.toml")).expect("manifest");
     let path = book::target_path(&manifest, &name).expect("a target");
-    let main = recipes.join(path);
-    let dir = main.parent().expect("its folder").to_path_buf();
+    let main = recipes.join(&path);
+    // A test target's files keep their places in the repository (the test
+    // in `tests/`, the modules it names by `#[path]`); a program's, their
+    // places in its folder.
+    let dir = match path.starts_with("../tests/") {
+        true => normal(common::repo_root()),
+        false => normal(main.parent().expect("its folder")),
+    };
     let files = book::module_files(&main)
         .into_iter()
         .map(|file| {
             let text = std::fs::read_to_string(&file).expect("a module");
+            let file = normal(&file);
             (
                 file.strip_prefix(&dir)
                     .expect("in its folder")
@@ -115,6 +122,17 @@ fn folder(name: String) -> (String, Vec<(PathBuf, String)>) {
         })
         .collect();
     (name, files)
+}
+
+/// `path` absolute, without `..`.
+fn normal(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).expect("a path");
+    path.components().fold(PathBuf::new(), |p, c| match c {
+        std::path::Component::ParentDir => {
+            p.parent().map(Path::to_path_buf).unwrap_or(p)
+        }
+        c => p.join(c),
+    })
 }
 
 #[test]
@@ -154,7 +172,11 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
         }
 
         for (name, files) in &chapter.folders {
-            let folder = dir.join("src/bin").join(name);
+            let test = files.iter().any(|(path, _)| path.starts_with("tests"));
+            let folder = match test {
+                true => dir.clone(),
+                false => dir.join("src/bin").join(name),
+            };
             for (path, text) in files {
                 std::fs::create_dir_all(
                     folder.join(path).parent().expect("a folder"),
@@ -162,8 +184,13 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
                 .expect("the program's folder");
                 write_if_changed(&folder.join(path), text);
             }
-            let _ = writeln!(listing, "  src/bin/{name}/: the program {name}");
+            let _ = match test {
+                true => writeln!(listing, "  tests/{name}.rs: the test {name}"),
+                false => writeln!(listing, "  src/bin/{name}/: the program {name}"),
+            };
         }
+        // A crate of tests alone still needs a target of its own.
+        write_if_changed(&dir.join("src/lib.rs"), "");
 
         let wanted: BTreeSet<String> = chapter
             .programs
@@ -185,7 +212,7 @@ fn every_complete_program_builds_in_a_new_crate_with_only_its_chapters_dependenc
 
         let mut build = Command::new(env!("CARGO"));
         build
-            .args(["check", "--bins", "--quiet"])
+            .args(["check", "--bins", "--tests", "--quiet"])
             .current_dir(&dir)
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS");

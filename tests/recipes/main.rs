@@ -64,6 +64,9 @@ mod exchange_server;
 #[path = "../../examples/flight_sql_client.rs"]
 mod flight_sql_client;
 #[allow(dead_code)]
+#[path = "../../examples/flight_sql_first_server.rs"]
+mod flight_sql_first_server;
+#[allow(dead_code)]
 #[path = "../../examples/flight_sql_server/main.rs"]
 mod flight_sql_server;
 #[allow(dead_code)]
@@ -103,6 +106,9 @@ mod middleware_server;
 #[path = "../../examples/parquet_storage_client.rs"]
 mod parquet_storage_client;
 #[allow(dead_code)]
+#[path = "../../examples/parquet_storage_names.rs"]
+mod parquet_storage_names;
+#[allow(dead_code)]
 #[path = "../../examples/parquet_storage_server.rs"]
 mod parquet_storage_server;
 #[allow(dead_code)]
@@ -111,6 +117,12 @@ mod shard_client;
 #[allow(dead_code)]
 #[path = "../../examples/shard_server.rs"]
 mod shard_server;
+#[allow(dead_code)]
+#[path = "../../examples/stored_arrow_client.rs"]
+mod stored_arrow_client;
+#[allow(dead_code)]
+#[path = "../../examples/stored_arrow_server.rs"]
+mod stored_arrow_server;
 #[allow(dead_code)]
 #[path = "../../examples/streaming_parquet_client.rs"]
 mod streaming_parquet_client;
@@ -130,20 +142,8 @@ mod tls_server;
 #[path = "../../examples/tracing_echo.rs"]
 mod tracing_echo;
 #[allow(dead_code)]
-#[path = "../../examples/flight_sql_first_server.rs"]
-mod flight_sql_first_server;
-#[allow(dead_code)]
-#[path = "../../examples/stored_arrow_client.rs"]
-mod stored_arrow_client;
-#[allow(dead_code)]
-#[path = "../../examples/stored_arrow_server.rs"]
-mod stored_arrow_server;
-#[allow(dead_code)]
 #[path = "../../examples/wire_client.rs"]
 mod wire_client;
 #[allow(dead_code)]
 #[path = "../../examples/wire_server.rs"]
 mod wire_server;
-#[allow(dead_code)]
-#[path = "../../examples/parquet_storage_names.rs"]
-mod parquet_storage_names;
