@@ -294,8 +294,20 @@ fn every_crate_a_block_names_is_a_direct_dependency_listed_by_its_chapter() {
             .collect();
         let mut chapter_crates = BTreeSet::new();
         for block in &blocks {
-            if !matches!(Attributes::parse(&block.info), Ok(Some(_))) {
+            let Ok(Some(attributes)) = Attributes::parse(&block.info) else {
                 continue;
+            };
+            // A part of a program of several files names the crates of all
+            // its files, also those a test target takes in by `#[path]`.
+            if let Some(target) = &attributes.part_of {
+                let recipes = common::repo_root().join("recipes");
+                let manifest = std::fs::read_to_string(recipes.join("Cargo.toml"))
+                    .expect("recipes/Cargo.toml");
+                let main = book::target_path(&manifest, target).expect("a target");
+                for file in book::module_files(&recipes.join(main)) {
+                    let text = std::fs::read_to_string(&file).expect("a module");
+                    chapter_crates.extend(crates_named(&text));
+                }
             }
             // A part of a file shown alone (`{{#include FILE:ANCHOR}}`) names
             // the crates of the file's `use` lines: check the whole file.
