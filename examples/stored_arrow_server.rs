@@ -30,6 +30,7 @@ use futures::{Stream, StreamExt, TryStreamExt, future};
 use http_body::Frame;
 use tempfile::TempPath;
 use tokio::net::TcpListener;
+#[cfg(unix)]
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -1030,12 +1031,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     // Catch the signals before saying that the server is up.
     // ANCHOR: copy_stop_on_signal
+    #[cfg(unix)]
     let mut interrupt = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     // ANCHOR_END: copy_stop_on_signal

@@ -18,6 +18,7 @@ use arrow_schema::SchemaRef;
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::net::TcpListener;
+#[cfg(unix)]
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -287,12 +288,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:8821")).await?;
 
     // ANCHOR: copy_stop_on_signal
+    #[cfg(unix)]
     let mut interrupt = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     // ANCHOR_END: copy_stop_on_signal
