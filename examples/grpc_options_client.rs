@@ -165,7 +165,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{}", upload(&mut client, 1_000_000, 2 * 1024 * 1024).await?);
     println!("{}", upload(&mut client, 1_000_000, usize::MAX).await?);
     match upload(&mut client, 10_000_000, usize::MAX).await {
-        Err(FlightError::Tonic(status)) if status.code() == Code::OutOfRange => {
+        Err(FlightError::Tonic(status))
+            if status.code() == Code::ResourceExhausted =>
+        {
             println!("{:?}: {}", status.code(), status.message());
         }
         Err(error) => return Err(error.into()),

@@ -449,7 +449,7 @@ pub const UPLOAD_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
 /// is over [`UPLOAD_MESSAGE_LIMIT`], before arrow-flight decodes it. The
 /// service must be built with `max_decoding_message_size` of that limit.
 pub fn within_limit(
-    messages: Streaming<FlightData>,
+    messages: impl Stream<Item = Result<FlightData, Status>> + Send + Unpin + 'static,
 ) -> impl Stream<Item = Result<FlightData, Status>> + Send + Unpin + 'static {
     messages.map(|message| {
         let message = message.map_err(too_large)?;

@@ -16,6 +16,7 @@ use tonic::{Request, Status};
 use super::batches::{bind, parameter_row};
 use super::server::SqlServer;
 use super::sqlite::sql_error;
+use super::uploads::within_limit;
 
 /// The SQLite column type for an Arrow type of an ingested batch.
 pub(crate) fn column_type(data_type: &DataType) -> String {
@@ -167,11 +168,15 @@ impl SqlServer {
             ingest(connection, &command, receiver, transaction.is_some())
         });
         let reader = async move {
-            let stream = request.into_inner().map_err(FlightError::from);
+            let stream =
+                within_limit(request.into_inner()).map_err(FlightError::from);
             let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
             while let Some(batch) = batches.next().await {
-                let batch = batch.map_err(|e| {
-                    Status::invalid_argument(format!("the data do not decode: {e}"))
+                let batch = batch.map_err(|e| match e {
+                    FlightError::Tonic(status) => *status,
+                    e => Status::invalid_argument(format!(
+                        "the data do not decode: {e}"
+                    )),
                 })?;
                 if sender.send(batch).await.is_err() {
                     break;

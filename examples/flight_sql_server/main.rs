@@ -14,6 +14,7 @@ pub mod sqlite;
 pub mod statements;
 pub mod tables;
 pub mod transactions;
+pub mod uploads;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use poll::WithPoll;
 use server::SqlServer;
 use sessions::RunningQueries;
 use sqlite::create_database;
+use uploads::UPLOAD_MESSAGE_LIMIT;
 
 // ANCHOR: copy_header_limit
 /// The most a call's headers may take, counted as HTTP/2 counts them: each
@@ -89,7 +91,10 @@ pub async fn serve_database(
     Server::builder()
         .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
         .layer(InterceptorLayer::new(limit_headers))
-        .add_service(FlightServiceServer::new(WithPoll(server)))
+        .add_service(
+            FlightServiceServer::new(WithPoll(server))
+                .max_decoding_message_size(UPLOAD_MESSAGE_LIMIT),
+        )
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await?;
     Ok(())

@@ -22,6 +22,7 @@ use super::login::Tokens;
 use super::sessions::RunningQueries;
 use super::sqlite::{open, sql_error};
 use super::statements::{DoGetStream, flight_stream};
+use super::uploads::within_limit;
 
 // ANCHOR: state
 /// The most prepared statements and open transactions kept at once, for
@@ -379,16 +380,18 @@ impl SqlServer {
 pub(crate) async fn read_parameters(
     request: Request<PeekableFlightDataStream>,
 ) -> Result<Option<RecordBatch>, Status> {
-    let stream = request
-        .into_inner()
+    let stream = within_limit(request.into_inner())
         .try_filter(|data| std::future::ready(!data.data_header.is_empty()))
         .map_err(FlightError::from);
     let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
     let mut all = Vec::new();
     let mut bytes = 0;
     while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(|e| {
-            Status::invalid_argument(format!("the parameters do not decode: {e}"))
+        let batch = batch.map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            e => Status::invalid_argument(format!(
+                "the parameters do not decode: {e}"
+            )),
         })?;
         bytes += batch.get_array_memory_size();
         if bytes > MAX_PARAMETER_BYTES {

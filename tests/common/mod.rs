@@ -578,3 +578,68 @@ impl TestServer {
         }
     }
 }
+
+/// An upload under `descriptor` of one small record batch compressed with
+/// `compression`, whose first buffer's length prefix claims 4 EiB once
+/// decompressed: a few hundred bytes that arrow-ipc, unguarded, tries to
+/// reserve 4 EiB for (for LZ4 the failed allocation aborts the process).
+pub async fn compression_bomb(
+    descriptor: arrow_flight::FlightDescriptor,
+    compression: arrow_ipc::CompressionType,
+) -> Vec<arrow_flight::FlightData> {
+    use futures::TryStreamExt;
+    let values = arrow_array::Int64Array::from_iter_values(0..1000);
+    let batch = arrow_array::RecordBatch::try_from_iter([(
+        "value",
+        Arc::new(values) as arrow_array::ArrayRef,
+    )])
+    .expect("a batch");
+    let options = arrow_ipc::writer::IpcWriteOptions::default()
+        .try_with_compression(Some(compression))
+        .expect("the compression is enabled");
+    let mut messages: Vec<arrow_flight::FlightData> =
+        arrow_flight::encode::FlightDataEncoderBuilder::new()
+            .with_options(options)
+            .with_flight_descriptor(Some(descriptor))
+            .build(futures::stream::iter([Ok(batch)]))
+            .try_collect()
+            .await
+            .expect("the batch encodes");
+    let last = messages.last_mut().expect("a batch message");
+    let mut body = last.data_body.to_vec();
+    body[..8].copy_from_slice(&(1i64 << 62).to_le_bytes());
+    last.data_body = body.into();
+    messages
+}
+
+/// Sends `messages` as a DoPut on `client`, with `Bearer token` if given,
+/// and reads every answer.
+pub async fn put(
+    client: &mut arrow_flight::flight_service_client::FlightServiceClient<
+        tonic::transport::Channel,
+    >,
+    token: Option<&str>,
+    messages: Vec<arrow_flight::FlightData>,
+) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(futures::stream::iter(messages));
+    if let Some(token) = token {
+        let bearer = format!("Bearer {token}").parse().expect("a header");
+        request.metadata_mut().insert("authorization", bearer);
+    }
+    let mut answers = client.do_put(request).await?.into_inner();
+    while answers.message().await?.is_some() {}
+    Ok(())
+}
+
+/// Checks that a compression bomb was refused, with `ResourceExhausted`
+/// naming the limit, before it was decompressed.
+pub fn assert_bomb_refused(result: Result<(), tonic::Status>) {
+    let status = result.expect_err("the bomb is refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert!(
+        status.message().contains(
+            "bytes once decompressed; the limit is 67108864 bytes (64 MiB)"
+        ),
+        "{status}"
+    );
+}

@@ -24,13 +24,15 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::TableDefinitionOptions;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, Any, CommandGetCrossReference,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCrossReference,
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
     CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo,
     CommandPreparedStatementQuery, CommandStatementIngest, EndTransaction,
     ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
-use arrow_flight::{Action, HandshakeRequest, Ticket};
+use arrow_flight::{Action, FlightDescriptor, HandshakeRequest, Ticket};
+use arrow_ipc::CompressionType;
 use arrow_schema::{DataType, Field, Schema};
 use common::{TestServer, assert_clean_status, within};
 use flight_sql_client::{fetch, query};
@@ -1130,5 +1132,57 @@ async fn many_clients_prepare_bind_and_run_at_once_without_mixing_up() {
         }
     }
     drop(channel);
+    server.stop().await;
+}
+
+/// Uploads of a few hundred bytes that claim 4 EiB once decompressed, LZ4
+/// or ZSTD, are refused before they are decompressed, as ingestion and as
+/// a prepared statement's parameters (unguarded, LZ4's failed allocation
+/// aborts the server); the server answers a query after them.
+#[tokio::test]
+async fn compressed_uploads_claiming_4_eib_are_refused_and_the_server_serves_on() {
+    let (server, _dir) = start().await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel, "test", "password").await;
+    let token = client.token().cloned().expect("a token");
+    let mut raw = FlightServiceClient::new(channel.clone());
+    let request = ActionCreatePreparedStatementRequest {
+        query: "SELECT ?".into(),
+        ..Default::default()
+    };
+    let body = action(
+        &mut raw,
+        &token,
+        "CreatePreparedStatement",
+        request.as_any().encode_to_vec(),
+    )
+    .await
+    .expect("prepared");
+    let prepared: ActionCreatePreparedStatementResult = Any::decode(&body[..])
+        .expect("an Any")
+        .unpack()
+        .expect("a result")
+        .expect("a prepared statement");
+    let ingest = CommandStatementIngest {
+        table: "bombed".into(),
+        ..Default::default()
+    };
+    let bind = CommandPreparedStatementQuery {
+        prepared_statement_handle: prepared.prepared_statement_handle,
+    };
+    let commands = [ingest.as_any(), bind.as_any()];
+    for command in commands {
+        for compression in [CompressionType::LZ4_FRAME, CompressionType::ZSTD] {
+            let descriptor = FlightDescriptor::new_cmd(command.encode_to_vec());
+            let bomb = common::compression_bomb(descriptor, compression).await;
+            let result = common::put(&mut raw, Some(&token), bomb).await;
+            common::assert_bomb_refused(result);
+        }
+    }
+    let batches = query(&mut client, "SELECT count(*) AS n FROM animals")
+        .await
+        .expect("a query after the bombs");
+    assert_eq!(integers(&batches, "n").len(), 1);
+    drop((client, raw));
     server.stop().await;
 }

@@ -12,17 +12,22 @@ use crate::flight_sql_first_server;
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
-use arrow_flight::HandshakeRequest;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables};
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetTables, CommandPreparedStatementQuery,
+    ProstMessageExt,
+};
+use arrow_flight::{FlightDescriptor, HandshakeRequest};
+use arrow_ipc::CompressionType;
 use arrow_schema::{DataType, Field, Schema};
 use common::{
     ChildProcess, TIMEOUT, TestServer, assert_clean_status, block_on, runtime,
     within,
 };
 use futures::{StreamExt, stream};
+use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -202,4 +207,29 @@ fn the_adbc_driver_and_pandas_browse_and_query_it() {
     assert_eq!(lines, expected, "stderr:\n{}", finished.stderr);
     assert_eq!(finished.stderr, "", "the driver warned");
     block_on(&runtime, "stopping the server", server.stop());
+}
+
+/// Parameters of a few hundred bytes that claim 4 EiB once decompressed,
+/// LZ4 or ZSTD, are refused before they are decompressed (unguarded, LZ4's
+/// failed allocation aborts the server); a query after them is answered.
+#[tokio::test]
+async fn parameters_claiming_4_eib_are_refused_and_the_server_serves_on() {
+    let server = TestServer::start(flight_sql_first_server::serve).await;
+    let channel = server.channel().await;
+    let mut client = logged_in(&channel).await;
+    let token = client.token().cloned().expect("a token");
+    let mut raw = FlightServiceClient::new(channel.clone());
+    let bind = CommandPreparedStatementQuery {
+        prepared_statement_handle: b"any handle".to_vec().into(),
+    };
+    for compression in [CompressionType::LZ4_FRAME, CompressionType::ZSTD] {
+        let descriptor = FlightDescriptor::new_cmd(bind.as_any().encode_to_vec());
+        let bomb = common::compression_bomb(descriptor, compression).await;
+        let result = common::put(&mut raw, Some(&token), bomb).await;
+        common::assert_bomb_refused(result);
+    }
+    let info = client.execute("SELECT * FROM animals".into(), None).await;
+    assert!(info.is_ok(), "a query after the bombs: {info:?}");
+    drop((client, raw));
+    server.stop().await;
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::FlightServiceServer;
-use arrow_flight::{Action, Ticket};
+use arrow_flight::{Action, FlightDescriptor, Ticket};
+use arrow_ipc::CompressionType;
 use common::{Shutdown, TestServer};
 use grpc_options_client::{connect, upload};
 use grpc_options_server::{OptionsService, serve};
@@ -224,8 +225,10 @@ fn a_server_with_default_limits_refuses_an_8_mb_message_the_recipe_accepts() {
         );
         let refused = upload(&mut client, 1_000_000, usize::MAX).await;
         let message = format!("{:?}", refused.expect_err("refused"));
-        assert!(message.contains("OutOfRange"), "{message}");
-        assert!(message.contains("the limit is: 4194304 bytes"), "{message}");
+        // tonic's OutOfRange, which the recipe's `do_put` tells as
+        // ResourceExhausted (naming the recipe's limit, not this server's).
+        assert!(message.contains("ResourceExhausted"), "{message}");
+        assert!(message.contains("is larger than the limit"), "{message}");
         // The same client, the default split: fine.
         let said = upload(&mut client, 1_000_000, 2 * 1024 * 1024)
             .await
@@ -348,6 +351,28 @@ fn bad_tickets_and_actions_are_refused_with_what_is_wrong_and_the_server_serves_
             .expect("one result");
         assert_eq!(&result.body[..], b"slept 1 ms");
         drop((results, client));
+        server.stop().await;
+    });
+}
+
+/// A message of a few hundred bytes that claims 4 EiB once decompressed,
+/// LZ4 or ZSTD, is refused before it is decompressed (unguarded, LZ4's
+/// failed allocation aborts the server), and an upload after it is counted.
+#[test]
+fn a_compressed_upload_claiming_4_eib_is_refused_and_the_server_serves_on() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the compression bombs", async {
+        let server = TestServer::start(serve).await;
+        let mut client =
+            FlightServiceClient::new(connect(server.url()).await.expect("connect"));
+        for compression in [CompressionType::LZ4_FRAME, CompressionType::ZSTD] {
+            let descriptor = FlightDescriptor::new_path(vec!["bomb".into()]);
+            let bomb = common::compression_bomb(descriptor, compression).await;
+            common::assert_bomb_refused(common::put(&mut client, None, bomb).await);
+        }
+        let said = upload(&mut client, 1000, usize::MAX).await.expect("upload");
+        assert_eq!(said, "1000 rows in 1 batches, encoding identity");
+        drop(client);
         server.stop().await;
     });
 }

@@ -19,6 +19,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, FlightData, FlightDescriptor, Ticket};
+use arrow_ipc::CompressionType;
 use arrow_ipc::writer::{FileWriter, StreamWriter};
 use arrow_select::concat::concat_batches;
 use common::{ChildProcess, TestServer, block_on, runtime};
@@ -411,6 +412,30 @@ fn pyarrow_uploads_and_reads_and_its_files_are_served() {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(rows, 3000);
         drop(client);
+        server.stop().await;
+    });
+}
+
+/// An upload of a few hundred bytes that claims 4 EiB once decompressed,
+/// LZ4 or ZSTD, is refused before it is decompressed (unguarded, LZ4's
+/// failed allocation aborts the server); an upload after it is stored.
+#[test]
+fn a_compressed_upload_claiming_4_eib_is_refused_and_the_server_serves_on() {
+    let runtime = runtime();
+    let repo = tempfile::tempdir().expect("a temp dir");
+    block_on(&runtime, "the compression bombs", async {
+        let server = start(repo.path()).await;
+        let mut raw = FlightServiceClient::new(server.channel().await);
+        for compression in [CompressionType::LZ4_FRAME, CompressionType::ZSTD] {
+            let descriptor = FlightDescriptor::new_path(vec!["bomb.arrow".into()]);
+            let bomb = common::compression_bomb(descriptor, compression).await;
+            common::assert_bomb_refused(common::put(&mut raw, None, bomb).await);
+        }
+        let mut client = server.client().await;
+        upload(&mut client, "fine.arrow", vec![ints(0, 3)])
+            .await
+            .expect("stored");
+        drop((client, raw));
         server.stop().await;
     });
 }

@@ -16,7 +16,9 @@ use crate::tls_server;
 use std::error::Error;
 use std::path::Path;
 
-use arrow_flight::FlightClient;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightClient, FlightDescriptor};
+use arrow_ipc::CompressionType;
 use common::{ChildProcess, TIMEOUT, TestServer};
 use rcgen::{CertificateParams, KeyPair};
 use tls_certificates::{CA_NAME, CLIENT_NAME, SERVER_NAME, write_certificates};
@@ -341,4 +343,29 @@ fn a_pyarrow_client_connects_over_tls_and_over_mutual_tls() {
         );
         common::block_on(&runtime, "stop", server.stop());
     }
+}
+
+/// An upload of a few hundred bytes that claims 4 EiB once decompressed,
+/// LZ4 or ZSTD, is refused before it is decompressed (unguarded, LZ4's
+/// failed allocation aborts the server); `whoami` is answered after it.
+#[test]
+fn a_compressed_upload_claiming_4_eib_is_refused_and_the_server_serves_on() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the compression bombs", async {
+        let dir = certificates();
+        let (server, url) = start(dir.path(), false).await;
+        let channel = connect(&url, &read(dir.path(), "ca.pem"), None)
+            .await
+            .expect("connect");
+        let mut raw = FlightServiceClient::new(channel.clone());
+        for compression in [CompressionType::LZ4_FRAME, CompressionType::ZSTD] {
+            let descriptor = FlightDescriptor::new_path(vec!["bomb".into()]);
+            let bomb = common::compression_bomb(descriptor, compression).await;
+            common::assert_bomb_refused(common::put(&mut raw, None, bomb).await);
+        }
+        let name = whoami(&mut FlightClient::new(channel)).await;
+        assert!(name.is_ok(), "whoami after the bombs: {name:?}");
+        drop(raw);
+        server.stop().await;
+    });
 }
