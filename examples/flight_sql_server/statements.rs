@@ -94,9 +94,9 @@ pub(crate) struct Job {
 /// batch at a time, to the receiver it returns: the channel holds two
 /// batches, so a slow client slows the query down. Until `answered` is
 /// set (the schema is known) the query stops at the session's deadline;
-/// then it runs as long as its client reads. While it runs, the query is listed in `running` under its
-/// ticket, for CancelFlightInfo; SQLite stops it when the receiver is
-/// dropped (the client went away).
+/// then it runs as long as its client reads. While it runs, the query is
+/// listed in `running` under its ticket, for CancelFlightInfo; SQLite stops
+/// it when the receiver is dropped (the client went away).
 pub(crate) fn spawn_query(
     running: RunningQueries,
     job: Job,
