@@ -711,6 +711,44 @@ fn batch_pool() -> Result<Vec<RecordBatch>, Error> {
         .collect()
 }
 
+/// The streaming server's peak RSS over idle while it takes uploads of
+/// 256 MiB and of 1 GiB in messages of 8 MiB (a million random Int64 each,
+/// sent whole, as pyarrow sends a table's batches), each by a new process.
+async fn large_batches(runs: usize) -> Result<Vec<Row>, Error> {
+    let pool = batch_pool()?;
+    let batch = concat_batches(&pool[0].schema(), &pool)?;
+    let rows = batch.num_rows();
+    let mut figures: [Figure; 2] = Default::default();
+    for _ in 0..runs {
+        for (figure, batches) in figures.iter_mut().zip([32, 128]) {
+            let mut server = Storage::ours("streaming").await?;
+            server.server.reset_peak();
+            let name = format!("large-{batches}.parquet");
+            let descriptor = FlightDescriptor::new_path(vec![name.clone()]);
+            let data = stream::repeat(batch.clone()).take(batches).map(Ok);
+            let messages = FlightDataEncoderBuilder::new()
+                .with_max_flight_data_size(usize::MAX)
+                .with_flight_descriptor(Some(descriptor))
+                .build(data);
+            let _: Vec<_> =
+                server.client.do_put(messages).await?.try_collect().await?;
+            figure.push(server.over_idle()?);
+            let sent = count_rows(&mut server.client, &name).await?;
+            if sent != batches * rows {
+                return Err(format!("{name}: {sent} rows back").into());
+            }
+            server.server.stop()?;
+        }
+    }
+    Ok(vec![Row::from(
+        "peak RSS over idle, do_put 1 GiB in 8 MiB messages (MiB)",
+        &figures[1],
+        "the same, 256 MiB",
+        &figures[0],
+        Some(Goal::AtMost(1.5)),
+    )])
+}
+
 /// Seconds to upload `batches` batches of the pool as `name`.
 async fn put(
     client: &mut FlightClient,
@@ -1068,7 +1106,8 @@ async fn run(options: Options) -> Result<(), Error> {
     if !options.quick {
         sizes.push(("1 GiB", (1024 * MIB / BATCH_BYTES) as usize));
     }
-    let storage = storage(&options, &sizes, pyarrow.as_deref()).await?;
+    let mut storage = storage(&options, &sizes, pyarrow.as_deref()).await?;
+    storage.extend(large_batches(options.runs).await?);
     let storage = print_table(
         "Streaming Parquet storage (examples/streaming_parquet_server.rs): batches of 4096 random \
          Int64 values; MB/s of Arrow data (10^6 bytes); pyarrow: the \"Streaming Parquet Storage \

@@ -32,7 +32,7 @@ use tempfile::TempPath;
 use tokio::net::TcpListener;
 #[cfg(unix)]
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::service::InterceptorLayer;
@@ -275,13 +275,13 @@ impl Repository {
             .map_err(|e| write_error(name, e))?;
 
         // Encode on a thread of its own, while the next batches are decoded.
-        let (batches, mut queue) =
-            mpsc::channel::<Vec<RecordBatch>>(QUEUED_BATCHES);
+        let (batches, mut queue) = mpsc::unbounded_channel::<Group>();
         let name = name.to_string();
         let encoder = tokio::task::spawn_blocking({
             let name = name.clone();
             move || {
-                while let Some(group) = queue.blocking_recv() {
+                // A group's room in the queue is given back once it is written.
+                while let Some((group, _room)) = queue.blocking_recv() {
                     for batch in group {
                         writer.write(&batch).map_err(|e| write_error(&name, e))?;
                     }
@@ -295,6 +295,7 @@ impl Repository {
             temp_path,
             group: Vec::new(),
             group_bytes: 0,
+            room: Arc::new(Semaphore::new(QUEUED_KIB)),
             batches,
             encoder,
         })
@@ -307,9 +308,12 @@ impl Repository {
 /// memory until it is complete, and the reader reads one at a time.
 pub const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
-/// The batches, or groups of batches, that may wait for the encoder or for
-/// the client.
+/// The batches that may wait for the client.
 pub const QUEUED_BATCHES: usize = 4;
+
+/// The KiB of batches that may wait for the encoder; a larger batch waits
+/// alone.
+pub const QUEUED_KIB: usize = 4 * 1024;
 
 /// The bytes of the batches of an upload that go to the encoder together.
 pub const GROUP_BYTES: usize = 1024 * 1024;
@@ -331,6 +335,9 @@ pub fn writer_properties() -> WriterProperties {
 // ANCHOR_END: writer_properties
 
 // ANCHOR: upload_write
+/// Batches for the encoder, with the room they take in its queue.
+type Group = (Vec<RecordBatch>, OwnedSemaphorePermit);
+
 /// A dataset being written, one batch at a time.
 pub struct Upload {
     name: String,
@@ -339,7 +346,9 @@ pub struct Upload {
     /// Batches not yet handed to the encoder, and their size.
     group: Vec<RecordBatch>,
     group_bytes: usize,
-    batches: mpsc::Sender<Vec<RecordBatch>>,
+    /// Room in the queue, in KiB of batches.
+    room: Arc<Semaphore>,
+    batches: mpsc::UnboundedSender<Group>,
     /// The encoder's thread, which gives the writer back once `batches`
     /// closes; an upload dropped before its end drops it there.
     encoder: JoinHandle<Result<ArrowWriter<std::fs::File>, Status>>,
@@ -347,7 +356,7 @@ pub struct Upload {
 
 impl Upload {
     /// Hands `batch` to the encoder, in groups of [`GROUP_BYTES`]: each
-    /// hand-over wakes a thread. Waits while [`QUEUED_BATCHES`] groups
+    /// hand-over wakes a thread. Waits while [`QUEUED_KIB`] of batches
     /// wait for the encoder.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<(), Status> {
         self.group_bytes += batch.get_array_memory_size();
@@ -360,8 +369,11 @@ impl Upload {
 
     async fn hand_over(&mut self) -> Result<(), Status> {
         let group = std::mem::take(&mut self.group);
+        let kib = self.group_bytes.div_ceil(1024).min(QUEUED_KIB);
         self.group_bytes = 0;
-        match self.batches.send(group).await {
+        let room = Arc::clone(&self.room).acquire_many_owned(kib as u32).await;
+        let room = room.map_err(|_| Status::internal("the queue was closed"))?;
+        match self.batches.send((group, room)) {
             Ok(()) => Ok(()),
             // The encoder has stopped, which it does only on an error.
             Err(_) => {

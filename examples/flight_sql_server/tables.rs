@@ -298,15 +298,8 @@ impl SqlServer {
         query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let owner = self.owner(&request)?;
-        let keys = self
-            .session(&owner, None, request.metadata())
-            .await?
-            .run(foreign_keys)
-            .await?;
-        let keys: Vec<_> =
-            keys.into_iter().filter(|k| k.2 == query.table).collect();
-        Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
+        self.foreign_keys_where(&request, |k| k.2 == query.table)
+            .await
     }
 
     pub(crate) async fn describe_imported_keys(
@@ -323,15 +316,8 @@ impl SqlServer {
         query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let owner = self.owner(&request)?;
-        let keys = self
-            .session(&owner, None, request.metadata())
-            .await?
-            .run(foreign_keys)
-            .await?;
-        let keys: Vec<_> =
-            keys.into_iter().filter(|k| k.0 == query.table).collect();
-        Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
+        self.foreign_keys_where(&request, |k| k.0 == query.table)
+            .await
     }
 
     pub(crate) async fn describe_cross_reference(
@@ -348,16 +334,26 @@ impl SqlServer {
         query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let owner = self.owner(&request)?;
+        self.foreign_keys_where(&request, |k| {
+            k.2 == query.pk_table && k.0 == query.fk_table
+        })
+        .await
+    }
+
+    /// The foreign keys of the caller's database that `keep` keeps, as
+    /// one batch.
+    async fn foreign_keys_where(
+        &self,
+        request: &Request<Ticket>,
+        keep: impl Fn(&ForeignKey) -> bool,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let owner = self.owner(request)?;
         let keys = self
             .session(&owner, None, request.metadata())
             .await?
             .run(foreign_keys)
             .await?;
-        let keys: Vec<_> = keys
-            .into_iter()
-            .filter(|k| k.2 == query.pk_table && k.0 == query.fk_table)
-            .collect();
+        let keys: Vec<_> = keys.into_iter().filter(|k| keep(k)).collect();
         Ok(Response::new(batch_stream(foreign_key_batch(&keys)?)))
     }
 }
