@@ -1,4 +1,3 @@
-// ANCHOR: uses
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -35,29 +34,27 @@ use tokio::signal::unix::{SignalKind, signal};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
-// ANCHOR_END: uses
 
 // ANCHOR: login
 /// The one user, as `user:password`.
 const USER: &str = "test:password";
 
-/// Lets a call in if it carries the token that the Handshake gives out, or
-/// the user and password (`Basic`, base64 with or without its padding).
+/// Lets in a call that carries the Handshake's token, or the user and
+/// password (`Basic`, in base64 with or without its padding).
 fn authorize(token: &str, request: Request<()>) -> Result<Request<()>, Status> {
     let header = request.metadata().get("authorization");
     let header = header.and_then(|value| value.to_str().ok()).unwrap_or("");
-    let (given, right, wrong) = if let Some(given) = header.strip_prefix("Bearer ")
-    {
-        (given.as_bytes().to_vec(), token, "unknown token")
-    } else if let Some(given) = header.strip_prefix("Basic ") {
-        let given = STANDARD_NO_PAD.decode(given.trim_end_matches('='));
-        (given.unwrap_or_default(), USER, "unknown user or wrong password")
-    } else {
-        return Err(Status::unauthenticated("no credentials: log in first"));
+    let right = match header.split_once(' ') {
+        Some(("Bearer", given)) => given.as_bytes().ct_eq(token.as_bytes()),
+        Some(("Basic", given)) => {
+            let given = STANDARD_NO_PAD.decode(given.trim_end_matches('='));
+            given.unwrap_or_default().ct_eq(USER.as_bytes())
+        }
+        _ => return Err(Status::unauthenticated("no credentials: log in first")),
     };
-    match bool::from(given.ct_eq(right.as_bytes())) {
+    match bool::from(right) {
         true => Ok(request),
-        false => Err(Status::unauthenticated(wrong)),
+        false => Err(Status::unauthenticated("wrong user, password or token")),
     }
 }
 // ANCHOR_END: login
@@ -71,11 +68,9 @@ fn prepare<'a>(
 ) -> Result<(Statement<'a>, SchemaRef), Status> {
     let statement = db.prepare(sql).map_err(invalid)?;
     if !statement.readonly() || statement.column_count() == 0 {
-        return Err(Status::invalid_argument("this server only runs queries"));
-    }
-    if statement.parameter_count() > 0 {
-        let words = "this server takes no parameters: write the values in the SQL";
-        return Err(Status::invalid_argument(words));
+        return Err(invalid("this server only runs queries"));
+    } else if statement.parameter_count() > 0 {
+        return Err(invalid("this server takes no parameters: put them in SQL"));
     }
     let fields = statement.columns().into_iter().map(|column| {
         let declared = column.decl_type().unwrap_or("").to_uppercase();
@@ -111,10 +106,9 @@ fn run(db: &Connection, sql: &str) -> Result<RecordBatch, Status> {
         ..Default::default()
     };
     let columns = schema.fields().iter().zip(columns).map(|(field, text)| {
-        let text = StringArray::from(text);
-        cast_with_options(&text, field.data_type(), &strict).map_err(invalid)
+        cast_with_options(&StringArray::from(text), field.data_type(), &strict)
     });
-    let columns = columns.collect::<Result<_, _>>()?;
+    let columns = columns.collect::<Result<_, _>>().map_err(invalid)?;
     RecordBatch::try_new(schema, columns).map_err(internal)
 }
 // ANCHOR_END: sqlite
@@ -127,9 +121,11 @@ fn flight_info(
     command: impl ProstMessageExt,
 ) -> Result<Response<FlightInfo>, Status> {
     let ticket = Ticket::new(command.as_any().encode_to_vec());
-    let info = FlightInfo::new().try_with_schema(schema).map_err(internal)?;
     let endpoint = FlightEndpoint::new().with_ticket(ticket);
-    Ok(Response::new(info.with_endpoint(endpoint)))
+    let info = FlightInfo::new().with_endpoint(endpoint);
+    Ok(Response::new(
+        info.try_with_schema(schema).map_err(internal)?,
+    ))
 }
 
 /// A stream of one batch.
@@ -263,10 +259,10 @@ impl FlightSqlService for SqlServer {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let database = self.database.lock().map_err(internal)?;
         let (_, schema) = prepare(&database, &query.query)?;
-        let info = FlightInfo::new().try_with_schema(&schema).map_err(internal)?;
+        let info = FlightInfo::new().try_with_schema(&schema);
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: query.query.into(),
-            dataset_schema: info.schema,
+            dataset_schema: info.map_err(internal)?.schema,
             ..Default::default()
         })
     }
@@ -309,7 +305,8 @@ impl FlightSqlService for SqlServer {
         let query = CommandPreparedStatementQuery {
             prepared_statement_handle,
         };
-        self.get_flight_info_prepared_statement(query, request).await
+        self.get_flight_info_prepared_statement(query, request)
+            .await
     }
     // ANCHOR_END: prepared
 
