@@ -35,6 +35,15 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+// ANCHOR: state
+/// An in-memory SQLite database behind Flight SQL.
+pub struct SqlServer {
+    database: Mutex<Connection>,
+    info: SqlInfoData,
+    token: String,
+}
+// ANCHOR_END: state
+
 // ANCHOR: login
 /// The one user, as `user:password`.
 const USER: &str = "test:password";
@@ -72,7 +81,7 @@ fn prepare<'a>(
     } else if statement.parameter_count() > 0 {
         return Err(invalid("this server takes no parameters: put them in SQL"));
     }
-    let fields = statement.columns().into_iter().map(|column| {
+    let fields = statement.columns().map(|column| {
         let declared = column.decl_type().unwrap_or("").to_uppercase();
         let data_type = match declared.as_str() {
             t if t.contains("INT") => DataType::Int64,
@@ -145,20 +154,11 @@ fn internal(error: impl ToString) -> Status {
 }
 // ANCHOR_END: answers
 
-// ANCHOR: state
-/// An in-memory SQLite database behind Flight SQL.
-pub struct SqlServer {
-    database: Mutex<Connection>,
-    info: SqlInfoData,
-    token: String,
-}
-
+// ANCHOR: handshake
 #[tonic::async_trait]
 impl FlightSqlService for SqlServer {
     type FlightService = SqlServer;
-    // ANCHOR_END: state
 
-    // ANCHOR: handshake
     async fn do_handshake(
         &self,
         _request: Request<Streaming<HandshakeRequest>>,

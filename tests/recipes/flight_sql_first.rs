@@ -160,7 +160,10 @@ async fn a_bad_query_gets_invalid_argument_in_sqlites_words() {
         ("SELECT colour FROM animals", "no such column: colour"),
         ("DELETE FROM animals", "this server only runs queries"),
         ("CREATE TABLE t (x)", "this server only runs queries"),
-        ("SELECT * FROM animals WHERE legs > ?", "takes no parameters"),
+        (
+            "SELECT * FROM animals WHERE legs > ?",
+            "takes no parameters",
+        ),
         ("SELECT :legs", "takes no parameters"),
     ] {
         let plain = client.execute(sql.into(), None).await;
