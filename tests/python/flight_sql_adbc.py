@@ -42,8 +42,9 @@ with flight_sql.connect(uri, db_kwargs=login, autocommit=True) as connection:
         cursor.execute("SELECT name FROM animals WHERE legs = ? ORDER BY name", (4,))
         print("legs = 4", cursor.fetchall())
         # polars hands execute_options to the cursor's execute.
-        sql, four = "SELECT name FROM animals WHERE legs = ? ORDER BY name", (4,)
-        frame = polars.read_database(sql, connection, execute_options={"parameters": four})
+        sql = "SELECT name FROM animals WHERE legs = ? ORDER BY name"
+        options = {"parameters": (4,)}
+        frame = polars.read_database(sql, connection, execute_options=options)
         print("polars legs = 4", frame["name"].to_list())
         cursor.executemany(
             "INSERT INTO animals VALUES (?, ?, ?)", [("snail", 0, 3.0), ("bee", 6, 1.5)]
