@@ -142,7 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let refused = [
         "SELECT * FROM plants",
         "DELETE FROM animals",
-        "SELECT name FROM animals WHERE legs > ?",
+        "SELECT * FROM animals LIMIT ?",
     ];
     for sql in refused {
         match client.execute(sql.to_string(), None).await {

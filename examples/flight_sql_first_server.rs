@@ -79,7 +79,7 @@ fn prepare<'a>(
     if !statement.readonly() || statement.column_count() == 0 {
         return Err(invalid("this server only runs queries"));
     } else if statement.parameter_count() > 0 {
-        return Err(invalid("this server takes no parameters: put them in SQL"));
+        return Err(invalid("this server takes no parameters"));
     }
     let fields = statement.columns().map(|column| {
         let declared = column.decl_type().unwrap_or("").to_uppercase();

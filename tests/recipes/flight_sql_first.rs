@@ -220,7 +220,7 @@ fn the_adbc_driver_and_pandas_browse_and_query_it() {
         "ProgrammingError INVALID_ARGUMENT: [FlightSQL] no such table: plants \
          (InvalidArgument; Prepare)",
         "ProgrammingError INVALID_ARGUMENT: [FlightSQL] this server takes no \
-         parameters: put them in SQL (InvalidArgument; Prepare)",
+         parameters (InvalidArgument; Prepare)",
         "pandas ['str', 'int64', 'float64'] ['snail', 'ostrich', 'cat', 'spider']",
     ];
     let lines: Vec<&str> = finished.stdout.lines().collect();
