@@ -1,16 +1,14 @@
 // ANCHOR: uses
-use std::sync::Arc;
-
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt32Type;
-use arrow_array::{Int64Array, RecordBatch};
 use arrow_cast::display::array_value_to_string;
 use arrow_cast::pretty::pretty_format_batches;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetTables, SqlInfo};
 use arrow_flight::{FlightInfo, IpcMessage};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::Schema;
 use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 // ANCHOR_END: uses
@@ -128,23 +126,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: query
 
     // ANCHOR: prepared
-    let sql = "SELECT name, legs FROM animals WHERE legs > ? ORDER BY legs";
+    let sql = "SELECT name, legs FROM animals WHERE legs > 2 ORDER BY legs";
     let mut prepared = client.prepare(sql.to_string(), None).await?;
-    let schema = Schema::new(vec![Field::new("legs", DataType::Int64, false)]);
-    for legs in [2, 4] {
-        let values = Arc::new(Int64Array::from(vec![legs]));
-        let row = RecordBatch::try_new(Arc::new(schema.clone()), vec![values])?;
-        prepared.set_parameters(row)?;
-        let info = prepared.execute().await?;
-        let batches = fetch(&mut client, info).await?;
-        println!("{sql}, with {legs}");
-        println!("{}", pretty_format_batches(&batches)?);
+    println!("{sql}");
+    for field in prepared.dataset_schema()?.fields() {
+        println!("  {}: {}", field.name(), field.data_type());
     }
+    let info = prepared.execute().await?;
+    let batches = fetch(&mut client, info).await?;
+    println!("{}", pretty_format_batches(&batches)?);
     prepared.close().await?;
     // ANCHOR_END: prepared
 
     // ANCHOR: refused
-    for sql in ["SELECT * FROM plants", "DELETE FROM animals"] {
+    let refused = [
+        "SELECT * FROM plants",
+        "DELETE FROM animals",
+        "SELECT * FROM animals LIMIT ?",
+    ];
+    for sql in refused {
         match client.execute(sql.to_string(), None).await {
             Err(error) => println!("{sql} => {}", describe(&error)),
             Ok(_) => return Err(format!("{sql:?} was accepted").into()),

@@ -1,8 +1,8 @@
 """The ADBC Flight SQL driver, the reference Flight SQL client, against the
 Flight SQL recipe's SQLite server, through its DB-API: log in, read the
-server's info and catalog, execute with parameters, executemany, ingest,
-commit and roll back, execute in partitions; see a refused statement and a
-refused login.
+server's info and catalog, execute with parameters (also through polars),
+executemany, ingest, commit and roll back, execute in partitions; see a
+refused statement and a refused login.
 
 Usage: python flight_sql_adbc.py grpc://HOST:PORT
 """
@@ -11,6 +11,7 @@ import sys
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
+import polars
 import pyarrow as pa
 
 uri = sys.argv[1]
@@ -40,6 +41,11 @@ with flight_sql.connect(uri, db_kwargs=login, autocommit=True) as connection:
     with connection.cursor() as cursor:
         cursor.execute("SELECT name FROM animals WHERE legs = ? ORDER BY name", (4,))
         print("legs = 4", cursor.fetchall())
+        # polars hands execute_options to the cursor's execute.
+        sql = "SELECT name FROM animals WHERE legs = ? ORDER BY name"
+        options = {"parameters": (4,)}
+        frame = polars.read_database(sql, connection, execute_options=options)
+        print("polars legs = 4", frame["name"].to_list())
         cursor.executemany(
             "INSERT INTO animals VALUES (?, ?, ?)", [("snail", 0, 3.0), ("bee", 6, 1.5)]
         )

@@ -1,6 +1,7 @@
 """The ADBC Flight SQL driver against the first Flight SQL server, through
 its DB-API with the defaults (autocommit off): browse the objects, read a
-table's schema, run a query with a parameter, read a query with pandas.
+table's schema, run a query, see a query with a parameter refused, read a
+query with pandas.
 
 Usage: python flight_sql_first_adbc.py grpc://HOST:PORT
 """
@@ -24,12 +25,16 @@ with flight_sql.connect(uri, db_kwargs=login) as connection:
                 print("table", names, table["table_name"], columns)
     print("schema", connection.adbc_get_table_schema("animals").types)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM animals WHERE legs > ? ORDER BY name", (3,))
+        cursor.execute("SELECT name FROM animals WHERE legs > 3 ORDER BY name")
         print("legs > 3", cursor.fetchall())
-        try:
-            cursor.execute("SELECT * FROM plants")
-        except adbc_driver_manager.Error as error:
-            print(type(error).__name__, error)
+        for sql, parameters in [
+            ("SELECT * FROM plants", None),
+            ("SELECT name FROM animals WHERE legs > ?", (3,)),
+        ]:
+            try:
+                cursor.execute(sql, parameters)
+            except adbc_driver_manager.Error as error:
+                print(type(error).__name__, error)
     frame = pandas.read_sql("SELECT * FROM animals ORDER BY legs", connection)
     print("pandas", [str(t) for t in frame.dtypes], frame["name"].tolist())
     connection.commit()

@@ -57,6 +57,7 @@ fn the_adbc_driver_browses_queries_binds_ingests_and_commits() {
         "ProgrammingError INVALID_ARGUMENT: [Flight SQL] Could not set option(s) \
          'schema' (invalid value)",
         "legs = 4 [('cat',), ('dog',), ('horse',)]",
+        "polars legs = 4 ['cat', 'dog', 'horse']",
         "executemany 2",
         "ingest create 3",
         "ingest append 3",

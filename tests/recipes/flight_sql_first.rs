@@ -1,9 +1,11 @@
 //! The first Flight SQL server (`examples/flight_sql_first_server.rs`):
 //! every stream has the schema its FlightInfo announced, a wrong password
-//! and an unknown token get `Unauthenticated`, a bad query gets
-//! `InvalidArgument` in SQLite's words, and the server goes on serving.
-//! With Python, the ADBC driver browses it, queries it with a parameter and
-//! reads it into pandas, with the DB-API's defaults and no warning.
+//! and an unknown token get `Unauthenticated`, a bad query or one with
+//! parameters gets `InvalidArgument` in words that name the problem, an
+//! upload gets `Unimplemented` without being decoded, and the server goes on
+//! serving. With Python, the ADBC driver browses it, queries it and reads it
+//! into pandas, with the DB-API's defaults and no warning. (Bound parameters
+//! are the complete server's: `flight_sql.rs` and `flight_sql_adbc.rs`.)
 
 use crate::common;
 
@@ -11,7 +13,7 @@ use crate::flight_sql_first_server;
 
 use std::sync::Arc;
 
-use arrow_array::{Int64Array, RecordBatch};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -21,7 +23,6 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{FlightDescriptor, HandshakeRequest};
 use arrow_ipc::CompressionType;
-use arrow_schema::{DataType, Field, Schema};
 use common::{
     ChildProcess, TIMEOUT, TestServer, assert_clean_status, block_on, runtime,
     within,
@@ -58,17 +59,10 @@ async fn every_stream_has_the_schema_its_flight_info_announced() {
         ..Default::default()
     };
     let mut prepared = client
-        .prepare("SELECT name, size FROM animals WHERE legs > ?".into(), None)
+        .prepare("SELECT name, size FROM animals WHERE legs > 3".into(), None)
         .await
         .expect("a prepared statement");
-    let schema = Arc::new(Schema::new(vec![Field::new(
-        "legs",
-        DataType::Int64,
-        false,
-    )]));
-    let legs = Arc::new(Int64Array::from(vec![3]));
-    let row = RecordBatch::try_new(schema, vec![legs]).expect("a row");
-    prepared.set_parameters(row).expect("parameters");
+    let prepared_schema = prepared.dataset_schema().expect("a schema").clone();
     let infos = vec![
         client.get_sql_info(vec![]).await,
         client.get_catalogs().await,
@@ -87,9 +81,12 @@ async fn every_stream_has_the_schema_its_flight_info_announced() {
             .await,
         prepared.execute().await,
     ];
-    for info in infos {
+    for (at, info) in infos.into_iter().enumerate() {
         let info = info.expect("a FlightInfo");
         let announced = info.clone().try_decode_schema().expect("a schema");
+        if at == 8 {
+            assert_eq!(announced, prepared_schema, "the schema of the prepared");
+        }
         let ticket = info.endpoint[0].ticket.clone().expect("a ticket");
         let mut stream = client.do_get(ticket).await.expect("the stream");
         while let Some(batch) = stream.next().await {
@@ -103,8 +100,9 @@ async fn every_stream_has_the_schema_its_flight_info_announced() {
     server.stop().await;
 }
 
-/// A Handshake with a wrong password, and a call with a token the server
-/// did not give out, get `Unauthenticated`; the right login still works.
+/// A Handshake with a wrong password or user, base64 with or without its
+/// padding, and a call with a token the server did not give out or without
+/// any, get `Unauthenticated`; the right login, padded or not, still works.
 #[tokio::test]
 async fn a_wrong_password_or_token_gets_unauthenticated() {
     let server = TestServer::start(flight_sql_first_server::serve).await;
@@ -118,15 +116,29 @@ async fn a_wrong_password_or_token_gets_unauthenticated() {
         let mut raw = FlightServiceClient::new(channel.clone());
         let status = raw.handshake(request).await.expect_err("refused");
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-        assert_eq!(status.message(), "unknown user or wrong password");
+        assert_eq!(status.message(), "wrong user, password or token");
+    }
+    for credentials in ["dGVzdDpwYXNzd29yZA==", "dGVzdDpwYXNzd29yZA"] {
+        let mut request = Request::new(stream::iter([HandshakeRequest::default()]));
+        let header = format!("Basic {credentials}").parse().expect("a header");
+        request.metadata_mut().insert("authorization", header);
+        let mut raw = FlightServiceClient::new(channel.clone());
+        let response = raw.handshake(request).await.expect("logged in");
+        let bearer = response.metadata().get("authorization");
+        let bearer = bearer.and_then(|b| b.to_str().ok()).unwrap_or("");
+        assert!(bearer.starts_with("Bearer "), "{credentials}: {bearer:?}");
     }
     let mut stranger = FlightSqlServiceClient::new(channel.clone());
     stranger.set_token("not-a-token".into());
     let error = stranger.get_catalogs().await.expect_err("refused");
-    assert_eq!(status_of(error).code(), Code::Unauthenticated);
+    let status = status_of(error);
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "wrong user, password or token");
     stranger.clear_token();
     let error = stranger.get_catalogs().await.expect_err("refused");
-    assert_eq!(status_of(error).code(), Code::Unauthenticated);
+    let status = status_of(error);
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "no credentials: log in first");
     let mut client = logged_in(&channel).await;
     client.get_catalogs().await.expect("a logged-in call works");
     drop((client, stranger, channel));
@@ -134,8 +146,9 @@ async fn a_wrong_password_or_token_gets_unauthenticated() {
 }
 
 /// A query SQLite cannot compile, plainly or prepared, gets
-/// `InvalidArgument` with SQLite's own words; a statement that writes is
-/// refused before it runs; the server goes on serving.
+/// `InvalidArgument` with SQLite's own words; a statement that writes, or a
+/// query with parameters, is refused before it runs; the server goes on
+/// serving.
 #[tokio::test]
 async fn a_bad_query_gets_invalid_argument_in_sqlites_words() {
     let server = TestServer::start(flight_sql_first_server::serve).await;
@@ -147,6 +160,11 @@ async fn a_bad_query_gets_invalid_argument_in_sqlites_words() {
         ("SELECT colour FROM animals", "no such column: colour"),
         ("DELETE FROM animals", "this server only runs queries"),
         ("CREATE TABLE t (x)", "this server only runs queries"),
+        (
+            "SELECT * FROM animals WHERE legs > ?",
+            "takes no parameters",
+        ),
+        ("SELECT :legs", "takes no parameters"),
     ] {
         let plain = client.execute(sql.into(), None).await;
         let prepared = client.prepare(sql.into(), None).await.map(|_| ());
@@ -201,6 +219,8 @@ fn the_adbc_driver_and_pandas_browse_and_query_it() {
         "legs > 3 [('cat',), ('spider',)]",
         "ProgrammingError INVALID_ARGUMENT: [FlightSQL] no such table: plants \
          (InvalidArgument; Prepare)",
+        "ProgrammingError INVALID_ARGUMENT: [FlightSQL] this server takes no \
+         parameters (InvalidArgument; Prepare)",
         "pandas ['str', 'int64', 'float64'] ['snail', 'ostrich', 'cat', 'spider']",
     ];
     let lines: Vec<&str> = finished.stdout.lines().collect();
@@ -209,27 +229,40 @@ fn the_adbc_driver_and_pandas_browse_and_query_it() {
     block_on(&runtime, "stopping the server", server.stop());
 }
 
-/// Parameters of a few hundred bytes that claim 4 EiB once decompressed,
-/// LZ4 or ZSTD, are refused before they are decompressed (unguarded, LZ4's
-/// failed allocation aborts the server); a query after them is answered.
+/// An upload of parameters, here a few hundred bytes that claim 4 EiB once
+/// decompressed (LZ4 or ZSTD), gets `Unimplemented` before anything is
+/// decoded (an unguarded decoder would abort the server on LZ4's failed
+/// allocation); a query after them is answered. The complete server, which
+/// takes parameters, refuses such an upload with `ResourceExhausted`
+/// (`flight_sql.rs`).
 #[tokio::test]
-async fn parameters_claiming_4_eib_are_refused_and_the_server_serves_on() {
+async fn a_parameter_upload_gets_unimplemented_and_the_server_serves_on() {
     let server = TestServer::start(flight_sql_first_server::serve).await;
     let channel = server.channel().await;
     let mut client = logged_in(&channel).await;
     let token = client.token().cloned().expect("a token");
     let mut raw = FlightServiceClient::new(channel.clone());
+    let sql = "SELECT * FROM animals";
     let bind = CommandPreparedStatementQuery {
-        prepared_statement_handle: b"any handle".to_vec().into(),
+        prepared_statement_handle: sql.as_bytes().to_vec().into(),
     };
     for compression in [CompressionType::LZ4_FRAME, CompressionType::ZSTD] {
         let descriptor = FlightDescriptor::new_cmd(bind.as_any().encode_to_vec());
         let bomb = common::compression_bomb(descriptor, compression).await;
-        let result = common::put(&mut raw, Some(&token), bomb).await;
-        common::assert_bomb_refused(result);
+        let status = common::put(&mut raw, Some(&token), bomb).await;
+        let status = status.expect_err("the upload is refused");
+        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     }
-    let info = client.execute("SELECT * FROM animals".into(), None).await;
-    assert!(info.is_ok(), "a query after the bombs: {info:?}");
+    let mut prepared = client.prepare(sql.into(), None).await.expect("prepared");
+    let one = RecordBatch::try_from_iter([(
+        "legs",
+        Arc::new(Int64Array::from(vec![3])) as ArrayRef,
+    )]);
+    prepared.set_parameters(one.expect("a row")).expect("bound");
+    let status = status_of(prepared.execute().await.expect_err("refused"));
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let info = client.execute(sql.into(), None).await;
+    assert!(info.is_ok(), "a query after the uploads: {info:?}");
     drop((client, raw));
     server.stop().await;
 }
