@@ -88,9 +88,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let info = client.get_sql_info(wanted).await?;
     for batch in fetch(&mut client, info).await? {
         let names = batch.column(0).as_primitive::<UInt32Type>();
+        let values = batch.column(1).as_union();
         for (row, name) in names.values().iter().enumerate() {
             let name = SqlInfo::try_from(*name as i32)?;
-            let value = array_value_to_string(batch.column(1), row)?;
+            let value = array_value_to_string(&values.value(row), 0)?;
             println!("{name:?}: {value}");
         }
     }
