@@ -115,7 +115,7 @@ impl Channels {
     }
 
     /// How many channels there are: one per server called.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.servers.lock().map_or(0, |servers| servers.len())
     }
 }
@@ -437,7 +437,7 @@ async fn main() -> Result<(), Error> {
     }
     println!(
         "{} channels, {} retries, {} KiB held at the end",
-        channels.len(),
+        channels.count(),
         download.retries(),
         budget.held()
     );

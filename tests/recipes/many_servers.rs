@@ -167,7 +167,306 @@ fn a_shard_killed_and_restarted_mid_download_gives_the_whole_table_in_order() {
         assert!(killed);
         assert!(download.retries() >= 1, "the kill broke no download");
         assert_eq!(table(parts), (0..rows as i64).collect::<Vec<_>>());
-        assert_eq!(channels.len(), 2, "one channel per server, reused");
+        assert_eq!(channels.count(), 2, "one channel per server, reused");
         drop(shards);
+    });
+}
+
+/// Shard 0 of a one-shard layout of `rows` rows, behind an interceptor that
+/// counts the calls and answers the first `failures` of them with `fail()`.
+async fn flaky(
+    rows: usize,
+    failures: usize,
+    fail: Refusal,
+) -> (TestServer, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let serve = move |listener: TcpListener, shutdown: Shutdown| async move {
+        let url = format!("grpc://{}", listener.local_addr()?);
+        let layout = Layout {
+            rows,
+            shards: vec![url],
+        };
+        let service = ShardService::new(0, layout)?;
+        let interceptor = move |request: Request<()>| {
+            if counted.fetch_add(1, Ordering::SeqCst) < failures {
+                return Err(fail());
+            }
+            Ok(request)
+        };
+        Server::builder()
+            .layer(InterceptorLayer::new(interceptor))
+            .add_service(FlightServiceServer::new(service))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+            .await?;
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    };
+    (TestServer::start(serve).await, calls)
+}
+
+/// A status a test server answers with.
+type Refusal = fn() -> Status;
+
+fn with_pushback(mut status: Status, ms: &'static str) -> Status {
+    let value = MetadataValue::from_static(ms);
+    status.metadata_mut().insert(PUSHBACK, value);
+    status
+}
+
+/// Downloads the endpoints `tickets` name on `server`: all ids in order,
+/// or the error, and the retries.
+async fn download(
+    server: &TestServer,
+    tickets: &[&str],
+    retry: Retry,
+) -> (Result<Vec<i64>, String>, usize) {
+    let url = server.grpc_url();
+    let endpoints = tickets
+        .iter()
+        .map(|t| FlightEndpoint::new().with_ticket(Ticket::new(t.to_string())))
+        .map(|e| e.with_location(url.as_str()))
+        .collect();
+    let channels = Channels::new(&url, Windows::default());
+    let budget = Budget::new(64 * 1024);
+    let mut download = Download::start(endpoints, &channels, &budget, retry);
+    let mut parts = Vec::new();
+    while let Some(part) = download.next().await {
+        match part {
+            Ok(part) => parts.push(keep(part)),
+            Err(error) => return (Err(error.to_string()), download.retries()),
+        }
+    }
+    (Ok(table(parts)), download.retries())
+}
+
+#[test]
+fn statuses_a_retry_cannot_help_fail_at_once_after_one_call() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the no-retry test", async {
+        let refusals: [(Refusal, &str); 6] = [
+            (|| Status::permission_denied("not yours"), "not yours"),
+            (|| Status::internal("a bug"), "a bug"),
+            (|| Status::resource_exhausted("too big"), "too big"),
+            (
+                || with_pushback(Status::resource_exhausted("never"), "-1"),
+                "never",
+            ),
+            (|| with_pushback(Status::unavailable("gone"), "-1"), "gone"),
+            (
+                || with_pushback(Status::resource_exhausted("when?"), "soon"),
+                "when?",
+            ),
+        ];
+        for (fail, message) in refusals {
+            let (server, calls) = flaky(1000, usize::MAX, fail).await;
+            let started = Instant::now();
+            let (result, retries) =
+                download(&server, &["numbers/0"], Retry::default()).await;
+            let error = result.expect_err("refused");
+            assert!(error.contains(message), "{error}");
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{error}");
+            assert_eq!(retries, 0);
+            assert!(started.elapsed() < Duration::from_secs(2));
+            server.stop().await;
+        }
+
+        // A ticket for the shard of another server: NotFound, from the
+        // server itself, after one call.
+        let (server, calls) = flaky(1000, 0, || Status::ok("")).await;
+        let (result, _) = download(&server, &["numbers/1"], Retry::default()).await;
+        let error = result.expect_err("not found");
+        assert!(
+            error.contains("this server holds shard 0, not 1"),
+            "{error}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        server.stop().await;
+    });
+}
+
+#[test]
+fn unavailable_and_a_server_s_pushback_are_retried() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the retry test", async {
+        let (server, calls) =
+            flaky(100_000, 3, || Status::unavailable("busy")).await;
+        let (ids, retries) =
+            download(&server, &["numbers/0"], Retry::default()).await;
+        assert_eq!(ids.expect("fetched"), (0..100_000).collect::<Vec<i64>>());
+        assert_eq!((calls.load(Ordering::SeqCst), retries), (4, 3));
+        server.stop().await;
+
+        // ResourceExhausted with a pushback of 200 ms, twice.
+        let exhausted = || with_pushback(Status::resource_exhausted("full"), "200");
+        let (server, calls) = flaky(100_000, 2, exhausted).await;
+        let started = Instant::now();
+        let (ids, retries) =
+            download(&server, &["numbers/0"], Retry::default()).await;
+        assert_eq!(ids.expect("fetched").len(), 100_000);
+        assert_eq!((calls.load(Ordering::SeqCst), retries), (3, 2));
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        server.stop().await;
+    });
+}
+
+#[test]
+fn the_deadline_ends_a_download_that_cannot_finish() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the deadline test", async {
+        let down = || Status::unavailable("restarting");
+        let (server, calls) = flaky(1000, usize::MAX, down).await;
+        let retry = Retry {
+            first: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+            deadline: Duration::from_secs(1),
+        };
+        let started = Instant::now();
+        let (result, retries) = download(&server, &["numbers/0"], retry).await;
+        let took = started.elapsed();
+        let error = result.expect_err("gave up");
+        assert!(error.contains("restarting"), "{error}");
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert!(took > Duration::from_millis(800), "{took:?}");
+        assert!(retries >= 5, "{retries} retries");
+        assert_eq!(calls.load(Ordering::SeqCst), retries + 1);
+        server.stop().await;
+    });
+}
+
+#[test]
+fn the_waits_double_up_to_the_most_and_vary() {
+    let retry = Retry {
+        first: Duration::from_millis(10),
+        max: Duration::from_millis(100),
+        deadline: Duration::from_secs(60),
+    };
+    let unavailable = Status::unavailable("down");
+    for (attempt, most) in [(0, 10), (1, 20), (2, 40), (3, 80), (4, 100), (30, 100)]
+    {
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| retry.wait(&unavailable, attempt).expect("a wait"))
+            .collect();
+        let longest = waits.iter().max().expect("waits");
+        let shortest = waits.iter().min().expect("waits");
+        assert!(*longest <= Duration::from_millis(most), "{longest:?}");
+        assert!(
+            *longest > Duration::from_millis(most * 3 / 4),
+            "{longest:?}"
+        );
+        assert!(*shortest < Duration::from_millis(most / 4), "{shortest:?}");
+    }
+    let pushback = with_pushback(Status::resource_exhausted("full"), "500");
+    let wait = retry.wait(&pushback, 0).expect("a wait");
+    assert_eq!(wait, Duration::from_millis(500));
+}
+
+#[test]
+fn the_budget_bounds_the_bytes_of_batches_not_yet_consumed() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the budget test", async {
+        let rows = 2_000_000;
+        let (addrs, layout) = layout(2, rows);
+        let shards: Vec<Shard> = (0..2)
+            .map(|i| Shard::start(addrs[i], i, layout.clone()))
+            .collect();
+        let url = layout.shards[0].clone();
+        let channels = Channels::new(&url, Windows::default());
+        let info = info(&url, &channels).await;
+        let budget_kib = 4 * 1024;
+        let budget = Budget::new(budget_kib);
+        let mut download =
+            Download::start(info.endpoint, &channels, &budget, Retry::default());
+        // A consumer that keeps every batch and consumes none: the
+        // download stops when the budget is full.
+        let mut held = Vec::new();
+        let wait = Duration::from_millis(500);
+        while let Ok(Some(part)) = tokio::time::timeout(wait, download.next()).await
+        {
+            held.push(part.expect("a batch"));
+        }
+        // Two Int64 columns: 16 bytes a row.
+        let kib: usize = held
+            .iter()
+            .map(|part| (16 * part.batch.num_rows()).div_ceil(1024))
+            .sum();
+        assert!(
+            kib <= budget_kib,
+            "{kib} KiB held, the budget is {budget_kib}"
+        );
+        assert!(kib >= budget_kib - 1024, "only {kib} KiB held");
+        assert_eq!(budget.held(), kib);
+
+        // Consumed, they make room for the rest.
+        let mut parts: Vec<_> = held.into_iter().map(keep).collect();
+        while let Some(part) = download.next().await {
+            parts.push(keep(part.expect("a batch")));
+        }
+        assert_eq!(table(parts).len(), rows);
+        assert_eq!(budget.held(), 0);
+        drop(shards);
+    });
+}
+
+#[test]
+fn the_shard_server_starts_where_the_ticket_says_and_refuses_bad_offsets() {
+    let runtime = common::runtime();
+    common::block_on(&runtime, "the resume ticket test", async {
+        let rows = 200_000;
+        let (server, _) = flaky(rows, 0, || Status::ok("")).await;
+        let mut client = server.client().await;
+        let ticket = Ticket::new("numbers/0");
+        assert_eq!(resume(&ticket, 0), ticket);
+        for from in [0, 1, 65_535, 65_536, 65_537, rows - 1, rows] {
+            let batches: Vec<RecordBatch> = client
+                .do_get(resume(&ticket, from))
+                .await
+                .expect("do_get")
+                .try_collect()
+                .await
+                .expect("batches");
+            let ids: Vec<i64> =
+                batches.iter().flat_map(|b| ids(b).to_vec()).collect();
+            assert_eq!(ids, (from as i64..rows as i64).collect::<Vec<_>>());
+        }
+        let past = format!("numbers/0?from={}", rows + 1);
+        let refusals = [
+            (
+                past.as_str(),
+                "from=200001 is past the end of shard 0, which has 200000 rows",
+            ),
+            (
+                "numbers/0?from=x",
+                "from=\"x\" in \"numbers/0?from=x\" is not a row number",
+            ),
+            (
+                "numbers/0?from=-1",
+                "from=\"-1\" in \"numbers/0?from=-1\" is not a row number",
+            ),
+            (
+                "numbers/0?from=",
+                "from=\"\" in \"numbers/0?from=\" is not a row number",
+            ),
+            ("numbers/?from=1", "\"numbers/?from=1\" is not a ticket"),
+        ];
+        for (ticket, message) in refusals {
+            let status = match client.do_get(Ticket::new(ticket.to_string())).await
+            {
+                Err(arrow_flight::error::FlightError::Tonic(status)) => *status,
+                other => panic!("{ticket}: {:?}", other.map(drop)),
+            };
+            assert_eq!(status.code(), Code::InvalidArgument, "{ticket}");
+            assert_eq!(status.message(), message);
+        }
+        // Still serving.
+        let batches: Vec<RecordBatch> = client
+            .do_get(ticket)
+            .await
+            .expect("do_get")
+            .try_collect()
+            .await
+            .expect("batches");
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), rows);
+        drop(client);
+        server.stop().await;
     });
 }
