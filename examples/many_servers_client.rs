@@ -44,7 +44,7 @@ pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
 }
 // ANCHOR_END: copy_flight_endpoint
 
-// ANCHOR: channels
+// ANCHOR: windows
 /// The HTTP/2 flow-control windows the client offers: how many bytes a
 /// server may send on one stream, and on one connection, that the client
 /// has not read yet. `None` leaves hyper's default (2 MiB and 5 MiB).
@@ -63,6 +63,9 @@ impl Default for Windows {
     }
 }
 
+// ANCHOR_END: windows
+
+// ANCHOR: channels
 /// One channel per server, made the first time a URL names it and used for
 /// every later call to it; `origin` is the server that gave out the
 /// `FlightInfo`.
@@ -227,7 +230,7 @@ impl Retry {
 }
 // ANCHOR_END: retry
 
-// ANCHOR: fetch
+// ANCHOR: resume
 /// The ticket for an endpoint's rows from `from` on: these servers read
 /// `?from=N` after a ticket.
 pub fn resume(ticket: &Ticket, from: usize) -> Ticket {
@@ -238,6 +241,25 @@ pub fn resume(ticket: &Ticket, from: usize) -> Ticket {
     Ticket::new(format!("{ticket}?from={from}"))
 }
 
+/// The status of a failed call. tonic reports a connection that broke in
+/// the middle of a call as `Unknown`, with the transport's error as its
+/// source (a status that a server sent has none); gRPC names that
+/// `Unavailable`.
+fn status(error: FlightError) -> Status {
+    match error {
+        FlightError::Tonic(status) => {
+            let broke = std::error::Error::source(&*status).is_some();
+            if status.code() == Code::Unknown && broke {
+                return Status::unavailable(status.message());
+            }
+            *status
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+// ANCHOR_END: resume
+
+// ANCHOR: fetch
 /// One endpoint, as one task of a download sees it.
 struct Fetch {
     index: usize,
@@ -278,14 +300,21 @@ impl Fetch {
             let wait = retry.wait(&status, attempt);
             let Some(wait) = wait.filter(|wait| Instant::now() + *wait < deadline)
             else {
-                return Err(format!("endpoint {}: {status}", self.index).into());
+                let (code, message) = (status.code(), status.message());
+                return Err(format!(
+                    "endpoint {}: {code:?}: {message}",
+                    self.index
+                )
+                .into());
             };
             self.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }
+    // ANCHOR_END: fetch
 
+    // ANCHOR: receive
     async fn receive(
         &self,
         client: &mut FlightClient,
@@ -310,25 +339,8 @@ impl Fetch {
         }
         Ok(())
     }
+    // ANCHOR_END: receive
 }
-
-/// The status of a failed call. tonic reports a connection that broke in
-/// the middle of a call as `Unknown`, with the transport's error as its
-/// source (a status that a server sent has none); gRPC names that
-/// `Unavailable`.
-fn status(error: FlightError) -> Status {
-    match error {
-        FlightError::Tonic(status) => {
-            let broke = std::error::Error::source(&*status).is_some();
-            if status.code() == Code::Unknown && broke {
-                return Status::unavailable(status.message());
-            }
-            *status
-        }
-        other => Status::internal(other.to_string()),
-    }
-}
-// ANCHOR_END: fetch
 
 // ANCHOR: download
 /// All endpoints of a `FlightInfo` downloaded at once, within one budget
@@ -374,6 +386,9 @@ impl Download {
         }
     }
 
+    // ANCHOR_END: download
+
+    // ANCHOR: next
     /// The next batch to arrive, from any endpoint; `None` once all are
     /// done, an error as soon as one fails for good.
     pub async fn next(&mut self) -> Option<Result<Part, Error>> {
@@ -395,8 +410,8 @@ impl Download {
     pub fn retries(&self) -> usize {
         self.retries.load(Ordering::Relaxed)
     }
+    // ANCHOR_END: next
 }
-// ANCHOR_END: download
 
 /// The `id` column of a batch of `numbers`.
 fn ids(batch: &RecordBatch) -> Result<&Int64Array, Error> {
@@ -443,31 +458,34 @@ async fn main() -> Result<(), Error> {
     );
     // ANCHOR_END: main
 
-    // ANCHOR: resume
+    // ANCHOR: tickets
     let second = &endpoints[1];
-    let ticket = second.ticket.clone().ok_or("no ticket")?;
+    let ticket = second
+        .ticket
+        .clone()
+        .ok_or("an endpoint without a ticket")?;
     let mut shard = FlightClient::new(channels.for_endpoint(second)?);
     for from in [499_990, 500_000, 600_000] {
         let ticket = resume(&ticket, from);
         let name = String::from_utf8_lossy(&ticket.ticket).into_owned();
-        let batches = match shard.do_get(ticket).await {
-            Ok(stream) => stream.try_collect::<Vec<_>>().await,
-            Err(error) => Err(error),
-        };
-        match batches {
-            Ok(batches) => {
-                let ids: Vec<i64> = batches
-                    .iter()
-                    .map(ids)
-                    .collect::<Result<Vec<_>, _>>()?
-                    .into_iter()
-                    .flat_map(|ids| ids.values().iter().copied())
-                    .collect();
-                println!("{name}: {} rows {ids:?}", ids.len());
+        match shard.do_get(ticket).await.map_err(status) {
+            Ok(stream) => {
+                let batches: Vec<RecordBatch> = stream.try_collect().await?;
+                let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                match batches.first() {
+                    Some(batch) => {
+                        let id = ids(batch)?.value(0);
+                        println!("{name}: {rows} rows, from id {id}");
+                    }
+                    None => println!("{name}: {rows} rows"),
+                }
             }
-            Err(error) => println!("{name}: {}", status(error)),
+            Err(status) => {
+                let (code, message) = (status.code(), status.message());
+                println!("{name}: {code:?}: {message}");
+            }
         }
     }
-    // ANCHOR_END: resume
+    // ANCHOR_END: tickets
     Ok(())
 }
