@@ -84,6 +84,55 @@ fn numbers(descriptor: &FlightDescriptor) -> Result<(), Status> {
     }
 }
 
+// ANCHOR: ticket
+/// The shard a ticket names, and the row of the shard to start from:
+/// `numbers/I` is all of shard I, `numbers/I?from=N` its rows from the N-th
+/// on, for a client that resumes a download that broke.
+fn ticket(ticket: &[u8]) -> Result<(usize, usize), Status> {
+    let ticket = String::from_utf8_lossy(ticket);
+    let bad = || Status::invalid_argument(format!("{ticket:?} is not a ticket"));
+    let rest = ticket.strip_prefix("numbers/").ok_or_else(bad)?;
+    let (shard, from) = match rest.split_once("?from=") {
+        Some((shard, from)) => (shard, Some(from)),
+        None => (rest, None),
+    };
+    let shard = shard.parse::<usize>().map_err(|_| bad())?;
+    let from = match from {
+        None => 0,
+        Some(from) => from.parse::<usize>().map_err(|_| {
+            Status::invalid_argument(format!(
+                "from={from:?} in {ticket:?} is not a row number"
+            ))
+        })?,
+    };
+    Ok((shard, from))
+}
+
+impl ShardService {
+    /// The shard's batches from its row `from` on: the first one cut.
+    fn batches_from(&self, from: usize) -> Result<Vec<RecordBatch>, Status> {
+        let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
+        if from > rows {
+            return Err(Status::invalid_argument(format!(
+                "from={from} is past the end of shard {}, which has {rows} rows",
+                self.shard
+            )));
+        }
+        let mut skip = from;
+        let mut batches = Vec::new();
+        for batch in &self.batches {
+            if skip >= batch.num_rows() {
+                skip -= batch.num_rows();
+            } else {
+                batches.push(batch.slice(skip, batch.num_rows() - skip));
+                skip = 0;
+            }
+        }
+        Ok(batches)
+    }
+}
+// ANCHOR_END: ticket
+
 #[tonic::async_trait]
 impl FlightService for ShardService {
     type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
@@ -115,20 +164,14 @@ impl FlightService for ShardService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket =
-            String::from_utf8_lossy(&request.get_ref().ticket).into_owned();
-        let shard = ticket
-            .strip_prefix("numbers/")
-            .and_then(|shard| shard.parse::<usize>().ok())
-            .ok_or_else(|| {
-                Status::invalid_argument(format!("{ticket:?} is not a ticket"))
-            })?;
+        let (shard, from) = ticket(&request.get_ref().ticket)?;
         if shard != self.shard {
             let message =
                 format!("this server holds shard {}, not {shard}", self.shard);
             return Err(Status::not_found(message));
         }
-        let batches = stream::iter(self.batches.clone().into_iter().map(Ok));
+        let batches = self.batches_from(from)?;
+        let batches = stream::iter(batches.into_iter().map(Ok));
         let flight_data = FlightDataEncoderBuilder::new()
             .with_schema(self.schema.clone())
             .build(batches)

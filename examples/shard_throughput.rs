@@ -52,6 +52,7 @@ pub fn flight_endpoint(url: &str) -> Result<Endpoint, String> {
 }
 // ANCHOR_END: copy_flight_endpoint
 
+// ANCHOR: copy_start_shards
 struct Shards(Vec<Child>);
 
 impl Drop for Shards {
@@ -99,6 +100,7 @@ fn start(
     }
     Ok((shards, urls[0].clone()))
 }
+// ANCHOR_END: copy_start_shards
 
 async fn fetch(
     url: &str,

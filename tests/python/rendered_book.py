@@ -49,6 +49,7 @@ SEARCHES = {
     "profiles": "key_value.html",
     "ResourceExhausted": "middleware.html",
     "shards": "several_servers.html",
+    "backoff": "many_servers.html",
     "traceparent": "tracing.html",
     "clear_token": "flight_sql.html",
     "SQLite": "flight_sql.html",

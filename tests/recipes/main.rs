@@ -29,6 +29,7 @@ mod health;
 mod key_value;
 mod long_query;
 mod long_query_pyarrow;
+mod many_servers;
 mod middleware;
 mod parquet_storage;
 mod parquet_storage_pyarrow;
@@ -90,6 +91,9 @@ mod long_query_client;
 #[allow(dead_code)]
 #[path = "../../examples/long_query_server.rs"]
 mod long_query_server;
+#[allow(dead_code)]
+#[path = "../../examples/many_servers_client.rs"]
+mod many_servers_client;
 #[allow(dead_code)]
 #[path = "../../examples/metadata_client.rs"]
 mod metadata_client;
