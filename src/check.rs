@@ -301,7 +301,8 @@ fn rows<'a>(expected: &'a str, printed: &'a str, excerpt: bool) -> Vec<Row<'a>> 
         let at_end = o.end == old.len() && n.end == new.len();
         let (o, mut n) = (&old[o], &new[n]);
         let wanted = |o: &[&str]| o.iter().filter(|l| **l != "...").count();
-        if excerpt && n.len() > wanted(o) && (at_start || at_end) {
+        let edge = excerpt && !old.is_empty() && (at_start || at_end);
+        if edge && n.len() > wanted(o) {
             let (k, last) = (wanted(o), n.len() - wanted(o));
             let starts = match (at_start, at_end) {
                 (true, true) => 0..=last,
