@@ -142,7 +142,7 @@ pub fn code_blocks(markdown: &str) -> Vec<CodeBlock> {
 }
 
 /// A block's code as mdBook shows it, includes expanded.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Expanded {
     pub code: String,
     /// The block shows only an anchored part of a file and hides the rest.
@@ -154,7 +154,7 @@ pub struct Expanded {
 /// Expands `{{#include FILE}}`, `{{#include FILE:ANCHOR}}` and their
 /// `rustdoc_include` forms as mdBook does, paths relative to `dir`.
 pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
-    let (mut code, mut partial, mut files) = (String::new(), false, Vec::new());
+    let mut out = Expanded::default();
     for line in body {
         let trimmed = line.trim();
         let Some(directive) = trimmed
@@ -164,7 +164,7 @@ pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
             if line.contains("{{#") {
                 return Err(format!("an include must stand alone: `{line}`"));
             }
-            code += &format!("{line}\n");
+            out.code += &format!("{line}\n");
             continue;
         };
         let err = |what: &str| format!("`{trimmed}`: {what}");
@@ -186,7 +186,7 @@ pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
         let included = match anchor {
             None => source.lines().map(|l| format!("{l}\n")).collect(),
             Some(anchor) => {
-                partial |= hide_rest;
+                out.partial |= hide_rest;
                 anchored(&source, anchor, hide_rest)
             }
         };
@@ -196,14 +196,10 @@ pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
         {
             return Err(err(&format!("anchor not found in {file}")));
         }
-        files.push(file.to_string());
-        code += &included;
+        out.files.push(file.to_string());
+        out.code += &included;
     }
-    Ok(Expanded {
-        code,
-        partial,
-        files,
-    })
+    Ok(out)
 }
 
 fn split_anchor(target: &str) -> (&str, Option<&str>) {
@@ -305,42 +301,21 @@ pub fn check_part_of(
     body: &[String],
     chapter_dir: &Path,
 ) -> Result<(), String> {
-    let lines: Vec<&str> = body
-        .iter()
-        .map(|l| l.trim())
-        .filter(|l| !l.is_empty())
-        .collect();
-    let [line] = lines[..] else {
-        let n = lines.len();
-        return Err(format!(
-            "a `part_of` block holds one include, not {n} lines"
-        ));
+    let files = expand(body, chapter_dir)?.files;
+    let lines = body.iter().filter(|l| !l.trim().is_empty()).count();
+    let ([file], 1) = (&files[..], lines) else {
+        return Err("a `part_of` block holds one include, nothing else".into());
     };
-    let include = ["{{#rustdoc_include ", "{{#include "]
-        .iter()
-        .find_map(|d| line.strip_prefix(d)?.strip_suffix("}}"))
-        .ok_or_else(|| format!("`{line}` is not an include"))?;
-    let (file, anchor) = split_anchor(include);
     let manifest = fs::read_to_string(repo.join("recipes/Cargo.toml"))
         .map_err(|e| format!("recipes/Cargo.toml: {e}"))?;
     let main = target_path(&manifest, target)
         .ok_or_else(|| format!("recipes/Cargo.toml has no target `{target}`"))?;
-    let canonical = |p: &Path| {
-        p.canonicalize()
-            .map_err(|e| format!("{}: {e}", p.display()))
-    };
+    let canonical = |p: &Path| p.canonicalize().map_err(|e| e.to_string());
     let shown = canonical(&chapter_dir.join(file))?;
     let tree = module_files(&canonical(&repo.join("recipes").join(&main))?);
-    if !tree.iter().any(|f| canonical(f).is_ok_and(|f| f == shown)) {
-        return Err(format!("{file} is not a module of {target} ({main})"));
-    }
-    let source = fs::read_to_string(&shown).map_err(|e| e.to_string())?;
-    let has = |mark| source.lines().any(|l| anchor_mark(l, mark) == anchor);
-    match anchor {
-        Some(a) if !(has("ANCHOR:") && has("ANCHOR_END:")) => {
-            Err(format!("{file} has no anchor `{a}`"))
-        }
-        _ => Ok(()),
+    match tree.iter().any(|f| canonical(f).is_ok_and(|f| f == shown)) {
+        true => Ok(()),
+        false => Err(format!("{file} is not a module of {target} ({main})")),
     }
 }
 

@@ -38,8 +38,9 @@ pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
             let _ = fs::remove_file(&found);
             skeptic::rt::run_test(root, out, target, program);
             let timeout = Duration::from_secs(timeout.parse().unwrap_or(60));
-            let run = fs::read_to_string(&found)
-                .and_then(|exe| launch(&exe, kind, timeout));
+            let exe = fs::read_to_string(&found);
+            let _ = fs::remove_file(&found);
+            let run = exe.and_then(|exe| launch(&exe, kind, timeout));
             run.unwrap_or_else(|e| {
                 (String::new(), String::new(), Some(e.to_string()))
             })
@@ -145,9 +146,7 @@ impl Running {
         }
         let [stdout, stderr] = self.2.map(|t| t.join().unwrap_or_default());
         let problem = match status {
-            None => Some(format!(
-                "{who} did not stop within {timeout:?} and was killed"
-            )),
+            None => Some(format!("{who} did not stop in time and was killed")),
             Some(status) if !status.success() => {
                 Some(format!("{who} failed ({status})"))
             }
@@ -178,12 +177,14 @@ fn launch(exe: &str, kind: &str, timeout: Duration) -> io::Result<Run> {
         _ => vec![],
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
     let program = Running::start(exe, dir.path(), "program", &args)?;
     if kind == "server" && program.1.recv_timeout(timeout).is_ok() {
         let pid = program.0.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
     }
-    let (stdout, mut stderr, mut problem) = program.finish("it", timeout)?;
+    let left = timeout.saturating_sub(started.elapsed());
+    let (stdout, mut stderr, mut problem) = program.finish("it", left)?;
     if let Some(server) = server {
         let (_, log, stopped) =
             server.finish("the server", Duration::from_secs(10))?;
@@ -193,30 +194,16 @@ fn launch(exe: &str, kind: &str, timeout: Duration) -> io::Result<Run> {
 }
 
 /// Compiles a block that does not run, unless it compiled before from the
-/// same code with the same compiler and libraries.
+/// same code against the same libraries and compiler (the same manifests,
+/// lock file and toolchain).
 pub fn check_snippet(root: &str, out: &str, target: &str, code: &str) {
-    static STAMP: LazyLock<String> = LazyLock::new(|| {
-        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-        let version = Command::new(rustc).arg("-vV").output().map(|o| o.stdout);
-        let mut stamp =
-            String::from_utf8_lossy(&version.unwrap_or_default()).into_owned();
-        let deps = Path::new(env!("OUT_DIR")).join("../../../deps");
-        let libraries = fs::read_dir(deps).into_iter().flatten().flatten();
-        let mut libraries: Vec<_> = libraries
-            .filter(|l| {
-                l.path()
-                    .extension()
-                    .is_some_and(|e| e == "rlib" || e == "rmeta")
-            })
-            .collect();
-        libraries.sort_by_key(|l| l.file_name());
-        for library in libraries {
-            let meta = library.metadata().map(|m| (m.len(), m.modified().ok()));
-            stamp.push_str(&format!("{:?} {:?}\n", library.file_name(), meta.ok()));
-        }
-        stamp
-    });
-    let key = book::fnv(format!("{}{code}", *STAMP).as_bytes());
+    let built_with = concat!(
+        include_str!("../Cargo.toml"),
+        include_str!("../recipes/Cargo.toml"),
+        include_str!("../Cargo.lock"),
+        include_str!("../rust-toolchain.toml"),
+    );
+    let key = book::fnv(format!("{built_with}{code}").as_bytes());
     let mark = Path::new(out).join(format!("checked/{key:016x}"));
     if !mark.exists() {
         skeptic::rt::compile_test(root, out, target, code);

@@ -26,13 +26,7 @@ pub fn run<R: Termination>(program: fn() -> R, id: &str) -> ExitCode {
         std::fs::create_dir_all(found.parent().unwrap_or(&found))?;
         std::fs::write(&found, exe.as_os_str().as_encoded_bytes())
     });
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cannot write {}: {e}", found.display());
-            ExitCode::FAILURE
-        }
-    }
+    written.report()
 }
 
 /// Where the program `id` run by skeptic for test process `pid` says where
@@ -41,7 +35,7 @@ pub fn found_at(id: &str, pid: u32) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("flight-cookbook-runs/{id}.{pid}"))
 }
 
-/// As [`run`], and as the server `serve`, on `127.0.0.1:0`.
+/// As [`run`], or as the server `serve`, on `127.0.0.1:0`.
 pub fn run_client<R, S, F, E>(
     program: fn() -> R,
     serve: S,
@@ -57,30 +51,20 @@ where
     if std::env::var(ROLE).as_deref() != Ok("server") {
         return run(program, id);
     }
-    let served = tokio::runtime::Runtime::new()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            let bind = tokio::net::TcpListener::bind("127.0.0.1:0");
-            let listener = rt.block_on(bind).map_err(|e| e.to_string())?;
-            let url = format!(
-                "{scheme}://{}",
-                listener.local_addr().map_err(|e| e.to_string())?
-            );
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            std::thread::spawn(move || {
-                let _ = std::io::stdin().read_to_end(&mut Vec::new());
-                let _ = stop.send(());
-            });
-            let _context = rt.enter();
-            let served = serve(listener, Box::pin(async { drop(stopped.await) }));
-            println!("FLIGHT_COOKBOOK_URL={url}");
-            rt.block_on(served).map_err(|e| e.to_string())
+    let served = || -> Result<(), Box<dyn std::error::Error>> {
+        let runtime = tokio::runtime::Runtime::new()?;
+        let listener =
+            runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let url = format!("{scheme}://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            let _ = stop.send(());
         });
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("the server failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        let _context = runtime.enter();
+        let served = serve(listener, Box::pin(async { drop(stopped.await) }));
+        println!("FLIGHT_COOKBOOK_URL={url}");
+        Ok(runtime.block_on(served).map_err(|e| e.to_string())?)
+    };
+    served().report()
 }
