@@ -263,7 +263,8 @@ type Row<'a> = (Option<&'a str>, Option<&'a str>, bool);
 /// Expected and printed lines paired by `similar`'s diff. In a part that
 /// changed, expected lines take printed ones in order and a `...` line
 /// those left over; at the ends of an excerpt, the printed lines most like
-/// the expected ones are its own, the others the rest of the program's.
+/// the expected ones are its own if alike, the others the rest of the
+/// program's.
 fn rows<'a>(expected: &'a str, printed: &'a str, excerpt: bool) -> Vec<Row<'a>> {
     let (old, new) = (lines(expected), lines(printed));
     let want: Vec<Want> = old.iter().map(|l| Want(l)).collect();
@@ -278,18 +279,15 @@ fn rows<'a>(expected: &'a str, printed: &'a str, excerpt: bool) -> Vec<Row<'a>> 
         None,
     );
     let mut rows = Vec::new();
-    for (_, o, n) in diff
-        .into_inner()
-        .into_ops()
-        .iter()
-        .map(|op| op.as_tag_tuple())
-    {
+    let ops = diff.into_inner().into_ops();
+    for (tag, o, n) in ops.iter().map(|op| op.as_tag_tuple()) {
         let at_start = o.start + n.start == 0;
         let at_end = o.end == old.len() && n.end == new.len();
         let (o, mut n) = (&old[o], &new[n]);
         let wanted = |o: &[&str]| o.iter().filter(|l| **l != "...").count();
-        let edge = excerpt && !old.is_empty() && (at_start || at_end);
-        if edge && n.len() > wanted(o) {
+        let changed = tag != DiffTag::Equal;
+        let edge = excerpt && changed && !old.is_empty() && (at_start || at_end);
+        if edge && n.len() >= wanted(o) {
             let (k, last) = (wanted(o), n.len() - wanted(o));
             let starts = match (at_start, at_end) {
                 (true, true) => 0..=last,
@@ -299,7 +297,14 @@ fn rows<'a>(expected: &'a str, printed: &'a str, excerpt: bool) -> Vec<Row<'a>> 
             let like =
                 |s: &usize| likeness(&o.join("\n"), &n[*s..*s + k].join("\n"));
             let s = starts.max_by_key(like).unwrap_or(0);
-            n = &n[s..s + k];
+            // Unless they are alike (difflib's ratio 0.5), they are not its.
+            let size = o.join("\n").chars().count()
+                + n[s..s + k].join("\n").chars().count();
+            n = if 4 * like(&s) >= size {
+                &n[s..s + k]
+            } else {
+                &[]
+            };
         }
         for (i, line) in o.iter().enumerate() {
             let any = *line == "...";

@@ -93,6 +93,10 @@ fn bless_keeps_what_still_matches_and_writes_what_changed() {
         check::blessed("InvalidArgument: old", printed, true),
         "InvalidArgument: new words"
     );
+    let printed = "a\nb\nc: something else entirely";
+    assert_eq!(check::blessed("b\nextra", printed, true), "b");
+    let printed = "token: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0\nc";
+    assert_eq!(check::blessed("token: ...", printed, true), "token: ...");
     assert_eq!(check::blessed("x", "x", false), "x");
     assert_eq!(check::blessed("", "new", false), "new");
     assert_eq!(check::blessed("gone", "", false), "");
