@@ -1,198 +1,215 @@
-//! The test of one block (`tests/book.rs` calls these for skeptic's tests):
-//! compile it, run it, compare what it printed with the expected output
-//! under it, report, and with `FLIGHT_COOKBOOK_BLESS=1`, rewrite that
-//! output instead of failing.
-//!
-//! skeptic compiles a block's program and keeps it while nothing it was
-//! built from changes (its `binary-cache`); a block that is only compiled
-//! (`no_run`) leaves a mark under the same condition. Blocks that show the
-//! same program share one build.
+//! The test of one block (`tests/book.rs` routes skeptic's tests here):
+//! build its program (skeptic keeps it while nothing it is built from
+//! changes), run it once for all the blocks that show it, compare what it
+//! printed with the block's expected output and report; with
+//! `FLIGHT_COOKBOOK_BLESS=1`, rewrite that output instead of failing.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex};
-use std::{fs, process};
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use std::{fs, io, thread};
 
-/// What a test knows of its block, from the `//@` lines of its code.
-#[derive(Debug, Default)]
-pub struct Block {
-    pub id: String,
-    pub chapter: String,
-    pub line: usize,
-    pub end: usize,
-    pub heading: String,
-    pub expected: String,
-    pub expected_line: usize,
-    /// The block shows part of a program: its expected output is a run of
-    /// whole lines of what the program prints.
-    pub excerpt: bool,
-}
+use similar::algorithms::{Capture, Replace, myers};
+use similar::{Algorithm, DiffTag};
+use wait_timeout::ChildExt;
 
-impl Block {
-    /// Splits a test's code into its block and the program.
-    pub fn parse(code: &str) -> (Block, String) {
-        let (mut block, mut program) = (Block::default(), String::new());
-        for line in code.lines() {
-            if let Some(text) = line.strip_prefix("//@| ") {
-                block.expected.push_str(text);
-                block.expected.push('\n');
-                continue;
-            }
-            let Some((key, value)) =
-                line.strip_prefix("//@ ").and_then(|l| l.split_once(' '))
-            else {
-                program.push_str(line);
-                program.push('\n');
-                continue;
-            };
-            let number = value.parse().unwrap_or(0);
-            match key {
-                "id" => block.id = value.into(),
-                "chapter" => block.chapter = value.into(),
-                "line" => block.line = number,
-                "end" => block.end = number,
-                "heading" => block.heading = value.into(),
-                "expected_line" => block.expected_line = number,
-                "excerpt" => block.excerpt = value == "true",
-                _ => {}
-            }
-        }
-        (block, program)
-    }
-}
+use crate::book::{self, CodeBlock};
 
-/// One lock per program: two blocks that show it run one after the other,
-/// the second with the first one's build.
-fn lock(key: &str) -> Arc<Mutex<()>> {
-    static LOCKS: LazyLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> =
-        LazyLock::new(Default::default);
-    let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
-    Arc::clone(locks.entry(key.to_string()).or_default())
-}
-
-/// What a program printed on stdout and stderr, and how it ended.
-type Run = (String, String, String);
-
-/// Runs program `id` once in this process: the blocks that show it share
-/// that run, each checking its own expected lines.
-fn run_once(id: &str, label: &str, run: impl FnOnce() -> Run) -> Run {
-    static RUNS: LazyLock<Mutex<HashMap<String, Run>>> =
-        LazyLock::new(Default::default);
-    let lock = lock(id);
-    let _only_me = lock.lock().unwrap_or_else(|e| e.into_inner());
-    let runs = || RUNS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(done) = runs().get(id) {
-        return done.clone();
-    }
-    let started = std::time::Instant::now();
-    let done = run();
-    runs().insert(id.to_string(), done.clone());
-    // What the slowest programs cost, for `.ci/run` to list.
-    let times = Path::new(env!("OUT_DIR")).join("run-times.txt");
-    let time = format!("{:8.1}  {label}\n", started.elapsed().as_secs_f64());
-    let file = fs::OpenOptions::new().create(true).append(true).open(times);
-    let _ = file.and_then(|mut file| file.write_all(time.as_bytes()));
-    done
-}
+/// What a program printed on stdout and stderr, and what went wrong.
+type Run = (String, String, Option<String>);
 
 /// Compiles, runs and checks a block that runs.
 pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
-    let (block, program) = Block::parse(code);
-    let label = format!("{}:{}", block.chapter, block.line);
-    let (stdout, stderr, status) = run_once(&block.id, &label, || {
-        let base = crate::harness::result_base(&block.id, process::id());
-        let read = |ext: &str| {
-            fs::read_to_string(format!("{base}.{ext}")).unwrap_or_default()
-        };
-        let _ = fs::remove_file(format!("{base}.status"));
-        skeptic::rt::run_test(root, out, target, &program);
-        (read("stdout"), read("stderr"), read("status"))
-    });
-    let (status, server) = status.split_once('\n').unwrap_or((&status, ""));
-    eprint!("{stderr}");
-    let problem = match status {
-        "" => "it left no record of its run".to_string(),
-        "0" if !matches(&block.expected, &stdout, block.excerpt) => {
-            if bless(&block, &stdout) {
-                return;
-            }
-            "what it printed differs from the expected output under it".into()
-        }
-        "0" if server.is_empty() => return print!("{stdout}"),
-        "0" => server.to_string(),
-        "timeout" => {
-            "it did not finish in time and was stopped (does it wait?)".into()
-        }
-        code if code.parse::<i32>().is_ok() => {
-            format!("it failed (exit code {code})")
-        }
-        other => other.to_string(),
+    let (meta, program) = code.trim_start().split_once('\n').unwrap_or_default();
+    let meta: Vec<&str> = meta.trim_start_matches("//@ ").splitn(6, ' ').collect();
+    let [id, kind, timeout, excerpt, index, chapter] = meta[..] else {
+        panic!("the test of a block lost the line that says where it is");
     };
-    let mut report = format!("{problem}:\n\n{}", side_by_side(&block, &stdout));
+    let (index, excerpt) = (index.parse().unwrap_or(0), excerpt == "true");
+    let path = Path::new(root).join(chapter);
+    let block = rust_block(&path, index).expect("the block is where it was");
+    let (stdout, stderr, problem) =
+        run_once(id, &format!("{chapter}:{}", block.line), || {
+            let found = crate::harness::found_at(id, std::process::id());
+            let _ = fs::remove_file(&found);
+            skeptic::rt::run_test(root, out, target, program);
+            let timeout = Duration::from_secs(timeout.parse().unwrap_or(60));
+            let exe = fs::read_to_string(&found);
+            let _ = fs::remove_file(&found);
+            let run = exe.and_then(|exe| launch(&exe, kind, timeout));
+            run.unwrap_or_else(|e| {
+                (String::new(), String::new(), Some(e.to_string()))
+            })
+        });
+    eprint!("{stderr}");
+    let expected = block.expected.as_ref().map(|e| e.body.join("\n"));
+    let expected = expected.unwrap_or_default();
+    let problem = match problem {
+        None if matches(&expected, &stdout, excerpt) => return print!("{stdout}"),
+        None if std::env::var_os("FLIGHT_COOKBOOK_BLESS").is_some() => {
+            assert!(bless(&path, index, &stdout, excerpt), "cannot bless");
+            return;
+        }
+        None => "what it printed differs from the expected output under it".into(),
+        Some(problem) => problem,
+    };
+    let title = match &block.expected {
+        Some(text) => format!("expected ({chapter}:{})", text.line),
+        None => "expected (no text block under it)".into(),
+    };
+    let mut report = side_by_side(&title, &expected, &stdout, excerpt);
     let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
     if !tail.is_empty() {
-        report.push_str("\nits last lines on stderr:\n");
+        report += "\nits last lines on stderr:\n";
         tail.iter()
             .rev()
-            .for_each(|l| report.push_str(&format!("    {l}\n")));
+            .for_each(|l| report += &format!("    {l}\n"));
     }
-    eprintln!(
-        "\n{}:{}: the block under \"{}\": {report}",
-        block.chapter, block.line, block.heading
-    );
-    // The report above says what is wrong; no panic message or backtrace.
+    let heading = block.heading.map(|(_, h)| h).unwrap_or_default();
+    let at = format!("{chapter}:{}: the block under \"{heading}\"", block.line);
+    eprintln!("\n{at}: {problem}:\n\n{report}");
+    // The report says what is wrong; no panic message or backtrace.
     std::panic::resume_unwind(Box::new("the block's output is wrong"));
 }
 
+/// The `index`th Rust block of a chapter, as the chapter is now.
+fn rust_block(chapter: &Path, index: usize) -> Option<CodeBlock> {
+    let markdown = fs::read_to_string(chapter).ok()?;
+    let blocks = book::code_blocks(&markdown).into_iter();
+    blocks.filter(|b| book::is_rust(&b.info)).nth(index)
+}
+
+/// Runs `run` once per `key` in this process: the blocks that show one
+/// program share its run, each checking its own expected lines. Writes how
+/// long it took to `run-times.txt`, for `.ci/run` to list the slowest.
+fn run_once(key: &str, label: &str, run: impl FnOnce() -> Run) -> Run {
+    static RUNS: LazyLock<Mutex<HashMap<String, Arc<OnceLock<Run>>>>> =
+        LazyLock::new(Default::default);
+    let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = Arc::clone(runs.entry(key.into()).or_default());
+    drop(runs);
+    let run = slot.get_or_init(|| {
+        let started = Instant::now();
+        let done = run();
+        let time = format!("{:8.1}  {label}\n", started.elapsed().as_secs_f64());
+        let times = Path::new(env!("OUT_DIR")).join("run-times.txt");
+        let file = fs::OpenOptions::new().create(true).append(true).open(times);
+        let _ = file.and_then(|mut file| file.write_all(time.as_bytes()));
+        done
+    });
+    run.clone()
+}
+
+/// A child process, the lines it prints as they come, and all it printed.
+struct Running(Child, Receiver<String>, [thread::JoinHandle<String>; 2]);
+
+impl Running {
+    fn start(exe: &str, dir: &Path, role: &str, args: &[&str]) -> io::Result<Self> {
+        let mut child = Command::new(exe)
+            .args(args)
+            .current_dir(dir)
+            .env("FLIGHT_COOKBOOK_ROLE", role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (line, lines) = channel();
+        let read = |from: Box<dyn Read + Send>, line: Sender<String>| {
+            thread::spawn(move || {
+                let mut all = String::new();
+                for text in BufReader::new(from).split(b'\n').map_while(Result::ok)
+                {
+                    let text = String::from_utf8_lossy(&text) + "\n";
+                    let _ = line.send(text.to_string());
+                    all += &text;
+                }
+                all
+            })
+        };
+        let stdout = read(Box::new(child.stdout.take().expect("piped")), line);
+        let stderr =
+            read(Box::new(child.stderr.take().expect("piped")), channel().0);
+        Ok(Running(child, lines, [stdout, stderr]))
+    }
+
+    /// Closes its stdin, waits until it ends, and kills it after `timeout`.
+    fn finish(mut self, who: &str, timeout: Duration) -> io::Result<Run> {
+        drop(self.0.stdin.take());
+        let status: Option<ExitStatus> = self.0.wait_timeout(timeout)?;
+        if status.is_none() {
+            self.0.kill()?;
+            self.0.wait()?;
+        }
+        let [stdout, stderr] = self.2.map(|t| t.join().unwrap_or_default());
+        let problem = match status {
+            None => Some(format!("{who} did not stop in time and was killed")),
+            Some(status) if !status.success() => {
+                Some(format!("{who} failed ({status})"))
+            }
+            Some(_) => None,
+        };
+        Ok((stdout, stderr, problem))
+    }
+}
+
+/// Runs the program in a folder of its own: a `client` with the URL of its
+/// server, started first from the same program; a `server` with the
+/// address `127.0.0.1:0`, and SIGTERM once it has printed a line.
+fn launch(exe: &str, kind: &str, timeout: Duration) -> io::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let mut server = None;
+    let args = match kind {
+        "client" => {
+            let started = Running::start(exe, dir.path(), "server", &[])?;
+            let mut lines =
+                std::iter::from_fn(|| started.1.recv_timeout(timeout).ok());
+            let url = lines.find_map(|l| {
+                Some(l.strip_prefix("FLIGHT_COOKBOOK_URL=")?.trim().to_string())
+            });
+            server = Some(started);
+            vec![url.unwrap_or_default()]
+        }
+        "server" => vec!["127.0.0.1:0".to_string()],
+        _ => vec![],
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let program = Running::start(exe, dir.path(), "program", &args)?;
+    if kind == "server" && program.1.recv_timeout(timeout).is_ok() {
+        let pid = program.0.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+    }
+    let left = timeout.saturating_sub(started.elapsed());
+    let (stdout, mut stderr, mut problem) = program.finish("it", left)?;
+    if let Some(server) = server {
+        let (_, log, stopped) =
+            server.finish("the server", Duration::from_secs(10))?;
+        (stderr, problem) = (log + &stderr, problem.or(stopped));
+    }
+    Ok((stdout, stderr, problem))
+}
+
 /// Compiles a block that does not run, unless it compiled before from the
-/// same code with the same compiler and dependencies.
+/// same code against the same libraries and compiler (the same manifest,
+/// lock file and toolchain: not the recipes' manifest, which a new example
+/// changes).
 pub fn check_snippet(root: &str, out: &str, target: &str, code: &str) {
-    static STAMP: LazyLock<String> = LazyLock::new(dependencies_stamp);
-    let key = format!(
-        "{:016x}",
-        crate::book::fnv(format!("{}{code}", *STAMP).as_bytes())
+    let built_with = concat!(
+        include_str!("../Cargo.toml"),
+        include_str!("../Cargo.lock"),
+        include_str!("../rust-toolchain.toml"),
     );
-    let mark = Path::new(out).join("checked").join(&key);
-    let lock = lock(&key);
-    let _only_me = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let key = book::fnv(format!("{built_with}{code}").as_bytes());
+    let mark = Path::new(out).join(format!("checked/{key:016x}"));
     if !mark.exists() {
         skeptic::rt::compile_test(root, out, target, code);
         let _ = fs::create_dir_all(Path::new(out).join("checked"));
         let _ = fs::write(&mark, "");
     }
-}
-
-/// The compiler's version and the size and time of every library in
-/// `target/<profile>/deps`, what a block is compiled against.
-fn dependencies_stamp() -> String {
-    let out = PathBuf::from(env!("OUT_DIR"));
-    let deps = out
-        .ancestors()
-        .nth(3)
-        .map(|p| p.join("deps"))
-        .unwrap_or_default();
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let version = process::Command::new(rustc).arg("-vV").output();
-    let mut stamp: String =
-        String::from_utf8_lossy(&version.map(|o| o.stdout).unwrap_or_default())
-            .into();
-    let mut libraries: Vec<_> =
-        fs::read_dir(deps).into_iter().flatten().flatten().collect();
-    libraries.sort_by_key(|entry| entry.file_name());
-    for entry in libraries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".rlib") || name.ends_with(".rmeta") {
-            let meta = entry.metadata().ok();
-            let _ = writeln!(
-                stamp,
-                "{name} {:?}",
-                meta.map(|m| (m.len(), m.modified().ok()))
-            );
-        }
-    }
-    stamp
 }
 
 /// Trailing spaces and trailing blank lines do not count.
@@ -209,155 +226,148 @@ fn lines(text: &str) -> Vec<&str> {
 /// doctest ELLIPSIS). An `excerpt` may be any run of whole lines of `actual`.
 pub fn matches(expected: &str, actual: &str, excerpt: bool) -> bool {
     let (expected, actual) = (lines(expected).join("\n"), lines(actual).join("\n"));
-    if excerpt {
-        return ellipsis_match(
-            &format!("...\n{expected}\n..."),
-            &format!("\n{actual}\n"),
-        );
-    }
-    ellipsis_match(&expected, &actual)
-}
-
-fn ellipsis_match(pattern: &str, text: &str) -> bool {
+    let (pattern, text) = match excerpt {
+        true => (format!("...\n{expected}\n..."), format!("\n{actual}\n")),
+        false => (expected, actual),
+    };
     let pieces: Vec<&str> = pattern.split("...").collect();
     let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
     if pieces.len() == 1 {
         return pattern == text;
     }
-    if !text.starts_with(first)
-        || !text.ends_with(last)
-        || first.len() + last.len() > text.len()
-    {
+    let ends = text.starts_with(first) && text.ends_with(last);
+    if !ends || first.len() + last.len() > text.len() {
         return false;
     }
     let (mut from, end) = (first.len(), text.len() - last.len());
-    for piece in &pieces[1..pieces.len() - 1] {
-        match text[from..end].find(piece) {
-            Some(at) => from += at + piece.len(),
-            None => return false,
-        }
-    }
-    true
+    pieces[1..pieces.len() - 1].iter().all(|piece| {
+        let at = text[from..end].find(piece);
+        from += at.map_or(0, |at| at + piece.len());
+        at.is_some()
+    })
 }
 
-/// Expected and printed lines side by side, as the new expected output
-/// would align them, the rows that differ marked.
-pub fn side_by_side(block: &Block, actual: &str) -> String {
-    let title = match block.expected_line {
-        0 => "expected (no text block under it: nothing)".to_string(),
-        line => format!("expected ({}:{line})", block.chapter),
-    };
-    let rows = align(&lines(&block.expected), &lines(actual), block.excerpt);
-    let width = rows.iter().map(|(e, _)| e.map_or(0, |e| e.chars().count()));
-    let width = width
+/// An expected line and a printed one, equal when the first matches the
+/// second; a line `...` alone is left to [`rows`] (it may stand for many).
+struct Want<'a>(&'a str);
+struct Got<'a>(&'a str);
+impl PartialEq<Want<'_>> for Got<'_> {
+    fn eq(&self, want: &Want) -> bool {
+        want.0 != "..." && matches(want.0, self.0, false)
+    }
+}
+
+/// A row of the report: an expected line, a printed one, whether they agree.
+type Row<'a> = (Option<&'a str>, Option<&'a str>, bool);
+
+/// Expected and printed lines paired by `similar`'s diff. In a part that
+/// changed, expected lines take printed ones in order and a `...` line
+/// those left over; at the ends of an excerpt, the printed lines most like
+/// the expected ones are its own if alike, the others the rest of the
+/// program's.
+fn rows<'a>(expected: &'a str, printed: &'a str, excerpt: bool) -> Vec<Row<'a>> {
+    let (old, new) = (lines(expected), lines(printed));
+    let want: Vec<Want> = old.iter().map(|l| Want(l)).collect();
+    let got: Vec<Got> = new.iter().map(|l| Got(l)).collect();
+    let mut diff = Replace::new(Capture::new());
+    let _ = myers::diff_deadline_raw(
+        &mut diff,
+        &want[..],
+        0..old.len(),
+        &got[..],
+        0..new.len(),
+        None,
+    );
+    let mut rows = Vec::new();
+    let ops = diff.into_inner().into_ops();
+    for (tag, o, n) in ops.iter().map(|op| op.as_tag_tuple()) {
+        let at_start = o.start + n.start == 0;
+        let at_end = o.end == old.len() && n.end == new.len();
+        let (o, mut n) = (&old[o], &new[n]);
+        let wanted = |o: &[&str]| o.iter().filter(|l| **l != "...").count();
+        let changed = tag != DiffTag::Equal;
+        let edge = excerpt && changed && !old.is_empty() && (at_start || at_end);
+        if edge && n.len() >= wanted(o) {
+            let (k, last) = (wanted(o), n.len() - wanted(o));
+            let starts = match (at_start, at_end) {
+                (true, true) => 0..=last,
+                (true, false) => last..=last,
+                _ => 0..=0,
+            };
+            let like =
+                |s: &usize| likeness(&o.join("\n"), &n[*s..*s + k].join("\n"));
+            let s = starts.max_by_key(like).unwrap_or(0);
+            // Unless they are alike (difflib's ratio 0.5), they are not its.
+            let size = o.join("\n").chars().count()
+                + n[s..s + k].join("\n").chars().count();
+            n = if 4 * like(&s) >= size {
+                &n[s..s + k]
+            } else {
+                &[]
+            };
+        }
+        for (i, line) in o.iter().enumerate() {
+            let any = *line == "...";
+            let take = match any {
+                true => n.len().saturating_sub(wanted(&o[i + 1..])),
+                false => n.len().min(1),
+            };
+            if take == 0 {
+                rows.push((Some(*line), None, any));
+            }
+            let pairs = n[..take]
+                .iter()
+                .map(|p| (Some(*line), Some(*p), any || Got(p) == Want(line)));
+            rows.extend(pairs);
+            n = &n[take..];
+        }
+        rows.extend(n.iter().map(|p| (None, Some(*p), false)));
+    }
+    rows
+}
+
+/// How many characters two texts have in common, in order.
+fn likeness(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let ops = similar::capture_diff_slices(Algorithm::Myers, &a, &b);
+    let equal = ops.iter().filter(|op| op.tag() == DiffTag::Equal);
+    equal.map(|op| op.old_range().len()).sum()
+}
+
+/// Expected and printed lines side by side, the rows that differ marked.
+pub fn side_by_side(
+    title: &str,
+    expected: &str,
+    printed: &str,
+    excerpt: bool,
+) -> String {
+    let rows = rows(expected, printed, excerpt);
+    let widths = rows.iter().map(|r| r.0.map_or(0, |e| e.chars().count()));
+    let width = widths
         .chain([title.chars().count()])
         .max()
         .unwrap_or(0)
         .min(60);
     let mut out = format!("    {title:width$} | printed\n");
-    for (e, a) in rows {
-        let same = match (e, a) {
-            (Some("..."), _) => true,
-            (Some(e), Some(a)) => matches(e, a, false),
-            _ => false,
-        };
+    for (e, p, same) in rows {
         let e: String = e.unwrap_or("").chars().take(width).collect();
         let mark = if same { ' ' } else { '✗' };
-        let _ = writeln!(out, "  {mark} {e:width$} | {}", a.unwrap_or(""));
+        out += &format!("  {mark} {e:width$} | {}\n", p.unwrap_or(""));
     }
-    if block.excerpt {
-        out.push_str(
-            "    (the block shows part of a program: its own lines only)\n",
-        );
+    if excerpt {
+        out += "    (the block shows part of a program: its own lines only)\n";
     }
     out + "    (`...` in the expected output matches any text)\n"
-}
-
-/// Pairs expected lines with printed ones, with the fewest changes: a line
-/// that matches (`...` too), one put in the other's place, one left out,
-/// one added. A `...` line may stand for any number of printed lines; an
-/// excerpt may start and end anywhere in what was printed.
-fn align<'a>(
-    old: &[&'a str],
-    new: &[&'a str],
-    excerpt: bool,
-) -> Vec<(Option<&'a str>, Option<&'a str>)> {
-    let (n, m) = (old.len(), new.len());
-    let mut cost = vec![vec![0usize; m + 1]; n + 1];
-    for i in (0..=n).rev() {
-        for j in (0..=m).rev() {
-            cost[i][j] = match (i == n, j == m) {
-                (true, _) if excerpt => 0,
-                (true, _) => ADD * (m - j),
-                (false, true) => {
-                    cost[i + 1][j] + if old[i] == "..." { 0 } else { DROP }
-                }
-                _ if old[i] == "..." => cost[i + 1][j].min(cost[i][j + 1]),
-                _ => (cost[i + 1][j + 1] + distance(old[i], new[j]))
-                    .min(DROP + cost[i + 1][j])
-                    .min(ADD + cost[i][j + 1]),
-            };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    if excerpt {
-        j = (0..=m).min_by_key(|&j| cost[0][j]).unwrap_or(0);
-    }
-    let mut rows = Vec::new();
-    while i < n || (j < m && !excerpt) {
-        if i == n {
-            rows.push((None, Some(new[j])));
-            j += 1;
-        } else if j == m || (old[i] == "..." && cost[i][j] == cost[i + 1][j]) {
-            rows.push((Some(old[i]), None));
-            i += 1;
-        } else if old[i] == "..." {
-            rows.push((Some(old[i]), Some(new[j])));
-            j += 1;
-        } else if cost[i][j] == cost[i + 1][j + 1] + distance(old[i], new[j]) {
-            rows.push((Some(old[i]), Some(new[j])));
-            (i, j) = (i + 1, j + 1);
-        } else if cost[i][j] == DROP + cost[i + 1][j] {
-            rows.push((Some(old[i]), None));
-            i += 1;
-        } else {
-            rows.push((None, Some(new[j])));
-            j += 1;
-        }
-    }
-    rows
-}
-
-/// What adding a printed line, and leaving out an expected one, cost in
-/// [`align`]; putting one in the other's place costs between the two.
-const ADD: usize = 200;
-const DROP: usize = 300;
-
-/// What putting `new` in the place of `old` costs: nothing if it matches,
-/// else more than a gap (less than two), the less the more they have in
-/// common at their start and end.
-fn distance(old: &str, new: &str) -> usize {
-    if matches(old, new, false) {
-        return 0;
-    }
-    let same = |a: &mut dyn Iterator<Item = (char, char)>| {
-        a.take_while(|(x, y)| x == y).count()
-    };
-    let start = same(&mut old.chars().zip(new.chars()));
-    let end = same(&mut old.chars().rev().zip(new.chars().rev()));
-    let longest = old.chars().count().max(new.chars().count()).max(1);
-    ADD + 100 - 99 * (start + end).min(longest) / longest
 }
 
 /// The expected output that `printed` calls for: the old lines where they
 /// still match (so their `...` stays), the printed ones elsewhere.
 pub fn blessed(old: &str, printed: &str, excerpt: bool) -> String {
     let mut out: Vec<&str> = Vec::new();
-    for (old, new) in align(&lines(old), &lines(printed), excerpt) {
+    for (old, new, same) in rows(old, printed, excerpt) {
         match (old, new) {
             (Some("..."), _) if out.last() == Some(&"...") => {}
-            (Some("..."), _) => out.push("..."),
-            (Some(old), Some(new)) if matches(old, new, false) => out.push(old),
+            (Some(old), _) if same => out.push(old),
             (_, Some(new)) => out.push(new),
             _ => {}
         }
@@ -365,60 +375,27 @@ pub fn blessed(old: &str, printed: &str, excerpt: bool) -> String {
     out.join("\n")
 }
 
-/// With `FLIGHT_COOKBOOK_BLESS` set, writes the expected output that
-/// `printed` calls for into the chapter (a new `text` block if there was
-/// none), keeping track of the lines it added so that later blocks of the
-/// same chapter are found where they now are.
-fn bless(block: &Block, printed: &str) -> bool {
-    if std::env::var_os("FLIGHT_COOKBOOK_BLESS").is_none() {
+/// Writes the expected output that `printed` calls for into the chapter,
+/// under its `index`th Rust block (a new `text` block if there was none),
+/// one block at a time.
+pub fn bless(chapter: &Path, index: usize, printed: &str, excerpt: bool) -> bool {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _only_me = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let markdown = fs::read_to_string(chapter).unwrap_or_default();
+    let Some(block) = rust_block(chapter, index) else {
         return false;
+    };
+    let old = block.expected.as_ref().map(|e| e.body.join("\n"));
+    let new = blessed(old.as_deref().unwrap_or(""), printed, excerpt);
+    let mut lines: Vec<&str> = markdown.lines().collect();
+    match &block.expected {
+        Some(text) => drop(lines.splice(text.line..text.end_line - 1, new.lines())),
+        None => {
+            let added = ["", "```text"].into_iter().chain(new.lines());
+            let at = block.end_line..block.end_line;
+            drop(lines.splice(at, added.chain(["```"])));
+        }
     }
-    type Moves = HashMap<String, Vec<(usize, isize)>>;
-    static MOVED: LazyLock<Mutex<Moves>> = LazyLock::new(Default::default);
-    let mut moved = MOVED.lock().unwrap_or_else(|e| e.into_inner());
-    let moves = moved.entry(block.chapter.clone()).or_default();
-    let now = |line: usize| {
-        let shift: isize = moves
-            .iter()
-            .filter(|(at, _)| *at < line)
-            .map(|(_, by)| by)
-            .sum();
-        (line as isize + shift) as usize
-    };
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(&block.chapter);
-    let Ok(chapter) = fs::read_to_string(&path) else {
-        return false;
-    };
-    let mut text: Vec<String> = chapter.lines().map(String::from).collect();
-    let new = blessed(&block.expected, printed, block.excerpt);
-    let new: Vec<String> = new.lines().map(String::from).collect();
-    let (from, old_len) = if block.expected_line == 0 {
-        let at = now(block.end);
-        let added = ["", "```text"].map(String::from).into_iter();
-        text.splice(
-            at..at,
-            added.chain(new.iter().cloned()).chain(["```".into()]),
-        );
-        (block.end, 0)
-    } else {
-        let start = now(block.expected_line);
-        let len = text[start..]
-            .iter()
-            .position(|l| l.trim() == "```")
-            .unwrap_or(0);
-        text.splice(start..start + len, new.iter().cloned());
-        (block.expected_line, len)
-    };
-    let added = if block.expected_line == 0 {
-        new.len() + 3
-    } else {
-        new.len()
-    };
-    moves.push((from, added as isize - old_len as isize));
-    let written = fs::write(&path, text.join("\n") + "\n");
-    eprintln!(
-        "blessed {}:{}: the output under it is now what it printed",
-        block.chapter, block.line
-    );
-    written.is_ok()
+    eprintln!("blessed {}:{}", chapter.display(), block.line);
+    fs::write(chapter, lines.join("\n") + "\n").is_ok()
 }

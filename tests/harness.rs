@@ -17,12 +17,13 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use book::{Attributes, Snippet, Sources};
+use book::Attributes;
 
-/// Turns the first Rust block of `markdown` into its test code and runs it
-/// as `cargo test` would; `Err` carries the failure.
+/// Writes `markdown` as a chapter of its own, turns its first Rust block
+/// into its test code and runs it as `cargo test` would; `Err` carries the
+/// failure.
 fn run_block(markdown: &str) -> Result<(), String> {
-    let code = test_code(markdown)?;
+    let (chapter, code) = test_code(markdown)?;
     let run = panic::catch_unwind(AssertUnwindSafe(|| {
         check::run_snippet(
             env!("CARGO_MANIFEST_DIR"),
@@ -31,6 +32,7 @@ fn run_block(markdown: &str) -> Result<(), String> {
             &code,
         )
     }));
+    drop(chapter);
     run.map_err(|panic| {
         let text = panic.downcast_ref::<String>().cloned();
         let text =
@@ -39,42 +41,34 @@ fn run_block(markdown: &str) -> Result<(), String> {
     })
 }
 
-fn test_code(markdown: &str) -> Result<String, String> {
+/// The chapter `markdown`, written to a temporary file, and the test code
+/// of its first Rust block.
+fn test_code(markdown: &str) -> Result<(tempfile::TempPath, String), String> {
+    let chapter = tempfile::Builder::new().suffix(".md").tempfile();
+    let chapter = chapter.map_err(|e| e.to_string())?.into_temp_path();
+    std::fs::write(&chapter, markdown).map_err(|e| e.to_string())?;
     let blocks = book::code_blocks(markdown);
     let block = blocks
         .iter()
         .find(|b| b.info.starts_with("rust"))
         .ok_or("no rust block")?;
     let attributes = Attributes::parse(&block.info)?.ok_or("not a rust block")?;
-    let expanded = book::expand(&block.body, Path::new("."))?;
-    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/harness.rs");
-    book::test_code(
-        &Snippet {
-            chapter: "book/src/selftest.md",
-            block,
-            attributes: &attributes,
-            expanded: &expanded,
-        },
-        &Sources {
-            harness: &harness,
-            examples: Path::new("examples"),
-            server: None,
-        },
-    )
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let name = chapter.display().to_string();
+    let code = book::test_code(root, &name, 0, block, &attributes)?;
+    Ok((chapter, code))
 }
 
 #[test]
 fn a_program_does_not_depend_on_where_its_block_stands() {
     let block =
         "```rust\nfn main() {\n    println!(\"x\");\n}\n```\n\n```text\nx\n```\n";
-    let program =
-        |markdown: &str| check::Block::parse(&test_code(markdown).expect("code")).1;
+    let program = |markdown: &str| {
+        let (_chapter, code) = test_code(markdown).expect("code");
+        code.split_once('\n').expect("a program").1.to_string()
+    };
     let moved = format!("# Another heading\n\nSome prose.\n\n{block}");
     assert_eq!(program(block), program(&moved));
-    let (first, _) = check::Block::parse(&test_code(block).expect("code"));
-    let (second, _) = check::Block::parse(&test_code(&moved).expect("code"));
-    assert_eq!((first.line, second.line), (1, 5));
-    assert_eq!(first.expected, "x\n");
     assert_ne!(program(block), program(&block.replace("\"x\"", "\"y\"")));
 }
 
@@ -99,22 +93,48 @@ fn bless_keeps_what_still_matches_and_writes_what_changed() {
         check::blessed("InvalidArgument: old", printed, true),
         "InvalidArgument: new words"
     );
+    let printed = "a\nb\nc: something else entirely";
+    assert_eq!(check::blessed("b\nextra", printed, true), "b");
+    let printed = "token: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0\nc";
+    assert_eq!(check::blessed("token: ...", printed, true), "token: ...");
     assert_eq!(check::blessed("x", "x", false), "x");
     assert_eq!(check::blessed("", "new", false), "new");
     assert_eq!(check::blessed("gone", "", false), "");
 }
 
+/// Bless rewrites the expected output under the block in its chapter, and
+/// gives a block that printed with none under it a `text` block.
+#[test]
+fn bless_rewrites_the_text_block_and_nothing_else() {
+    let markdown = "# T\n\n```rust\nfn main() {\n    println!(\"new\");\n}\n```\n\n\
+                    ```text\nold\nolder\n```\n\nProse.\n";
+    let chapter = tempfile::Builder::new()
+        .suffix(".md")
+        .tempfile()
+        .expect("temp");
+    std::fs::write(chapter.path(), markdown).expect("write");
+    let bless = |printed: &str| check::bless(chapter.path(), 0, printed, false);
+    assert!(bless("new"));
+    let written = std::fs::read_to_string(chapter.path()).expect("read");
+    assert_eq!(written, markdown.replace("old\nolder\n", "new\n"));
+    let bare = "```rust\nfn main() {}\n```\nProse.\n";
+    std::fs::write(chapter.path(), bare).expect("write");
+    assert!(bless("a\nb"));
+    let written = std::fs::read_to_string(chapter.path()).expect("read");
+    assert_eq!(
+        written,
+        "```rust\nfn main() {}\n```\n\n```text\na\nb\n```\nProse.\n"
+    );
+}
+
 #[test]
 fn the_report_shows_expected_and_printed_side_by_side() {
-    let block = check::Block {
-        chapter: "book/src/x.md".into(),
-        expected: "same\nBearer ...\nwanted".into(),
-        expected_line: 20,
-        ..Default::default()
-    };
-    let report = check::side_by_side(&block, "same\nBearer abc\ngot\nextra\n");
+    let expected = "same\nBearer ...\nwanted";
+    let printed = "same\nBearer abc\ngot\nextra\n";
+    let report =
+        check::side_by_side("expected (x.md:20)", expected, printed, false);
     let rows: Vec<&str> = report.lines().collect();
-    assert!(rows[0].contains("expected (book/src/x.md:20)"), "{report}");
+    assert!(rows[0].contains("expected (x.md:20)"), "{report}");
     assert!(
         rows[1].starts_with("    same") && rows[1].ends_with("| same"),
         "{report}"
@@ -259,7 +279,9 @@ fn expected_output_under_a_block_that_does_not_run_is_refused() {
     let markdown =
         "```rust,no_run\nfn main() {}\n```\n\n```text\nnever checked\n```\n";
     let error = test_code(markdown).expect_err("must be refused");
-    assert!(error.contains("book/src/selftest.md:5"), "{error}");
+    assert!(
+        error.ends_with(".md:5: output under a block that does not run: unchecked")
+    );
 }
 
 #[test]
@@ -305,7 +327,11 @@ fn expected_output_is_the_text_block_right_under_a_rust_block() {
                     ```rust\nfn main() {}\n```\nprose\n```text\nnot output\n```\n";
     let blocks = book::code_blocks(markdown);
     let expected = blocks[0].expected.as_ref().expect("first block has output");
-    assert_eq!((expected.line, expected.text.as_str()), (6, "out"));
+    assert_eq!((expected.line, expected.end_line), (6, 8));
+    assert_eq!(
+        (expected.body.join("\n"), blocks[0].end_line),
+        ("out".into(), 4)
+    );
     assert_eq!(blocks[0].heading, Some((1, "T".to_string())));
     assert_eq!(blocks[2].expected, None);
 }
@@ -366,7 +392,7 @@ fn program_in_a_folder() -> tempfile::TempDir {
         ("examples/prog/b.rs", "mod d;\n"),
         (
             "examples/prog/b/d.rs",
-            "// ANCHOR: deep\n// ANCHOR_END: deep\n",
+            "// ANCHOR: deep\nfn d() {}\n// ANCHOR_END: deep\n",
         ),
         ("examples/shared/c.rs", "fn c() {}\n"),
         (
@@ -375,7 +401,7 @@ fn program_in_a_folder() -> tempfile::TempDir {
         ),
         (
             "examples/prog/stray.rs",
-            "// ANCHOR: part\n// ANCHOR_END: part\n",
+            "// ANCHOR: part\nfn s() {}\n// ANCHOR_END: part\n",
         ),
     ];
     for (path, text) in files {
@@ -417,7 +443,7 @@ fn a_part_of_block_must_show_an_anchor_of_a_file_of_its_target() {
     );
     let error = |target: &str, line: &str| check(target, &[line]).expect_err(line);
     let no_anchor = "{{#rustdoc_include ../../examples/prog/a.rs:other}}";
-    assert!(error("prog", no_anchor).contains("no anchor `other`"));
+    assert!(error("prog", no_anchor).contains("anchor not found"));
     let stray = "{{#rustdoc_include ../../examples/prog/stray.rs:part}}";
     assert!(error("prog", stray).contains("is not a module of prog"));
     let outside = "{{#rustdoc_include ../../examples/other.rs:part}}";
@@ -428,7 +454,7 @@ fn a_part_of_block_must_show_an_anchor_of_a_file_of_its_target() {
         error("prog", "{{#include ../../examples/prog/none.rs}}")
             .contains("none.rs")
     );
-    assert!(error("prog", "fn main() {}").contains("is not an include"));
+    assert!(error("prog", "fn main() {}").contains("one include"));
     assert!(check("prog", &[good, good]).is_err());
     assert!(
         Attributes::parse("rust,part_of=prog")
