@@ -2,8 +2,7 @@
 use std::fmt::Display;
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, BufWriter};
-use std::os::unix::fs::FileExt;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -464,8 +463,7 @@ impl StoredFile {
 
     fn read_bytes(&self, at: u64, len: usize) -> Result<Vec<u8>, String> {
         let mut buffer = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buffer, at)
+        read_exact_at(&self.file, &mut buffer, at)
             .map_err(|e| format!("reading byte {at}: {}", e.kind()))?;
         Ok(buffer)
     }
@@ -480,8 +478,8 @@ impl StoredFile {
             let mut header = vec![0u8; place.header_len];
             let mut body = vec![0u8; place.body_len];
             let body_at = place.header + place.header_len as u64;
-            file.read_exact_at(&mut header, place.header)
-                .and_then(|()| file.read_exact_at(&mut body, body_at))
+            read_exact_at(&file, &mut header, place.header)
+                .and_then(|()| read_exact_at(&file, &mut body, body_at))
                 .map_err(|e| {
                     format!("reading byte {}: {}", place.header, e.kind())
                 })?;
@@ -551,8 +549,14 @@ fn read_at(
     if at + buffer.len() as u64 > end {
         return Err(format!("it is cut short: {end} bytes"));
     }
-    file.read_exact_at(buffer, at)
+    read_exact_at(file, buffer, at)
         .map_err(|e| format!("reading byte {at}: {}", e.kind()))
+}
+
+/// Fills `buffer` from byte `at` of `file`, on every platform.
+fn read_exact_at(mut file: &File, buffer: &mut [u8], at: u64) -> io::Result<()> {
+    file.seek(SeekFrom::Start(at))?;
+    file.read_exact(buffer)
 }
 // ANCHOR_END: read_header
 
