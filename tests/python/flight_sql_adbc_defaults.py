@@ -53,9 +53,9 @@ def idle():
             print("before", read.fetchone())
             # The writer holds SQLite's write lock from here on.
             write.execute("INSERT INTO animals VALUES ('bee', 6, 1.5)")
-            time.sleep(40)
+            time.sleep(32)
             read.execute(count)
-            print("after 40 s", read.fetchone())
+            print("after 32 s", read.fetchone())
             try:
                 write.execute(count)
                 print("the writer", write.fetchone())
