@@ -88,6 +88,13 @@ pub fn is_rust(info: &str) -> bool {
     info.split(',').next().map(str::trim) == Some("rust")
 }
 
+/// The Rust blocks of a chapter, in order.
+pub fn rust_blocks(markdown: &str) -> impl Iterator<Item = CodeBlock> {
+    code_blocks(markdown)
+        .into_iter()
+        .filter(|b| is_rust(&b.info))
+}
+
 /// The fenced code blocks of a chapter, with headings and expected outputs,
 /// as pulldown-cmark finds them.
 pub fn code_blocks(markdown: &str) -> Vec<CodeBlock> {
