@@ -42,21 +42,20 @@ fn run_block(markdown: &str) -> Result<(), String> {
 }
 
 /// The chapter `markdown`, written to a temporary file, and the test code
-/// of its first Rust block.
+/// of its first Rust block, as `build.rs` hands it to skeptic.
 fn test_code(markdown: &str) -> Result<(tempfile::TempPath, String), String> {
     let chapter = tempfile::Builder::new().suffix(".md").tempfile();
     let chapter = chapter.map_err(|e| e.to_string())?.into_temp_path();
     std::fs::write(&chapter, markdown).map_err(|e| e.to_string())?;
-    let blocks = book::code_blocks(markdown);
-    let block = blocks
-        .iter()
-        .find(|b| b.info.starts_with("rust"))
-        .ok_or("no rust block")?;
-    let attributes = Attributes::parse(&block.info)?.ok_or("not a rust block")?;
+    let block = book::rust_blocks(markdown).next().ok_or("no rust block")?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let name = chapter.display().to_string();
-    let code = book::test_code(root, &name, 0, block, &attributes)?;
-    Ok((chapter, code))
+    let copy = book::test_copy(root, &name, 0, &block)?.ok_or("not tested")?;
+    let code = copy
+        .split_once("```rust")
+        .and_then(|(_, c)| c.split_once('\n'));
+    let code = code.and_then(|(_, c)| c.strip_suffix("```\n"));
+    Ok((chapter, code.ok_or("no code")?.to_string()))
 }
 
 #[test]
