@@ -90,7 +90,8 @@ pub fn rust_blocks(markdown: &str) -> impl Iterator<Item = CodeBlock> {
 pub fn code_blocks(markdown: &str) -> Vec<CodeBlock> {
     use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag};
     let line_of = |offset: usize| markdown[..offset].matches('\n').count() + 1;
-    let (mut blocks, mut heading, mut open) = (Vec::<CodeBlock>::new(), None, None);
+    let (mut blocks, mut heading, mut body) =
+        (Vec::<CodeBlock>::new(), None, "".into());
     let mut previous_end = 0;
     for (event, range) in Parser::new(markdown).into_offset_iter() {
         match event {
@@ -99,34 +100,23 @@ pub fn code_blocks(markdown: &str) -> Vec<CodeBlock> {
                 let title = title.trim_start_matches('#').trim().to_string();
                 heading = Some((line_of(range.start), title));
             }
-            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
-                open = Some((info.trim().to_string(), String::new()));
-            }
-            Event::Text(text) => {
-                if let Some((_, body)) = open.as_mut() {
-                    body.push_str(&text);
-                }
-            }
-            Event::End(Tag::CodeBlock(_)) => {
-                let Some((info, body)) = open.take() else {
-                    continue;
-                };
+            Event::Start(Tag::CodeBlock(_)) => body = String::new(),
+            Event::Text(text) => body.push_str(&text),
+            Event::End(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
                 let block = CodeBlock {
                     line: line_of(range.start),
-                    end_line: line_of(range.end.saturating_sub(1)),
-                    info,
+                    end_line: line_of(range.end - 1),
+                    info: info.trim().to_string(),
                     body: body.lines().map(String::from).collect(),
                     heading: heading.clone(),
                     expected: None,
                 };
-                let adjacent =
-                    markdown[previous_end..range.start].trim().is_empty();
+                let between = &markdown[previous_end..range.start];
                 previous_end = range.end;
                 if let Some(rust) = blocks.last_mut()
                     && block.info == "text"
-                    && adjacent
+                    && between.trim().is_empty()
                     && is_rust(&rust.info)
-                    && rust.expected.is_none()
                 {
                     rust.expected = Some(Box::new(block.clone()));
                 }
@@ -209,7 +199,8 @@ fn anchored(source: &str, anchor: &str, hide_rest: bool) -> Option<String> {
 }
 
 /// The files of the module tree rooted at `root`: `root`, and for each
-/// `mod NAME;` its file, `#[path = "..."]` or as rustc finds it, and theirs.
+/// `mod NAME;` its file, as rustc finds it (by `#[path = "..."]`, or
+/// `NAME.rs` in the folder a file's modules live in), and theirs.
 pub fn module_files(root: &Path) -> Vec<PathBuf> {
     let (mut files, mut todo) = (Vec::new(), vec![(root.to_path_buf(), true)]);
     while let Some((file, owns_folder)) = todo.pop() {
@@ -223,22 +214,16 @@ pub fn module_files(root: &Path) -> Vec<PathBuf> {
         };
         let mut path = None;
         for line in text.lines().map(str::trim) {
+            let declared = line.trim_start_matches("pub ").strip_prefix("mod ");
             if let Some(p) = line.strip_prefix("#[path = \"") {
                 path = Some(dir.join(p.trim_end_matches("\"]")));
-                continue;
-            }
-            let declared = line.trim_start_matches("pub ").strip_prefix("mod ");
-            match (declared.and_then(|r| r.strip_suffix(';')), path.take()) {
-                (Some(_), Some(path)) => todo.push((path, true)),
-                (Some(name), None) => {
-                    let file = children.join(format!("{}.rs", name.trim()));
-                    todo.push(match file.exists() {
-                        true => (file, false),
-                        false => (children.join(name.trim()).join("mod.rs"), true),
-                    });
-                }
-                (None, pending) if line.starts_with("#[") => path = pending,
-                _ => {}
+            } else if let Some(name) = declared.and_then(|r| r.strip_suffix(';')) {
+                todo.push(match path.take() {
+                    Some(path) => (path, true),
+                    None => (children.join(format!("{}.rs", name.trim())), false),
+                });
+            } else if !line.starts_with("#[") {
+                path = None;
             }
         }
         files.push(file);

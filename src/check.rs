@@ -110,25 +110,23 @@ fn launch(exe: &str, kind: &str, timeout: Duration) -> io::Result<Run> {
             .spawn()
     };
     let deadline = Instant::now() + timeout;
-    // Until `role` has printed a line that `find` finds, while it runs.
-    let wait_for =
-        |role: &str, child: &mut Child, find: fn(&str) -> Option<&str>| loop {
-            let text = read(role, "out").unwrap_or_default();
-            if let Some(found) = text.lines().find_map(find) {
-                return Some(found.to_string());
-            }
-            if Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+    // The rest of the first line of `role`'s that starts with `prefix`, once
+    // printed, while it runs.
+    let wait_for = |role: &str, child: &mut Child, prefix: &str| loop {
+        let text = read(role, "out").unwrap_or_default();
+        if let Some(rest) = text.lines().find_map(|l| l.strip_prefix(prefix)) {
+            return Some(rest.to_string());
+        }
+        if Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let mut server = None;
     let args = match kind {
         "client" => {
             let mut started = start("server", &[])?;
-            let url = wait_for("server", &mut started, |line| {
-                line.strip_prefix("FLIGHT_COOKBOOK_URL=")
-            });
+            let url = wait_for("server", &mut started, "FLIGHT_COOKBOOK_URL=");
             server = Some(started);
             vec![url.unwrap_or_default()]
         }
@@ -137,9 +135,7 @@ fn launch(exe: &str, kind: &str, timeout: Duration) -> io::Result<Run> {
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut program = start("program", &args)?;
-    if kind == "server"
-        && wait_for("program", &mut program, |line| Some(line)).is_some()
-    {
+    if kind == "server" && wait_for("program", &mut program, "").is_some() {
         let pid = program.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
     }
