@@ -288,6 +288,14 @@ fn a_running_block_needs_a_main_and_known_words() {
     assert!(test_code("```rust\nlet x = 1;\n```\n").is_err());
     assert!(test_code("```rust,no-run\nfn main() {}\n```\n").is_err());
     assert!(test_code("```rust,should_panic\nfn main() {}\n```\n").is_err());
+    // One kind of block at most; a timeout only for a block that runs.
+    let parse = |info| Attributes::parse(info).map(|a| a.is_some());
+    assert_eq!(parse("rust,server,timeout=5"), Ok(true));
+    assert_eq!(parse("text"), Ok(false));
+    assert!(parse("rust,server,no_run").is_err());
+    assert!(parse("rust,ignore,no_run").is_err());
+    assert!(parse("rust,client_of=x,server").is_err());
+    assert!(parse("rust,no_run,timeout=5").is_err());
 }
 
 #[test]
