@@ -98,7 +98,10 @@ fn run_once(key: &str, label: &str, run: impl FnOnce() -> Run) -> Run {
 fn launch(exe: &str, kind: &str, timeout: Duration) -> io::Result<Run> {
     let (dir, logs) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let log = |role: &str, end: &str| logs.path().join(format!("{role}.{end}"));
-    let read = |role: &str, end: &str| fs::read_to_string(log(role, end));
+    let read = |role: &str, end: &str| {
+        let bytes = fs::read(log(role, end));
+        bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
     let start = |role: &str, args: &[&str]| {
         Command::new(exe)
             .args(args)

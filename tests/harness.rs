@@ -497,3 +497,22 @@ fn module_files_follow_mod_declarations_and_paths() {
         ]
     );
 }
+
+/// A program may print bytes that are not UTF-8: they are compared as
+/// mdBook would show them, not refused.
+#[test]
+fn output_that_is_not_utf8_is_compared_lossily() {
+    let markdown = r#"
+```rust
+use std::io::Write;
+fn main() -> std::io::Result<()> {
+    std::io::stdout().write_all(b"bytes \xff\n")
+}
+```
+
+```text
+bytes �
+```
+"#;
+    assert_eq!(run_block(markdown), Ok(()));
+}
