@@ -51,7 +51,12 @@ impl Attributes {
                 Some(("timeout", secs)) if secs.parse::<u64>().is_ok() => {
                     a.timeout_secs = secs.parse().ok()
                 }
-                _ => return Err(format!("unknown word `{word}` in `{info}`")),
+                _ => {
+                    let known = "book/src/testing.md lists the words";
+                    return Err(format!(
+                        "unknown word `{word}` in `{info}` ({known})"
+                    ));
+                }
             }
         }
         let (client, part) = (a.client_of.is_some(), a.part_of.is_some());
