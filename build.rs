@@ -1,8 +1,7 @@
 //! Hands every Rust block of the book to skeptic as a test of
-//! `tests/book.rs`: one markdown copy per block in `OUT_DIR`, with the
-//! block's heading and fence at their lines in the chapter (a test's name
-//! says where its block is) and the code `test_code` in `src/book.rs`
-//! makes of it. The book's page "How this book is tested" explains the rest.
+//! `tests/book.rs`: one markdown copy per block in `OUT_DIR`, made by
+//! `test_copy` in `src/book.rs`. The book's page "How this book is tested"
+//! explains the rest.
 
 use std::path::{Path, PathBuf};
 use std::{env, fs};
@@ -33,26 +32,16 @@ fn main() {
 /// Writes the markdown copy of every Rust block of every chapter.
 fn write_copies(out: &Path) -> Result<Vec<PathBuf>, String> {
     let root = env::current_dir().map_err(|e| e.to_string())?;
-    let chapters =
-        fs::read_dir("book/src").map_err(|e| format!("book/src: {e}"))?;
-    let mut chapters: Vec<PathBuf> = chapters.flatten().map(|e| e.path()).collect();
-    chapters.retain(|p| {
-        p.extension().is_some_and(|e| e == "md") && !p.ends_with("SUMMARY.md")
-    });
-    chapters.sort();
     let mut copies = Vec::new();
-    for chapter in chapters {
-        let name = chapter.to_string_lossy().into_owned();
-        let stem = chapter.file_stem().unwrap_or_default().to_string_lossy();
+    for chapter in book::chapters(&root).map_err(|e| format!("book/src: {e}"))? {
+        let name = format!("book/src/{chapter}.md");
         let markdown =
-            fs::read_to_string(&chapter).map_err(|e| format!("{name}: {e}"))?;
-        let blocks = book::code_blocks(&markdown);
-        for (index, block) in
-            blocks.iter().filter(|b| book::is_rust(&b.info)).enumerate()
-        {
-            if let Some(copy) = book::test_copy(&root, &name, index, block)? {
+            fs::read_to_string(&name).map_err(|e| format!("{name}: {e}"))?;
+        for (index, block) in book::rust_blocks(&markdown).enumerate() {
+            if let Some(copy) = book::test_copy(&root, &name, index, &block)? {
+                let line = block.line;
                 let path =
-                    out.join(format!("{stem}/line{:05}/{stem}.md", block.line));
+                    out.join(format!("{chapter}/line{line:05}/{chapter}.md"));
                 write_if_changed(&path, &copy);
                 copies.push(path);
             }

@@ -29,50 +29,45 @@ pub struct Attributes {
     pub ignore: bool,
     pub server: bool,
     pub client_of: Option<String>,
-    pub timeout_secs: Option<u64>,
     pub part_of: Option<String>,
+    pub timeout_secs: Option<u64>,
 }
 
 impl Attributes {
     /// Reads the info string of a block; `None` if it is not a Rust block.
     pub fn parse(info: &str) -> Result<Option<Attributes>, String> {
-        if !is_rust(info) {
+        let mut words = info.split(',').map(str::trim);
+        if words.next() != Some("rust") {
             return Ok(None);
         }
-        let name = |n: &str| {
-            let ok =
-                |c: char| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit();
-            (!n.is_empty() && n.chars().all(ok)).then(|| n.to_string())
-        };
         let mut a = Attributes::default();
-        for word in info.split(',').skip(1).map(str::trim) {
+        for word in words {
             match word.split_once('=') {
                 None if word == "no_run" => a.no_run = true,
                 None if word == "ignore" => a.ignore = true,
                 None if word == "server" => a.server = true,
-                None if matches!(word, "noplayground" | "editable") => {}
-                Some(("client_of", n)) if name(n).is_some() => {
-                    a.client_of = name(n)
-                }
-                Some(("part_of", n)) if name(n).is_some() => a.part_of = name(n),
-                Some(("timeout", s)) if s.parse::<u64>().is_ok() => {
-                    a.timeout_secs = s.parse().ok()
+                Some(("client_of", name)) => a.client_of = Some(name.into()),
+                Some(("part_of", name)) => a.part_of = Some(name.into()),
+                Some(("timeout", secs)) if secs.parse::<u64>().is_ok() => {
+                    a.timeout_secs = secs.parse().ok()
                 }
                 _ => {
+                    let known = "book/src/testing.md lists the words";
                     return Err(format!(
-                        "unknown word `{word}` in `{info}` (known: no_run, ignore, \
-                         server, client_of=NAME, part_of=NAME, timeout=SECONDS)"
+                        "unknown word `{word}` in `{info}` ({known})"
                     ));
                 }
             }
         }
-        let client = a.client_of.is_some();
-        if a.server && client {
-            return Err("a block is either a `server` or a `client_of=...`".into());
-        }
-        let others = a.server || client || a.no_run || a.ignore;
-        if a.part_of.is_some() && (others || a.timeout_secs.is_some()) {
-            return Err("a `part_of=...` block takes no other word".into());
+        let (client, part) = (a.client_of.is_some(), a.part_of.is_some());
+        let kinds = [a.no_run, a.ignore, a.server, client, part];
+        if kinds.into_iter().filter(|&k| k).count() > 1
+            || (a.timeout_secs.is_some() && !a.runs())
+        {
+            return Err(format!(
+                "`{info}`: one of no_run, ignore, server, client_of=NAME and \
+                 part_of=NAME, and timeout=SECONDS only for a block that runs"
+            ));
         }
         Ok(Some(a))
     }
@@ -88,12 +83,20 @@ pub fn is_rust(info: &str) -> bool {
     info.split(',').next().map(str::trim) == Some("rust")
 }
 
+/// The Rust blocks of a chapter, in order.
+pub fn rust_blocks(markdown: &str) -> impl Iterator<Item = CodeBlock> {
+    code_blocks(markdown)
+        .into_iter()
+        .filter(|b| is_rust(&b.info))
+}
+
 /// The fenced code blocks of a chapter, with headings and expected outputs,
 /// as pulldown-cmark finds them.
 pub fn code_blocks(markdown: &str) -> Vec<CodeBlock> {
     use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag};
     let line_of = |offset: usize| markdown[..offset].matches('\n').count() + 1;
-    let (mut blocks, mut heading, mut open) = (Vec::<CodeBlock>::new(), None, None);
+    let (mut blocks, mut heading, mut body) =
+        (Vec::<CodeBlock>::new(), None, "".into());
     let mut previous_end = 0;
     for (event, range) in Parser::new(markdown).into_offset_iter() {
         match event {
@@ -102,34 +105,23 @@ pub fn code_blocks(markdown: &str) -> Vec<CodeBlock> {
                 let title = title.trim_start_matches('#').trim().to_string();
                 heading = Some((line_of(range.start), title));
             }
-            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
-                open = Some((info.trim().to_string(), String::new()));
-            }
-            Event::Text(text) => {
-                if let Some((_, body)) = open.as_mut() {
-                    body.push_str(&text);
-                }
-            }
-            Event::End(Tag::CodeBlock(_)) => {
-                let Some((info, body)) = open.take() else {
-                    continue;
-                };
+            Event::Start(Tag::CodeBlock(_)) => body = String::new(),
+            Event::Text(text) => body.push_str(&text),
+            Event::End(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
                 let block = CodeBlock {
                     line: line_of(range.start),
-                    end_line: line_of(range.end.saturating_sub(1)),
-                    info,
+                    end_line: line_of(range.end - 1),
+                    info: info.trim().to_string(),
                     body: body.lines().map(String::from).collect(),
                     heading: heading.clone(),
                     expected: None,
                 };
-                let adjacent =
-                    markdown[previous_end..range.start].trim().is_empty();
+                let between = &markdown[previous_end..range.start];
                 previous_end = range.end;
                 if let Some(rust) = blocks.last_mut()
                     && block.info == "text"
-                    && adjacent
+                    && between.trim().is_empty()
                     && is_rust(&rust.info)
-                    && rust.expected.is_none()
                 {
                     rust.expected = Some(Box::new(block.clone()));
                 }
@@ -156,78 +148,50 @@ pub struct Expanded {
 pub fn expand(body: &[String], dir: &Path) -> Result<Expanded, String> {
     let mut out = Expanded::default();
     for line in body {
-        let trimmed = line.trim();
-        let Some(directive) = trimmed
-            .strip_prefix("{{#")
-            .and_then(|d| d.strip_suffix("}}"))
-        else {
+        let directive = line.trim().strip_prefix("{{#");
+        let Some(directive) = directive.and_then(|d| d.strip_suffix("}}")) else {
             if line.contains("{{#") {
                 return Err(format!("an include must stand alone: `{line}`"));
             }
             out.code += &format!("{line}\n");
             continue;
         };
-        let err = |what: &str| format!("`{trimmed}`: {what}");
-        let (kind, target) =
-            directive.split_once(' ').ok_or(err("names no file"))?;
-        let (file, anchor) = split_anchor(target);
-        if anchor.is_some_and(|a| {
-            a.is_empty() || a.contains(':') || a.parse::<usize>().is_ok()
-        }) {
-            return Err(err("use an anchor name, not line numbers"));
-        }
-        let hide_rest = match kind {
-            "include" => false,
-            "rustdoc_include" => true,
-            _ => return Err(err("unknown directive")),
+        let err = |what: String| format!("`{}`: {what}", line.trim());
+        let (hide_rest, target) = match directive.split_once(' ') {
+            Some(("include", target)) => (false, target.trim()),
+            Some(("rustdoc_include", target)) => (true, target.trim()),
+            _ => return Err(err("unknown directive".into())),
         };
+        let (file, anchor) = target.split_once(':').unzip();
+        let file = file.unwrap_or(target);
         let source = fs::read_to_string(dir.join(file))
-            .map_err(|e| err(&format!("cannot read {file}: {e}")))?;
-        let included = match anchor {
+            .map_err(|e| err(format!("cannot read {file}: {e}")))?;
+        out.code += &match anchor {
             None => source.lines().map(|l| format!("{l}\n")).collect(),
-            Some(anchor) => {
-                out.partial |= hide_rest;
-                anchored(&source, anchor, hide_rest)
-            }
+            Some(anchor) => anchored(&source, anchor, hide_rest)
+                .ok_or_else(|| err(format!("anchor not found in {file}")))?,
         };
-        if !included
-            .lines()
-            .any(|l| !l.starts_with('#') || l.starts_with("#["))
-        {
-            return Err(err(&format!("anchor not found in {file}")));
-        }
+        out.partial |= hide_rest && anchor.is_some();
         out.files.push(file.to_string());
-        out.code += &included;
     }
     Ok(out)
 }
 
-fn split_anchor(target: &str) -> (&str, Option<&str>) {
-    let target = target.trim();
-    target
-        .split_once(':')
-        .map_or((target, None), |(f, a)| (f, Some(a)))
-}
-
-/// The name after `mark` (`ANCHOR:` or `ANCHOR_END:`) on `line`, if any.
-fn anchor_mark<'a>(line: &'a str, mark: &str) -> Option<&'a str> {
-    let name = line[line.find(mark)? + mark.len()..].trim_start();
-    let end = name
-        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
-        .unwrap_or(name.len());
-    (end > 0).then(|| &name[..end])
-}
-
 /// The lines between `ANCHOR: name` and `ANCHOR_END: name` (every such
 /// section); with `hide_rest`, the other lines too, hidden with `# `. Anchor
-/// lines themselves are dropped, as mdBook drops them.
-fn anchored(source: &str, anchor: &str, hide_rest: bool) -> String {
-    let (mut out, mut inside) = (String::new(), false);
+/// lines themselves are dropped, as mdBook drops them. `None` if no line
+/// starts the anchor.
+fn anchored(source: &str, anchor: &str, hide_rest: bool) -> Option<String> {
+    // The name after `mark` (`ANCHOR:` or `ANCHOR_END:`) on `line`, if any.
+    fn name<'a>(line: &'a str, mark: &str) -> Option<&'a str> {
+        let name = line.split_once(mark)?.1.trim_start();
+        let end = |c: char| !(c.is_alphanumeric() || c == '_' || c == '-');
+        name.split(end).next().filter(|n| !n.is_empty())
+    }
+    let (mut out, mut inside, mut found) = (String::new(), false, false);
     for line in source.lines() {
-        let (start, end) = (
-            anchor_mark(line, "ANCHOR:"),
-            anchor_mark(line, "ANCHOR_END:"),
-        );
+        let (start, end) = (name(line, "ANCHOR:"), name(line, "ANCHOR_END:"));
+        found |= start == Some(anchor);
         if start.is_some() || end.is_some() {
             inside = (inside || start == Some(anchor)) && end != Some(anchor);
         } else if inside {
@@ -236,11 +200,12 @@ fn anchored(source: &str, anchor: &str, hide_rest: bool) -> String {
             out += &format!("# {line}\n");
         }
     }
-    out
+    found.then_some(out)
 }
 
 /// The files of the module tree rooted at `root`: `root`, and for each
-/// `mod NAME;` its file, `#[path = "..."]` or as rustc finds it, and theirs.
+/// `mod NAME;` its file, as rustc finds it (by `#[path = "..."]`, or
+/// `NAME.rs` in the folder a file's modules live in), and theirs.
 pub fn module_files(root: &Path) -> Vec<PathBuf> {
     let (mut files, mut todo) = (Vec::new(), vec![(root.to_path_buf(), true)]);
     while let Some((file, owns_folder)) = todo.pop() {
@@ -254,22 +219,16 @@ pub fn module_files(root: &Path) -> Vec<PathBuf> {
         };
         let mut path = None;
         for line in text.lines().map(str::trim) {
+            let declared = line.trim_start_matches("pub ").strip_prefix("mod ");
             if let Some(p) = line.strip_prefix("#[path = \"") {
                 path = Some(dir.join(p.trim_end_matches("\"]")));
-                continue;
-            }
-            let declared = line.trim_start_matches("pub ").strip_prefix("mod ");
-            match (declared.and_then(|r| r.strip_suffix(';')), path.take()) {
-                (Some(_), Some(path)) => todo.push((path, true)),
-                (Some(name), None) => {
-                    let file = children.join(format!("{}.rs", name.trim()));
-                    todo.push(match file.exists() {
-                        true => (file, false),
-                        false => (children.join(name.trim()).join("mod.rs"), true),
-                    });
-                }
-                (None, pending) if line.starts_with("#[") => path = pending,
-                _ => {}
+            } else if let Some(name) = declared.and_then(|r| r.strip_suffix(';')) {
+                todo.push(match path.take() {
+                    Some(path) => (path, true),
+                    None => (children.join(format!("{}.rs", name.trim())), false),
+                });
+            } else if !line.starts_with("#[") {
+                path = None;
             }
         }
         files.push(file);
@@ -326,33 +285,67 @@ pub fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The code skeptic sees for the `index`th Rust block of `chapter` (a path
-/// from `root`). A block that does not run is itself. For one that runs:
-/// a line `//@` that says how to run it and where it is (the test removes
-/// it), then the program with its `main` renamed, the harness and a
-/// client's server as modules, and a `main` that runs it through the
-/// harness. The program does not depend on where the block stands, so
-/// blocks that show one program share one build and one run.
-pub fn test_code(
+/// The markdown skeptic reads for the `index`th Rust block of `chapter` (a
+/// path from `root`): the block's heading and fence at the lines they have
+/// in the chapter, so that the test's name (`{chapter}_sect_{heading}_line_
+/// {line}`) says where the block is, and its [`test_code`]. `None` for a
+/// `part_of` block, which is checked here and compiled by cargo.
+pub fn test_copy(
     root: &Path,
     chapter: &str,
     index: usize,
     block: &CodeBlock,
+) -> Result<Option<String>, String> {
+    let at = |line: usize, e: String| format!("{chapter}:{line}: {e}");
+    let Some(a) = Attributes::parse(&block.info).map_err(|e| at(block.line, e))?
+    else {
+        return Ok(None);
+    };
+    if let Some(text) = block.expected.as_ref().filter(|_| !a.runs()) {
+        let e = "output under a block that does not run: unchecked";
+        return Err(at(text.line, e.into()));
+    }
+    let dir = root.join(chapter).parent().unwrap_or(root).to_path_buf();
+    if let Some(target) = &a.part_of {
+        let checked = check_part_of(root, target, &block.body, &dir);
+        return checked
+            .map(|()| None)
+            .map_err(|e| at(block.line, format!("part_of={target}: {e}")));
+    }
+    let expanded = expand(&block.body, &dir).map_err(|e| at(block.line, e))?;
+    let code = match a.runs() {
+        true => test_code(root, chapter, index, &expanded, &a)
+            .map_err(|e| at(block.line, e))?,
+        false => expanded.code,
+    };
+    let mut lines = vec![String::new(); block.line - 1];
+    if let Some((line, heading)) = &block.heading {
+        lines[line - 1] = format!("## {heading}");
+    }
+    let flag = match (a.ignore, a.no_run) {
+        (true, _) => ",ignore",
+        (false, true) => ",no_run",
+        _ => "",
+    };
+    Ok(Some(format!(
+        "{}\n```rust{flag}\n{code}```\n",
+        lines.join("\n")
+    )))
+}
+
+/// The code skeptic sees for a block that runs: a line `//@` that says how
+/// to run it and where it is (the test removes it), then the program with
+/// its `main` renamed, the harness and a client's server as modules, and a
+/// `main` that runs it through the harness. The program does not depend on
+/// where the block stands, so blocks that show one program share one build
+/// and one run.
+fn test_code(
+    root: &Path,
+    chapter: &str,
+    index: usize,
+    expanded: &Expanded,
     attributes: &Attributes,
 ) -> Result<String, String> {
-    let at = |line: usize, e: &str| format!("{chapter}:{line}: {e}");
-    let dir = root.join(chapter).parent().unwrap_or(root).to_path_buf();
-    let expanded = expand(&block.body, &dir).map_err(|e| at(block.line, &e))?;
-    match &block.expected {
-        _ if attributes.runs() => {}
-        Some(text) => {
-            return Err(at(
-                text.line,
-                "output under a block that does not run: unchecked",
-            ));
-        }
-        None => return Ok(expanded.code),
-    }
     // As skeptic compiles it: a hidden line `# x` is `x`.
     let unhide = |l: &str| match l.trim_start().strip_prefix("# ") {
         Some(hidden) => hidden.to_string(),
@@ -364,9 +357,7 @@ pub fn test_code(
         let l = l.trim_start().trim_start_matches("pub ");
         l.trim_start_matches("async ").starts_with("fn main(")
     });
-    let Some(main) = main else {
-        return Err(at(block.line, "a block that runs needs a `fn main`"));
-    };
+    let main = main.ok_or("a block that runs needs a `fn main`")?;
     *main = main.replacen("fn main(", "fn cookbook_snippet_main(", 1);
     let harness = root.join("src/harness.rs");
     let mut files = vec![harness.clone()];
@@ -376,7 +367,7 @@ pub fn test_code(
                 .map(|p| root.join(p.replace("{}", name)))
                 .into_iter()
                 .find(|p| p.exists());
-            let path = found.ok_or_else(|| at(block.line, "no such server"))?;
+            let path = found.ok_or("no such server")?;
             files.extend(module_files(&path));
             program.push(format!(
                 "#[allow(dead_code)]\n#[path = {path:?}]\nmod cookbook_server;"
@@ -384,71 +375,43 @@ pub fn test_code(
             // A fixture of `src/` (TLS) makes its own URL from `http://`.
             let http = path.starts_with(root.join("src"));
             let scheme = if http { "http" } else { "grpc" };
+            let serve = "cookbook_server::serve";
             (
                 "client",
-                format!(
-                    "run_client(cookbook_snippet_main, cookbook_server::serve, {scheme:?}"
-                ),
+                format!("run_client(cookbook_snippet_main, {serve}, {scheme:?}"),
             )
         }
         None if attributes.server => ("server", "run(cookbook_snippet_main".into()),
         None => ("program", "run(cookbook_snippet_main".into()),
     };
-    let sources: Vec<u8> = files
-        .iter()
-        .flat_map(|f| fs::read(f).unwrap_or_default())
-        .collect();
+    let sources = files.iter().flat_map(|f| fs::read(f).unwrap_or_default());
     program.push(format!(
         "#[allow(dead_code)]\n#[path = {harness:?}]\nmod cookbook_harness;\n\
          // built from: {:016x}",
-        fnv(&sources)
+        fnv(&sources.collect::<Vec<u8>>())
     ));
     let program = program.join("\n");
     let id = format!("{:016x}", fnv(format!("{program}{kind}{call}").as_bytes()));
-    let (timeout, partial) =
-        (attributes.timeout_secs.unwrap_or(60), expanded.partial);
+    let timeout = attributes.timeout_secs.unwrap_or(60);
+    let partial = expanded.partial;
     Ok(format!(
         "//@ {id} {kind} {timeout} {partial} {index} {chapter}\n{program}\n\
          fn main() -> std::process::ExitCode {{\n    cookbook_harness::{call}, {id:?})\n}}\n"
     ))
 }
 
-/// The markdown skeptic reads for a Rust block: the block's heading and
-/// fence at the lines they have in the chapter, so that the test's name
-/// (`{chapter}_sect_{heading}_line_{line}`) says where the block is. `None`
-/// for a `part_of` block, which is checked here and compiled by cargo.
-pub fn test_copy(
-    root: &Path,
-    chapter: &str,
-    index: usize,
-    block: &CodeBlock,
-) -> Result<Option<String>, String> {
-    let at = |e: String| format!("{chapter}:{}: {e}", block.line);
-    let Some(attributes) = Attributes::parse(&block.info).map_err(at)? else {
-        return Ok(None);
-    };
-    if let Some(target) = &attributes.part_of {
-        if block.expected.is_some() {
-            return Err(at("a part_of block does not run: nothing prints".into()));
+/// The names of the chapters in `book/src` under `root`, sorted.
+pub fn chapters(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(root.join("book/src"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        match name.strip_suffix(".md") {
+            Some(chapter) if chapter != "SUMMARY" => {
+                names.push(chapter.to_string())
+            }
+            _ => {}
         }
-        let dir = root.join(chapter).parent().unwrap_or(root).to_path_buf();
-        let checked = check_part_of(root, target, &block.body, &dir);
-        return checked
-            .map(|()| None)
-            .map_err(|e| at(format!("part_of={target}: {e}")));
     }
-    let code = test_code(root, chapter, index, block, &attributes)?;
-    let mut lines = vec![String::new(); block.line - 1];
-    if let Some((line, heading)) = &block.heading {
-        lines[line - 1] = format!("## {heading}");
-    }
-    let flag = match (attributes.ignore, attributes.no_run) {
-        (true, _) => ",ignore",
-        (false, true) => ",no_run",
-        _ => "",
-    };
-    Ok(Some(format!(
-        "{}\n```rust{flag}\n{code}```\n",
-        lines.join("\n")
-    )))
+    names.sort();
+    Ok(names)
 }

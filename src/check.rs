@@ -5,13 +5,12 @@
 //! `FLIGHT_COOKBOOK_BLESS=1`, rewrite that output instead of failing.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write as _};
+use std::fs;
+use std::io::{self, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use std::{fs, io, thread};
 
 use similar::algorithms::{Capture, Replace, myers};
 use similar::{Algorithm, DiffTag};
@@ -32,27 +31,24 @@ pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
     let (index, excerpt) = (index.parse().unwrap_or(0), excerpt == "true");
     let path = Path::new(root).join(chapter);
     let block = rust_block(&path, index).expect("the block is where it was");
-    let (stdout, stderr, problem) =
-        run_once(id, &format!("{chapter}:{}", block.line), || {
-            let found = crate::harness::found_at(id, std::process::id());
-            let _ = fs::remove_file(&found);
-            skeptic::rt::run_test(root, out, target, program);
-            let timeout = Duration::from_secs(timeout.parse().unwrap_or(60));
-            let exe = fs::read_to_string(&found);
-            let _ = fs::remove_file(&found);
-            let run = exe.and_then(|exe| launch(&exe, kind, timeout));
-            run.unwrap_or_else(|e| {
-                (String::new(), String::new(), Some(e.to_string()))
-            })
-        });
+    let at = format!("{chapter}:{}", block.line);
+    let (stdout, stderr, problem) = run_once(id, &at, || {
+        let found = crate::harness::found_at(id, std::process::id());
+        let _ = fs::remove_file(&found);
+        skeptic::rt::run_test(root, out, target, program);
+        let exe = fs::read_to_string(&found);
+        let _ = fs::remove_file(&found);
+        let timeout = Duration::from_secs(timeout.parse().unwrap_or(60));
+        let run = exe.and_then(|exe| launch(&exe, kind, timeout));
+        run.unwrap_or_else(|e| (String::new(), String::new(), Some(e.to_string())))
+    });
     eprint!("{stderr}");
     let expected = block.expected.as_ref().map(|e| e.body.join("\n"));
     let expected = expected.unwrap_or_default();
     let problem = match problem {
         None if matches(&expected, &stdout, excerpt) => return print!("{stdout}"),
         None if std::env::var_os("FLIGHT_COOKBOOK_BLESS").is_some() => {
-            assert!(bless(&path, index, &stdout, excerpt), "cannot bless");
-            return;
+            return assert!(bless(&path, index, &stdout, excerpt), "cannot bless");
         }
         None => "what it printed differs from the expected output under it".into(),
         Some(problem) => problem,
@@ -61,26 +57,17 @@ pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
         Some(text) => format!("expected ({chapter}:{})", text.line),
         None => "expected (no text block under it)".into(),
     };
-    let mut report = side_by_side(&title, &expected, &stdout, excerpt);
-    let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-    if !tail.is_empty() {
-        report += "\nits last lines on stderr:\n";
-        tail.iter()
-            .rev()
-            .for_each(|l| report += &format!("    {l}\n"));
-    }
+    let report = side_by_side(&title, &expected, &stdout, excerpt);
     let heading = block.heading.map(|(_, h)| h).unwrap_or_default();
-    let at = format!("{chapter}:{}: the block under \"{heading}\"", block.line);
-    eprintln!("\n{at}: {problem}:\n\n{report}");
-    // The report says what is wrong; no panic message or backtrace.
+    eprintln!("\n{at}: the block under \"{heading}\": {problem}:\n\n{report}");
+    // The report says what is wrong (its stderr is above it): no panic
+    // message or backtrace.
     std::panic::resume_unwind(Box::new("the block's output is wrong"));
 }
 
 /// The `index`th Rust block of a chapter, as the chapter is now.
 fn rust_block(chapter: &Path, index: usize) -> Option<CodeBlock> {
-    let markdown = fs::read_to_string(chapter).ok()?;
-    let blocks = book::code_blocks(&markdown).into_iter();
-    blocks.filter(|b| book::is_rust(&b.info)).nth(index)
+    book::rust_blocks(&fs::read_to_string(chapter).ok()?).nth(index)
 }
 
 /// Runs `run` once per `key` in this process: the blocks that show one
@@ -104,72 +91,45 @@ fn run_once(key: &str, label: &str, run: impl FnOnce() -> Run) -> Run {
     run.clone()
 }
 
-/// A child process, the lines it prints as they come, and all it printed.
-struct Running(Child, Receiver<String>, [thread::JoinHandle<String>; 2]);
-
-impl Running {
-    fn start(exe: &str, dir: &Path, role: &str, args: &[&str]) -> io::Result<Self> {
-        let mut child = Command::new(exe)
+/// Runs the program in a folder of its own, what it prints written to files
+/// of another: a `client` with the URL of its server, started first from
+/// the same program; a `server` with the address `127.0.0.1:0`, and SIGTERM
+/// once it has printed a line.
+fn launch(exe: &str, kind: &str, timeout: Duration) -> io::Result<Run> {
+    let (dir, logs) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let log = |role: &str, end: &str| logs.path().join(format!("{role}.{end}"));
+    let read = |role: &str, end: &str| {
+        let bytes = fs::read(log(role, end));
+        bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    let start = |role: &str, args: &[&str]| {
+        Command::new(exe)
             .args(args)
-            .current_dir(dir)
+            .current_dir(dir.path())
             .env("FLIGHT_COOKBOOK_ROLE", role)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (line, lines) = channel();
-        let read = |from: Box<dyn Read + Send>, line: Sender<String>| {
-            thread::spawn(move || {
-                let mut all = String::new();
-                for text in BufReader::new(from).split(b'\n').map_while(Result::ok)
-                {
-                    let text = String::from_utf8_lossy(&text) + "\n";
-                    let _ = line.send(text.to_string());
-                    all += &text;
-                }
-                all
-            })
-        };
-        let stdout = read(Box::new(child.stdout.take().expect("piped")), line);
-        let stderr =
-            read(Box::new(child.stderr.take().expect("piped")), channel().0);
-        Ok(Running(child, lines, [stdout, stderr]))
-    }
-
-    /// Closes its stdin, waits until it ends, and kills it after `timeout`.
-    fn finish(mut self, who: &str, timeout: Duration) -> io::Result<Run> {
-        drop(self.0.stdin.take());
-        let status: Option<ExitStatus> = self.0.wait_timeout(timeout)?;
-        if status.is_none() {
-            self.0.kill()?;
-            self.0.wait()?;
+            .stdout(fs::File::create(log(role, "out"))?)
+            .stderr(fs::File::create(log(role, "err"))?)
+            .spawn()
+    };
+    let deadline = Instant::now() + timeout;
+    // The rest of the first line of `role`'s that starts with `prefix`, once
+    // printed, while it runs.
+    let wait_for = |role: &str, child: &mut Child, prefix: &str| loop {
+        let text = read(role, "out").unwrap_or_default();
+        if let Some(rest) = text.lines().find_map(|l| l.strip_prefix(prefix)) {
+            return Some(rest.to_string());
         }
-        let [stdout, stderr] = self.2.map(|t| t.join().unwrap_or_default());
-        let problem = match status {
-            None => Some(format!("{who} did not stop in time and was killed")),
-            Some(status) if !status.success() => {
-                Some(format!("{who} failed ({status})"))
-            }
-            Some(_) => None,
-        };
-        Ok((stdout, stderr, problem))
-    }
-}
-
-/// Runs the program in a folder of its own: a `client` with the URL of its
-/// server, started first from the same program; a `server` with the
-/// address `127.0.0.1:0`, and SIGTERM once it has printed a line.
-fn launch(exe: &str, kind: &str, timeout: Duration) -> io::Result<Run> {
-    let dir = tempfile::tempdir()?;
+        if Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let mut server = None;
     let args = match kind {
         "client" => {
-            let started = Running::start(exe, dir.path(), "server", &[])?;
-            let mut lines =
-                std::iter::from_fn(|| started.1.recv_timeout(timeout).ok());
-            let url = lines.find_map(|l| {
-                Some(l.strip_prefix("FLIGHT_COOKBOOK_URL=")?.trim().to_string())
-            });
+            let mut started = start("server", &[])?;
+            let url = wait_for("server", &mut started, "FLIGHT_COOKBOOK_URL=");
             server = Some(started);
             vec![url.unwrap_or_default()]
         }
@@ -177,20 +137,42 @@ fn launch(exe: &str, kind: &str, timeout: Duration) -> io::Result<Run> {
         _ => vec![],
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let started = Instant::now();
-    let program = Running::start(exe, dir.path(), "program", &args)?;
-    if kind == "server" && program.1.recv_timeout(timeout).is_ok() {
-        let pid = program.0.id().to_string();
+    let mut program = start("program", &args)?;
+    if kind == "server" && wait_for("program", &mut program, "").is_some() {
+        let pid = program.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
     }
-    let left = timeout.saturating_sub(started.elapsed());
-    let (stdout, mut stderr, mut problem) = program.finish("it", left)?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut problem = finish(program, "it", left)?;
+    let mut stderr = read("program", "err")?;
     if let Some(server) = server {
-        let (_, log, stopped) =
-            server.finish("the server", Duration::from_secs(10))?;
-        (stderr, problem) = (log + &stderr, problem.or(stopped));
+        problem =
+            problem.or(finish(server, "the server", Duration::from_secs(10))?);
+        stderr = read("server", "err")? + &stderr;
     }
-    Ok((stdout, stderr, problem))
+    Ok((read("program", "out")?, stderr, problem))
+}
+
+/// Closes the child's stdin, waits until it ends, and kills it after
+/// `timeout`; what went wrong, if anything.
+fn finish(
+    mut child: Child,
+    who: &str,
+    timeout: Duration,
+) -> io::Result<Option<String>> {
+    drop(child.stdin.take());
+    let status = child.wait_timeout(timeout)?;
+    if status.is_none() {
+        child.kill()?;
+        child.wait()?;
+    }
+    Ok(match status {
+        None => Some(format!("{who} did not stop in time and was killed")),
+        Some(status) if !status.success() => {
+            Some(format!("{who} failed ({status})"))
+        }
+        Some(_) => None,
+    })
 }
 
 /// Compiles a block that does not run, unless it compiled before from the
@@ -226,25 +208,12 @@ fn lines(text: &str) -> Vec<&str> {
 /// doctest ELLIPSIS). An `excerpt` may be any run of whole lines of `actual`.
 pub fn matches(expected: &str, actual: &str, excerpt: bool) -> bool {
     let (expected, actual) = (lines(expected).join("\n"), lines(actual).join("\n"));
+    let pattern = regex::escape(&expected).replace(r"\.\.\.", "(?s:.*)");
     let (pattern, text) = match excerpt {
-        true => (format!("...\n{expected}\n..."), format!("\n{actual}\n")),
-        false => (expected, actual),
+        true => (format!("\n{pattern}\n"), format!("\n{actual}\n")),
+        false => (format!("^{pattern}$"), actual),
     };
-    let pieces: Vec<&str> = pattern.split("...").collect();
-    let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
-    if pieces.len() == 1 {
-        return pattern == text;
-    }
-    let ends = text.starts_with(first) && text.ends_with(last);
-    if !ends || first.len() + last.len() > text.len() {
-        return false;
-    }
-    let (mut from, end) = (first.len(), text.len() - last.len());
-    pieces[1..pieces.len() - 1].iter().all(|piece| {
-        let at = text[from..end].find(piece);
-        from += at.map_or(0, |at| at + piece.len());
-        at.is_some()
-    })
+    regex::Regex::new(&pattern).is_ok_and(|pattern| pattern.is_match(&text))
 }
 
 /// An expected line and a printed one, equal when the first matches the
@@ -253,7 +222,7 @@ struct Want<'a>(&'a str);
 struct Got<'a>(&'a str);
 impl PartialEq<Want<'_>> for Got<'_> {
     fn eq(&self, want: &Want) -> bool {
-        want.0 != "..." && matches(want.0, self.0, false)
+        want.0 != "..." && (want.0 == self.0 || matches(want.0, self.0, false))
     }
 }
 
@@ -262,49 +231,38 @@ type Row<'a> = (Option<&'a str>, Option<&'a str>, bool);
 
 /// Expected and printed lines paired by `similar`'s diff. In a part that
 /// changed, expected lines take printed ones in order and a `...` line
-/// those left over; at the ends of an excerpt, the printed lines most like
-/// the expected ones are its own if alike, the others the rest of the
-/// program's.
+/// those left over; at the ends of an excerpt, only its own printed lines
+/// ([`own_lines`]).
 fn rows<'a>(expected: &'a str, printed: &'a str, excerpt: bool) -> Vec<Row<'a>> {
     let (old, new) = (lines(expected), lines(printed));
     let want: Vec<Want> = old.iter().map(|l| Want(l)).collect();
     let got: Vec<Got> = new.iter().map(|l| Got(l)).collect();
     let mut diff = Replace::new(Capture::new());
+    let (all_old, all_new) = (0..old.len(), 0..new.len());
     let _ = myers::diff_deadline_raw(
         &mut diff,
         &want[..],
-        0..old.len(),
+        all_old,
         &got[..],
-        0..new.len(),
+        all_new,
         None,
     );
     let mut rows = Vec::new();
-    let ops = diff.into_inner().into_ops();
-    for (tag, o, n) in ops.iter().map(|op| op.as_tag_tuple()) {
+    for (tag, o, n) in diff
+        .into_inner()
+        .into_ops()
+        .iter()
+        .map(|op| op.as_tag_tuple())
+    {
         let at_start = o.start + n.start == 0;
         let at_end = o.end == old.len() && n.end == new.len();
         let (o, mut n) = (&old[o], &new[n]);
-        let wanted = |o: &[&str]| o.iter().filter(|l| **l != "...").count();
-        let changed = tag != DiffTag::Equal;
-        let edge = excerpt && changed && !old.is_empty() && (at_start || at_end);
-        if edge && n.len() >= wanted(o) {
-            let (k, last) = (wanted(o), n.len() - wanted(o));
-            let starts = match (at_start, at_end) {
-                (true, true) => 0..=last,
-                (true, false) => last..=last,
-                _ => 0..=0,
-            };
-            let like =
-                |s: &usize| likeness(&o.join("\n"), &n[*s..*s + k].join("\n"));
-            let s = starts.max_by_key(like).unwrap_or(0);
-            // Unless they are alike (difflib's ratio 0.5), they are not its.
-            let size = o.join("\n").chars().count()
-                + n[s..s + k].join("\n").chars().count();
-            n = if 4 * like(&s) >= size {
-                &n[s..s + k]
-            } else {
-                &[]
-            };
+        if excerpt
+            && tag != DiffTag::Equal
+            && !old.is_empty()
+            && (at_start || at_end)
+        {
+            n = own_lines(o, n, at_start, at_end);
         }
         for (i, line) in o.iter().enumerate() {
             let any = *line == "...";
@@ -315,10 +273,10 @@ fn rows<'a>(expected: &'a str, printed: &'a str, excerpt: bool) -> Vec<Row<'a>> 
             if take == 0 {
                 rows.push((Some(*line), None, any));
             }
-            let pairs = n[..take]
-                .iter()
-                .map(|p| (Some(*line), Some(*p), any || Got(p) == Want(line)));
-            rows.extend(pairs);
+            let pairs = n[..take].iter();
+            rows.extend(
+                pairs.map(|p| (Some(*line), Some(*p), any || Got(p) == Want(line))),
+            );
             n = &n[take..];
         }
         rows.extend(n.iter().map(|p| (None, Some(*p), false)));
@@ -326,12 +284,40 @@ fn rows<'a>(expected: &'a str, printed: &'a str, excerpt: bool) -> Vec<Row<'a>> 
     rows
 }
 
-/// How many characters two texts have in common, in order.
-fn likeness(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let ops = similar::capture_diff_slices(Algorithm::Myers, &a, &b);
-    let equal = ops.iter().filter(|op| op.tag() == DiffTag::Equal);
-    equal.map(|op| op.old_range().len()).sum()
+/// How many printed lines the expected lines `o` need at least.
+fn wanted(o: &[&str]) -> usize {
+    o.iter().filter(|l| **l != "...").count()
+}
+
+/// Of the printed lines `n` at an end of an excerpt that expects `o` there,
+/// those that are its own: as many as it needs, next to the rest of its
+/// lines, or the most like `o` when nothing of it matched; none unless alike
+/// (difflib's ratio 0.5). The others are the rest of the program's.
+fn own_lines<'n, 'a>(
+    o: &[&str],
+    n: &'n [&'a str],
+    start: bool,
+    end: bool,
+) -> &'n [&'a str] {
+    let (k, expected) = (wanted(o), o.join("\n").chars().collect::<Vec<_>>());
+    let Some(last) = n.len().checked_sub(k) else {
+        return n;
+    };
+    let ratio = |s: &usize| {
+        let printed: Vec<char> = n[*s..*s + k].join("\n").chars().collect();
+        let ops =
+            similar::capture_diff_slices(Algorithm::Myers, &expected, &printed);
+        similar::diff_ratio(&ops, expected.len(), printed.len())
+    };
+    let starts = match (start, end) {
+        (true, true) => 0..=last,
+        (true, false) => last..=last,
+        _ => 0..=0,
+    };
+    let s = starts
+        .max_by(|a, b| ratio(a).total_cmp(&ratio(b)))
+        .unwrap_or(0);
+    if ratio(&s) >= 0.5 { &n[s..s + k] } else { &[] }
 }
 
 /// Expected and printed lines side by side, the rows that differ marked.

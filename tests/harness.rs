@@ -42,21 +42,20 @@ fn run_block(markdown: &str) -> Result<(), String> {
 }
 
 /// The chapter `markdown`, written to a temporary file, and the test code
-/// of its first Rust block.
+/// of its first Rust block, as `build.rs` hands it to skeptic.
 fn test_code(markdown: &str) -> Result<(tempfile::TempPath, String), String> {
     let chapter = tempfile::Builder::new().suffix(".md").tempfile();
     let chapter = chapter.map_err(|e| e.to_string())?.into_temp_path();
     std::fs::write(&chapter, markdown).map_err(|e| e.to_string())?;
-    let blocks = book::code_blocks(markdown);
-    let block = blocks
-        .iter()
-        .find(|b| b.info.starts_with("rust"))
-        .ok_or("no rust block")?;
-    let attributes = Attributes::parse(&block.info)?.ok_or("not a rust block")?;
+    let block = book::rust_blocks(markdown).next().ok_or("no rust block")?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let name = chapter.display().to_string();
-    let code = book::test_code(root, &name, 0, block, &attributes)?;
-    Ok((chapter, code))
+    let copy = book::test_copy(root, &name, 0, &block)?.ok_or("not tested")?;
+    let code = copy
+        .split_once("```rust")
+        .and_then(|(_, c)| c.split_once('\n'));
+    let code = code.and_then(|(_, c)| c.strip_suffix("```\n"));
+    Ok((chapter, code.ok_or("no code")?.to_string()))
 }
 
 #[test]
@@ -289,6 +288,14 @@ fn a_running_block_needs_a_main_and_known_words() {
     assert!(test_code("```rust\nlet x = 1;\n```\n").is_err());
     assert!(test_code("```rust,no-run\nfn main() {}\n```\n").is_err());
     assert!(test_code("```rust,should_panic\nfn main() {}\n```\n").is_err());
+    // One kind of block at most; a timeout only for a block that runs.
+    let parse = |info| Attributes::parse(info).map(|a| a.is_some());
+    assert_eq!(parse("rust,server,timeout=5"), Ok(true));
+    assert_eq!(parse("text"), Ok(false));
+    assert!(parse("rust,server,no_run").is_err());
+    assert!(parse("rust,ignore,no_run").is_err());
+    assert!(parse("rust,client_of=x,server").is_err());
+    assert!(parse("rust,no_run,timeout=5").is_err());
 }
 
 #[test]
@@ -489,4 +496,23 @@ fn module_files_follow_mod_declarations_and_paths() {
             "examples/prog/main.rs",
         ]
     );
+}
+
+/// A program may print bytes that are not UTF-8: they are compared as
+/// mdBook would show them, not refused.
+#[test]
+fn output_that_is_not_utf8_is_compared_lossily() {
+    let markdown = r#"
+```rust
+use std::io::Write;
+fn main() -> std::io::Result<()> {
+    std::io::stdout().write_all(b"bytes \xff\n")
+}
+```
+
+```text
+bytes �
+```
+"#;
+    assert_eq!(run_block(markdown), Ok(()));
 }
