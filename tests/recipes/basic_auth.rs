@@ -1019,75 +1019,31 @@ async fn every_call_needs_credentials() {
     let server = TestServer::start(serve).await;
     let channel = server.channel().await;
     let mut client = client_on(&channel);
-    let unauthenticated = |status: Status| {
-        assert_status(
-            &status,
-            Code::Unauthenticated,
-            "No credentials supplied",
-            None,
-        );
-    };
-
-    unauthenticated(
-        within(
-            "handshake",
-            client.handshake(stream::iter([HandshakeRequest::default()])),
-        )
-        .await
-        .expect_err("handshake"),
+    // Each call without credentials is refused, before its handler runs.
+    macro_rules! refused {
+        ($name:literal, $call:expr) => {
+            assert_status(
+                &within($name, $call).await.expect_err($name),
+                Code::Unauthenticated,
+                "No credentials supplied",
+                None,
+            )
+        };
+    }
+    let cmd = || FlightDescriptor::new_cmd("x");
+    let no_data = || stream::empty::<FlightData>();
+    refused!(
+        "handshake",
+        client.handshake(stream::iter([HandshakeRequest::default()]))
     );
-    unauthenticated(
-        within("list_flights", client.list_flights(Criteria::default()))
-            .await
-            .expect_err("list_flights"),
-    );
-    unauthenticated(
-        within(
-            "get_flight_info",
-            client.get_flight_info(FlightDescriptor::new_cmd("x")),
-        )
-        .await
-        .expect_err("get_flight_info"),
-    );
-    unauthenticated(
-        within(
-            "poll_flight_info",
-            client.poll_flight_info(FlightDescriptor::new_cmd("x")),
-        )
-        .await
-        .expect_err("poll_flight_info"),
-    );
-    unauthenticated(
-        within(
-            "get_schema",
-            client.get_schema(FlightDescriptor::new_cmd("x")),
-        )
-        .await
-        .expect_err("get_schema"),
-    );
-    unauthenticated(
-        within("do_get", client.do_get(Ticket::new("x")))
-            .await
-            .expect_err("do_get"),
-    );
-    unauthenticated(
-        within("do_put", client.do_put(stream::empty::<FlightData>()))
-            .await
-            .expect_err("do_put"),
-    );
-    unauthenticated(
-        within(
-            "do_exchange",
-            client.do_exchange(stream::empty::<FlightData>()),
-        )
-        .await
-        .expect_err("do_exchange"),
-    );
-    unauthenticated(
-        within("list_actions", client.list_actions(Empty::default()))
-            .await
-            .expect_err("list_actions"),
-    );
+    refused!("list_flights", client.list_flights(Criteria::default()));
+    refused!("get_flight_info", client.get_flight_info(cmd()));
+    refused!("poll_flight_info", client.poll_flight_info(cmd()));
+    refused!("get_schema", client.get_schema(cmd()));
+    refused!("do_get", client.do_get(Ticket::new("x")));
+    refused!("do_put", client.do_put(no_data()));
+    refused!("do_exchange", client.do_exchange(no_data()));
+    refused!("list_actions", client.list_actions(Empty::default()));
 
     // With a token, the unimplemented calls say so instead.
     let bearer = bearer_for(&mut client).await;
