@@ -1,9 +1,9 @@
 //! The recipes' tests, one module per recipe, in one test program: the
 //! fixture (`tests/common`) and each example program are compiled once, and
-//! cargo's test runner runs the tests of all recipes in parallel. The tests
-//! that need the whole machine (`reliability`, `header_limit`,
-//! `rendered_book`, `copy_paste`) are test programs of their own, run
-//! after this one, alone.
+//! cargo's test runner runs the tests of all recipes in parallel, four per
+//! core (`four_per_core.rs`). The tests that need the whole machine
+//! (`reliability`, `header_limit`, `rendered_book`, `copy_paste`) are test
+//! programs of their own, run after this one, alone.
 //!
 //! To fold in a test file `tests/NEW.rs` (written as its own `[[test]]`),
 //! add the line `#[path = "../NEW.rs"] mod NEW;` below and drop its
@@ -47,6 +47,8 @@ mod wire;
 mod book;
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../four_per_core.rs"]
+mod four_per_core;
 
 // The example programs, as modules the tests call into.
 #[allow(dead_code)]
