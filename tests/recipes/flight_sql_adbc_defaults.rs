@@ -105,8 +105,8 @@ fn a_time_limit_of_one_second_ends_the_call_and_the_work() {
         &[
             "OperationalError",
             "then (6,)",
-            "ended within 2 s True",
-            "the next query within 1 s True",
+            "ended within 5 s True",
+            "the next query within 5 s True",
         ],
     );
 }

@@ -325,7 +325,9 @@ fn the_deadline_ends_a_download_that_cannot_finish() {
         let took = started.elapsed();
         let error = result.expect_err("gave up");
         assert!(error.contains("restarting"), "{error}");
-        assert!(took < Duration::from_millis(1500), "{took:?}");
+        // Without the deadline the retries would go on for ever; the bound
+        // leaves room for a machine busy with other tests.
+        assert!(took < Duration::from_secs(4), "{took:?}");
         assert!(took > Duration::from_millis(800), "{took:?}");
         assert!(retries >= 5, "{retries} retries");
         assert_eq!(calls.load(Ordering::SeqCst), retries + 1);
