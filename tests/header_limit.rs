@@ -6,6 +6,8 @@
 //! that ends every call of the connection.
 
 mod common;
+#[path = "four_per_core.rs"]
+mod four_per_core;
 
 #[allow(dead_code)]
 #[path = "../examples/basic_auth_server.rs"]
