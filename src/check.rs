@@ -35,7 +35,7 @@ pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
     let (stdout, stderr, problem) = run_once(id, &at, || {
         let found = crate::harness::found_at(id, std::process::id());
         let _ = fs::remove_file(&found);
-        skeptic::rt::run_test(root, out, target, program);
+        build_and_locate(root, out, target, program);
         let exe = fs::read_to_string(&found);
         let _ = fs::remove_file(&found);
         let timeout = Duration::from_secs(timeout.parse().unwrap_or(60));
@@ -63,6 +63,26 @@ pub fn run_snippet(root: &str, out: &str, target: &str, code: &str) {
     // The report says what is wrong (its stderr is above it): no panic
     // message or backtrace.
     std::panic::resume_unwind(Box::new("the block's output is wrong"));
+}
+
+/// Has skeptic build the program and run it once, to write where it is.
+/// Linux refuses to run a file that a process still holds open for writing
+/// ("Text file busy"), as a process that another test forks just then may
+/// for a moment: skeptic then fails the test, and it is tried again.
+fn build_and_locate(root: &str, out: &str, target: &str, program: &str) {
+    for attempt in 1.. {
+        let built = std::panic::catch_unwind(|| {
+            skeptic::rt::run_test(root, out, target, program)
+        });
+        let Err(panic) = built else { return };
+        let busy = panic.downcast_ref::<String>().is_some_and(|m| {
+            m.contains("Text file busy") || m.contains("os error 26")
+        });
+        if !busy || attempt == 5 {
+            std::panic::resume_unwind(panic);
+        }
+        std::thread::sleep(Duration::from_millis(50 * attempt));
+    }
 }
 
 /// The `index`th Rust block of a chapter, as the chapter is now.
